@@ -1,0 +1,128 @@
+//! wsguard session store.
+//!
+//! Owns the [`SessionStore`] trait (async, fallible, shaped so that a networked backend such as
+//! Redis fits behind it), the record and event types, and two backends:
+//! - [`MemoryStore`]: one process, nothing survives a restart (tests, throwaway gateways);
+//! - [`SqliteStore`]: the default. SQLite in WAL mode, so a running gateway and the `wsguard`
+//!   CLI can use the same file at once; revocations made by another process reach
+//!   [`SessionStore::subscribe`] through a polled revocation log.
+//!
+//! This crate stores and reports; it does not decide. Whether a token is acceptable is decided by
+//! `wsguard-session`, which combines the token's proof with what the store says. Time is always a
+//! parameter (`now`, Unix seconds): the store never reads the clock.
+
+mod memory;
+mod sqlite;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use wsguard_token::{SessionData, SessionId, UserId};
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// A live session as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id (the key).
+    pub sid: SessionId,
+    /// Owner.
+    pub uid: UserId,
+    /// Application data.
+    pub data: SessionData,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Last activity the store knows of, Unix seconds. Only moves forward.
+    pub last_active: u64,
+    /// When the record may be purged (its absolute expiry), Unix seconds.
+    pub expires_at: u64,
+}
+
+/// What the store knows about a session id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The session is live.
+    Live(SessionRecord),
+    /// The session was revoked (a tombstone is kept until the session could have expired anyway).
+    Revoked,
+    /// The store has never heard of it, or has forgotten it after expiry.
+    Unknown,
+}
+
+/// A revocation, as broadcast to subscribers (e.g. the gateway closing live sockets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// One session. The user is known if the store held the session.
+    Session {
+        /// The revoked session.
+        sid: SessionId,
+        /// Its owner, if known.
+        uid: Option<UserId>,
+    },
+    /// Every session of a user created at or before `at`.
+    User {
+        /// The user.
+        uid: UserId,
+        /// Revocation time, Unix seconds.
+        at: u64,
+    },
+}
+
+/// A store failure. Callers fail closed on it (the gateway answers 503).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, database error, lock poisoned).
+    #[error("session store backend error: {0}")]
+    Backend(String),
+    /// A session with this id already exists.
+    #[error("a session with this id already exists")]
+    Duplicate,
+    /// The store holds data this version cannot read.
+    #[error("session store holds an invalid record: {0}")]
+    Corrupt(String),
+}
+
+/// A place where sessions live. All methods are safe to call concurrently.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new live session. Fails with [`StoreError::Duplicate`] if the id exists (live or revoked).
+    async fn create(&self, record: &SessionRecord) -> Result<(), StoreError>;
+
+    /// Looks a session up.
+    async fn get(&self, sid: &SessionId) -> Result<Lookup, StoreError>;
+
+    /// Records activity: `last_active` becomes `max(stored, last_active)`. Returns `false` if the
+    /// session is not live. Callers throttle this (see `wsguard-session`).
+    async fn touch(&self, sid: &SessionId, last_active: u64) -> Result<bool, StoreError>;
+
+    /// Revokes one session: it stops being live at once and a tombstone is kept until
+    /// `keep_until`. Returns the owner if the session was live. Revoking an unknown id still
+    /// records the tombstone (stateless tokens are not in the store) and broadcasts.
+    async fn revoke_session(
+        &self,
+        sid: &SessionId,
+        keep_until: u64,
+    ) -> Result<Option<UserId>, StoreError>;
+
+    /// Revokes every session of `uid` created at or before `now` (also stateless ones, through a
+    /// user revocation marker kept until `keep_until`). Returns how many stored sessions ended.
+    async fn revoke_user(&self, uid: &UserId, now: u64, keep_until: u64)
+    -> Result<usize, StoreError>;
+
+    /// The latest user-wide revocation time of `uid`, if one is in force.
+    async fn user_revoked_at(&self, uid: &UserId) -> Result<Option<u64>, StoreError>;
+
+    /// The live sessions of a user, oldest first.
+    async fn list_user(&self, uid: &UserId) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Forgets expired sessions, tombstones and markers (`expires_at`/`keep_until` <= `now`).
+    /// Returns how many rows went.
+    async fn purge(&self, now: u64) -> Result<usize, StoreError>;
+
+    /// Subscribes to revocations, including (for shared backends) those made by other processes.
+    fn subscribe(&self) -> broadcast::Receiver<Revocation>;
+}
+
+/// Capacity of revocation broadcast channels. A subscriber that lags more than this many events
+/// behind gets `RecvError::Lagged` and must resynchronise (the gateway re-checks every socket).
+pub const REVOCATION_CHANNEL_CAPACITY: usize = 4096;

@@ -1,0 +1,255 @@
+//! The store conformance suite: the same behaviour, checked against every backend.
+//!
+//! Each `check_*` function takes a fresh store; the `backends!` macro runs all of them against
+//! `MemoryStore` and `SqliteStore`. SQLite-only tests (persistence across reopen, revocations
+//! seen by another instance on the same file) follow.
+
+use std::time::Duration;
+
+use wsguard_store::{Lookup, MemoryStore, Revocation, SessionRecord, SessionStore, SqliteStore};
+use wsguard_token::{SessionData, SessionId, UserId};
+
+const NOW: u64 = 1_764_000_000;
+
+fn record(uid: &str, created: u64) -> SessionRecord {
+    SessionRecord {
+        sid: SessionId::generate(),
+        uid: UserId::parse(uid).unwrap(),
+        data: SessionData::parse(r#"{"role":"admin","n":1}"#).unwrap(),
+        created,
+        last_active: created,
+        expires_at: created + 3600,
+    }
+}
+
+async fn check_create_get(store: impl SessionStore) {
+    let r = record("alice", NOW);
+    store.create(&r).await.unwrap();
+    assert_eq!(store.get(&r.sid).await.unwrap(), Lookup::Live(r.clone()));
+    assert_eq!(store.get(&SessionId::generate()).await.unwrap(), Lookup::Unknown);
+    assert!(matches!(store.create(&r).await, Err(wsguard_store::StoreError::Duplicate)));
+}
+
+async fn check_touch_is_monotonic(store: impl SessionStore) {
+    let r = record("alice", NOW);
+    store.create(&r).await.unwrap();
+    assert!(store.touch(&r.sid, NOW + 100).await.unwrap());
+    assert!(store.touch(&r.sid, NOW + 50).await.unwrap());
+    let Lookup::Live(got) = store.get(&r.sid).await.unwrap() else { panic!("not live") };
+    assert_eq!(got.last_active, NOW + 100);
+    assert!(!store.touch(&SessionId::generate(), NOW).await.unwrap());
+}
+
+async fn check_revoke_session(store: impl SessionStore) {
+    let mut events = store.subscribe();
+    let r = record("alice", NOW);
+    let other = record("alice", NOW);
+    store.create(&r).await.unwrap();
+    store.create(&other).await.unwrap();
+    assert_eq!(store.revoke_session(&r.sid, NOW + 10).await.unwrap(), Some(r.uid.clone()));
+    assert_eq!(store.get(&r.sid).await.unwrap(), Lookup::Revoked);
+    assert!(matches!(store.get(&other.sid).await.unwrap(), Lookup::Live(_)));
+    assert!(!store.touch(&r.sid, NOW + 1).await.unwrap(), "a revoked session cannot be touched");
+    assert!(matches!(store.create(&r).await, Err(wsguard_store::StoreError::Duplicate)));
+    assert_eq!(
+        events.recv().await.unwrap(),
+        Revocation::Session { sid: r.sid.clone(), uid: Some(r.uid.clone()) }
+    );
+    // Unknown (e.g. stateless) ids are tombstoned too.
+    let stateless = SessionId::generate();
+    assert_eq!(store.revoke_session(&stateless, NOW + 10).await.unwrap(), None);
+    assert_eq!(store.get(&stateless).await.unwrap(), Lookup::Revoked);
+    assert_eq!(events.recv().await.unwrap(), Revocation::Session { sid: stateless, uid: None });
+}
+
+async fn check_revoke_user(store: impl SessionStore) {
+    let mut events = store.subscribe();
+    let a1 = record("alice", NOW - 10);
+    let a2 = record("alice", NOW);
+    let later = record("alice", NOW + 5);
+    let b = record("bob", NOW);
+    for r in [&a1, &a2, &later, &b] {
+        store.create(r).await.unwrap();
+    }
+    let alice = a1.uid.clone();
+    assert_eq!(store.user_revoked_at(&alice).await.unwrap(), None);
+    assert_eq!(store.revoke_user(&alice, NOW, NOW + 100).await.unwrap(), 2);
+    assert_eq!(store.get(&a1.sid).await.unwrap(), Lookup::Revoked);
+    assert_eq!(store.get(&a2.sid).await.unwrap(), Lookup::Revoked);
+    assert!(matches!(store.get(&later.sid).await.unwrap(), Lookup::Live(_)), "created after");
+    assert!(matches!(store.get(&b.sid).await.unwrap(), Lookup::Live(_)));
+    assert_eq!(store.user_revoked_at(&alice).await.unwrap(), Some(NOW));
+    assert_eq!(events.recv().await.unwrap(), Revocation::User { uid: alice.clone(), at: NOW });
+    // A later revocation moves the marker forward, never back.
+    store.revoke_user(&alice, NOW - 50, NOW + 100).await.unwrap();
+    assert_eq!(store.user_revoked_at(&alice).await.unwrap(), Some(NOW));
+}
+
+async fn check_list_user(store: impl SessionStore) {
+    let a2 = record("alice", NOW + 1);
+    let a1 = record("alice", NOW);
+    let b = record("bob", NOW);
+    for r in [&a2, &a1, &b] {
+        store.create(r).await.unwrap();
+    }
+    let listed = store.list_user(&a1.uid).await.unwrap();
+    assert_eq!(listed, vec![a1.clone(), a2.clone()]);
+    store.revoke_session(&a1.sid, NOW).await.unwrap();
+    assert_eq!(store.list_user(&a1.uid).await.unwrap(), vec![a2]);
+    assert_eq!(store.list_user(&UserId::parse("nobody").unwrap()).await.unwrap(), vec![]);
+}
+
+async fn check_purge(store: impl SessionStore) {
+    let old = record("alice", NOW - 4000); // expires NOW - 400
+    let live = record("alice", NOW);
+    store.create(&old).await.unwrap();
+    store.create(&live).await.unwrap();
+    let gone = SessionId::generate();
+    store.revoke_session(&gone, NOW - 1).await.unwrap();
+    store.revoke_user(&UserId::parse("bob").unwrap(), NOW - 100, NOW).await.unwrap();
+    assert_eq!(store.purge(NOW).await.unwrap(), 3);
+    assert_eq!(store.get(&old.sid).await.unwrap(), Lookup::Unknown);
+    assert_eq!(store.get(&gone).await.unwrap(), Lookup::Unknown);
+    assert!(matches!(store.get(&live.sid).await.unwrap(), Lookup::Live(_)));
+    assert_eq!(store.user_revoked_at(&UserId::parse("bob").unwrap()).await.unwrap(), None);
+    // A tombstone is kept at least as long as the session it replaced could have lived.
+    store.revoke_session(&live.sid, NOW).await.unwrap();
+    assert_eq!(store.purge(NOW + 10).await.unwrap(), 0);
+    assert_eq!(store.get(&live.sid).await.unwrap(), Lookup::Revoked);
+}
+
+async fn check_concurrent_use(store: impl SessionStore) {
+    let store = std::sync::Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = std::sync::Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let r = record(&format!("user{}", i % 4), NOW);
+            store.create(&r).await.unwrap();
+            store.touch(&r.sid, NOW + 1).await.unwrap();
+            r.sid
+        }));
+    }
+    for t in tasks {
+        let sid = t.await.unwrap();
+        assert!(matches!(store.get(&sid).await.unwrap(), Lookup::Live(_)));
+    }
+    assert_eq!(store.list_user(&UserId::parse("user0").unwrap()).await.unwrap().len(), 4);
+}
+
+macro_rules! backends {
+    ($($check:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$check(SqliteStore::open(dir.path().join("s.db")).unwrap()).await;
+                }
+            )*
+        }
+    };
+}
+
+backends!(
+    check_create_get,
+    check_touch_is_monotonic,
+    check_revoke_session,
+    check_revoke_user,
+    check_list_user,
+    check_purge,
+    check_concurrent_use,
+);
+
+#[tokio::test]
+async fn sqlite_sessions_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let (live, revoked) = (record("alice", NOW), record("alice", NOW));
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.create(&live).await.unwrap();
+        store.create(&revoked).await.unwrap();
+        store.touch(&live.sid, NOW + 30).await.unwrap();
+        store.revoke_session(&revoked.sid, NOW + 100).await.unwrap();
+        store.revoke_user(&UserId::parse("bob").unwrap(), NOW, NOW + 100).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let Lookup::Live(got) = store.get(&live.sid).await.unwrap() else { panic!("lost") };
+    assert_eq!(got.last_active, NOW + 30);
+    assert_eq!(store.get(&revoked.sid).await.unwrap(), Lookup::Revoked);
+    assert_eq!(store.user_revoked_at(&UserId::parse("bob").unwrap()).await.unwrap(), Some(NOW));
+}
+
+#[cfg(unix)]
+#[test]
+fn sqlite_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    SqliteStore::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// Two instances on one file stand for the gateway and the CLI: a revoke made by one reaches the
+/// other's subscribers through the revocation log, exactly once.
+#[tokio::test]
+async fn sqlite_revocations_reach_other_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let gateway = SqliteStore::open_with_poll_interval(&path, Duration::from_millis(5)).unwrap();
+    let cli = SqliteStore::open(&path).unwrap();
+    let mut events = gateway.subscribe();
+    let r = record("alice", NOW);
+    cli.create(&r).await.unwrap();
+    cli.revoke_session(&r.sid, NOW + 100).await.unwrap();
+    cli.revoke_user(&r.uid, NOW, NOW + 100).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    assert_eq!(first, Revocation::Session { sid: r.sid.clone(), uid: Some(r.uid.clone()) });
+    let second = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
+    assert_eq!(second, Revocation::User { uid: r.uid.clone(), at: NOW });
+    // The gateway's own revocations are broadcast once, not again by its poller.
+    let own = SessionId::generate();
+    gateway.revoke_session(&own, NOW).await.unwrap();
+    assert_eq!(events.recv().await.unwrap(), Revocation::Session { sid: own, uid: None });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(matches!(events.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Empty)));
+}
+
+#[tokio::test]
+async fn sqlite_history_is_not_replayed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let cli = SqliteStore::open(&path).unwrap();
+    cli.revoke_session(&SessionId::generate(), NOW).await.unwrap();
+    let gateway = SqliteStore::open_with_poll_interval(&path, Duration::from_millis(5)).unwrap();
+    let mut events = gateway.subscribe();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(events.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn sqlite_rejects_a_corrupt_row_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO sessions VALUES ('short', 'alice', '{}', 1, 1, 9999999999)",
+        [],
+    )
+    .unwrap();
+    let err = store.list_user(&UserId::parse("alice").unwrap()).await.unwrap_err();
+    assert!(matches!(err, wsguard_store::StoreError::Corrupt(_)), "{err}");
+}
