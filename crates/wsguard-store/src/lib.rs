@@ -106,8 +106,12 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Revokes every session of `uid` created at or before `now` (also stateless ones, through a
     /// user revocation marker kept until `keep_until`). Returns how many stored sessions ended.
-    async fn revoke_user(&self, uid: &UserId, now: u64, keep_until: u64)
-    -> Result<usize, StoreError>;
+    async fn revoke_user(
+        &self,
+        uid: &UserId,
+        now: u64,
+        keep_until: u64,
+    ) -> Result<usize, StoreError>;
 
     /// The latest user-wide revocation time of `uid`, if one is in force.
     async fn user_revoked_at(&self, uid: &UserId) -> Result<Option<u64>, StoreError>;

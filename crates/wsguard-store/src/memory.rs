@@ -41,11 +41,16 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(REVOCATION_CHANNEL_CAPACITY);
-        MemoryStore { state: Mutex::new(State::default()), events }
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            events,
+        }
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
-        self.state.lock().map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
     }
 
     fn publish(&self, event: Revocation) {
@@ -95,12 +100,17 @@ impl SessionStore for MemoryStore {
         let uid = {
             let mut state = self.lock()?;
             let removed = state.sessions.remove(sid);
-            let keep_until = removed.as_ref().map_or(keep_until, |r| keep_until.max(r.expires_at));
+            let keep_until = removed
+                .as_ref()
+                .map_or(keep_until, |r| keep_until.max(r.expires_at));
             let entry = state.tombstones.entry(sid.clone()).or_insert(keep_until);
             *entry = (*entry).max(keep_until);
             removed.map(|r| r.uid)
         };
-        self.publish(Revocation::Session { sid: sid.clone(), uid: uid.clone() });
+        self.publish(Revocation::Session {
+            sid: sid.clone(),
+            uid: uid.clone(),
+        });
         Ok(uid)
     }
 
@@ -120,13 +130,21 @@ impl SessionStore for MemoryStore {
                 .collect();
             for record in &ended {
                 state.sessions.remove(&record.sid);
-                state.tombstones.insert(record.sid.clone(), record.expires_at.max(keep_until));
+                state
+                    .tombstones
+                    .insert(record.sid.clone(), record.expires_at.max(keep_until));
             }
-            let marker = state.revoked_users.entry(uid.clone()).or_insert((now, keep_until));
+            let marker = state
+                .revoked_users
+                .entry(uid.clone())
+                .or_insert((now, keep_until));
             *marker = (marker.0.max(now), marker.1.max(keep_until));
             ended.len()
         };
-        self.publish(Revocation::User { uid: uid.clone(), at: now });
+        self.publish(Revocation::User {
+            uid: uid.clone(),
+            at: now,
+        });
         Ok(ended)
     }
 
@@ -136,16 +154,19 @@ impl SessionStore for MemoryStore {
 
     async fn list_user(&self, uid: &UserId) -> Result<Vec<SessionRecord>, StoreError> {
         let state = self.lock()?;
-        let mut records: Vec<SessionRecord> =
-            state.sessions.values().filter(|r| &r.uid == uid).cloned().collect();
+        let mut records: Vec<SessionRecord> = state
+            .sessions
+            .values()
+            .filter(|r| &r.uid == uid)
+            .cloned()
+            .collect();
         records.sort_by(|a, b| (a.created, &a.sid).cmp(&(b.created, &b.sid)));
         Ok(records)
     }
 
     async fn purge(&self, now: u64) -> Result<usize, StoreError> {
         let mut state = self.lock()?;
-        let before =
-            state.sessions.len() + state.tombstones.len() + state.revoked_users.len();
+        let before = state.sessions.len() + state.tombstones.len() + state.revoked_users.len();
         state.sessions.retain(|_, r| r.expires_at > now);
         state.tombstones.retain(|_, keep| *keep > now);
         state.revoked_users.retain(|_, (_, keep)| *keep > now);

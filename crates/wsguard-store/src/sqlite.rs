@@ -97,8 +97,10 @@ fn from_sql(t: i64) -> Result<u64, StoreError> {
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(backend)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(backend)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(backend)?;
     Ok(conn)
 }
 
@@ -118,7 +120,11 @@ impl SqliteStore {
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         let last_seq: i64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM revocation_log", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM revocation_log",
+                [],
+                |r| r.get(0),
+            )
             .map_err(backend)?;
         let (events, _) = broadcast::channel(REVOCATION_CHANNEL_CAPACITY);
         let origin = SessionId::generate().as_str().to_owned();
@@ -147,8 +153,10 @@ impl SqliteStore {
     {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let mut conn =
-                inner.conn.lock().map_err(|_| backend("sqlite store lock poisoned"))?;
+            let mut conn = inner
+                .conn
+                .lock()
+                .map_err(|_| backend("sqlite store lock poisoned"))?;
             f(&mut conn)
         })
         .await
@@ -160,8 +168,12 @@ impl SqliteStore {
     }
 
     fn start_poller(&self) {
-        let Ok(mut state) = self.inner.poller.lock() else { return };
-        let PollerState::NotStarted { last_seq } = *state else { return };
+        let Ok(mut state) = self.inner.poller.lock() else {
+            return;
+        };
+        let PollerState::NotStarted { last_seq } = *state else {
+            return;
+        };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             // No runtime (e.g. a synchronous caller): local events only.
             return;
@@ -184,7 +196,10 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     match options.open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Backend(format!("cannot create {}: {e}", path.display()))),
+        Err(e) => Err(StoreError::Backend(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -268,10 +283,13 @@ fn read_log(
         }
         let uid = uid.and_then(|u| UserId::parse(&u).ok());
         let event = match (kind.as_str(), sid, uid) {
-            ("session", Some(sid), uid) => {
-                SessionId::parse(&sid).ok().map(|sid| Revocation::Session { sid, uid })
-            }
-            ("user", _, Some(uid)) => Some(Revocation::User { uid, at: from_sql(at)? }),
+            ("session", Some(sid), uid) => SessionId::parse(&sid)
+                .ok()
+                .map(|sid| Revocation::Session { sid, uid }),
+            ("user", _, Some(uid)) => Some(Revocation::User {
+                uid,
+                at: from_sql(at)?,
+            }),
             _ => None,
         };
         if event.is_none() {
@@ -303,7 +321,14 @@ fn decode_record(
 type RawRecord = (String, String, String, i64, i64, i64);
 
 fn raw_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 #[async_trait]
@@ -427,7 +452,10 @@ impl SessionStore for SqliteStore {
                     .transpose()
             })
             .await?;
-        self.publish(Revocation::Session { sid: sid.clone(), uid: uid.clone() });
+        self.publish(Revocation::Session {
+            sid: sid.clone(),
+            uid: uid.clone(),
+        });
         Ok(uid)
     }
 
@@ -479,7 +507,10 @@ impl SessionStore for SqliteStore {
                 Ok(ended.len())
             })
             .await?;
-        self.publish(Revocation::User { uid: uid.clone(), at: now });
+        self.publish(Revocation::User {
+            uid: uid.clone(),
+            at: now,
+        });
         Ok(ended)
     }
 
@@ -506,11 +537,20 @@ impl SessionStore for SqliteStore {
                      WHERE uid = ?1 ORDER BY created, sid",
                 )
                 .map_err(backend)?;
-            let rows = stmt.query_map(params![uid.as_str()], raw_record).map_err(backend)?;
+            let rows = stmt
+                .query_map(params![uid.as_str()], raw_record)
+                .map_err(backend)?;
             let mut out = Vec::new();
             for row in rows {
                 let (sid, uid, data, created, last_active, expires_at) = row.map_err(backend)?;
-                out.push(decode_record(sid, uid, data, created, last_active, expires_at)?);
+                out.push(decode_record(
+                    sid,
+                    uid,
+                    data,
+                    created,
+                    last_active,
+                    expires_at,
+                )?);
             }
             Ok(out)
         })

@@ -26,8 +26,14 @@ async fn check_create_get(store: impl SessionStore) {
     let r = record("alice", NOW);
     store.create(&r).await.unwrap();
     assert_eq!(store.get(&r.sid).await.unwrap(), Lookup::Live(r.clone()));
-    assert_eq!(store.get(&SessionId::generate()).await.unwrap(), Lookup::Unknown);
-    assert!(matches!(store.create(&r).await, Err(wsguard_store::StoreError::Duplicate)));
+    assert_eq!(
+        store.get(&SessionId::generate()).await.unwrap(),
+        Lookup::Unknown
+    );
+    assert!(matches!(
+        store.create(&r).await,
+        Err(wsguard_store::StoreError::Duplicate)
+    ));
 }
 
 async fn check_touch_is_monotonic(store: impl SessionStore) {
@@ -35,7 +41,9 @@ async fn check_touch_is_monotonic(store: impl SessionStore) {
     store.create(&r).await.unwrap();
     assert!(store.touch(&r.sid, NOW + 100).await.unwrap());
     assert!(store.touch(&r.sid, NOW + 50).await.unwrap());
-    let Lookup::Live(got) = store.get(&r.sid).await.unwrap() else { panic!("not live") };
+    let Lookup::Live(got) = store.get(&r.sid).await.unwrap() else {
+        panic!("not live")
+    };
     assert_eq!(got.last_active, NOW + 100);
     assert!(!store.touch(&SessionId::generate(), NOW).await.unwrap());
 }
@@ -46,20 +54,44 @@ async fn check_revoke_session(store: impl SessionStore) {
     let other = record("alice", NOW);
     store.create(&r).await.unwrap();
     store.create(&other).await.unwrap();
-    assert_eq!(store.revoke_session(&r.sid, NOW + 10).await.unwrap(), Some(r.uid.clone()));
+    assert_eq!(
+        store.revoke_session(&r.sid, NOW + 10).await.unwrap(),
+        Some(r.uid.clone())
+    );
     assert_eq!(store.get(&r.sid).await.unwrap(), Lookup::Revoked);
-    assert!(matches!(store.get(&other.sid).await.unwrap(), Lookup::Live(_)));
-    assert!(!store.touch(&r.sid, NOW + 1).await.unwrap(), "a revoked session cannot be touched");
-    assert!(matches!(store.create(&r).await, Err(wsguard_store::StoreError::Duplicate)));
+    assert!(matches!(
+        store.get(&other.sid).await.unwrap(),
+        Lookup::Live(_)
+    ));
+    assert!(
+        !store.touch(&r.sid, NOW + 1).await.unwrap(),
+        "a revoked session cannot be touched"
+    );
+    assert!(matches!(
+        store.create(&r).await,
+        Err(wsguard_store::StoreError::Duplicate)
+    ));
     assert_eq!(
         events.recv().await.unwrap(),
-        Revocation::Session { sid: r.sid.clone(), uid: Some(r.uid.clone()) }
+        Revocation::Session {
+            sid: r.sid.clone(),
+            uid: Some(r.uid.clone())
+        }
     );
     // Unknown (e.g. stateless) ids are tombstoned too.
     let stateless = SessionId::generate();
-    assert_eq!(store.revoke_session(&stateless, NOW + 10).await.unwrap(), None);
+    assert_eq!(
+        store.revoke_session(&stateless, NOW + 10).await.unwrap(),
+        None
+    );
     assert_eq!(store.get(&stateless).await.unwrap(), Lookup::Revoked);
-    assert_eq!(events.recv().await.unwrap(), Revocation::Session { sid: stateless, uid: None });
+    assert_eq!(
+        events.recv().await.unwrap(),
+        Revocation::Session {
+            sid: stateless,
+            uid: None
+        }
+    );
 }
 
 async fn check_revoke_user(store: impl SessionStore) {
@@ -76,12 +108,24 @@ async fn check_revoke_user(store: impl SessionStore) {
     assert_eq!(store.revoke_user(&alice, NOW, NOW + 100).await.unwrap(), 2);
     assert_eq!(store.get(&a1.sid).await.unwrap(), Lookup::Revoked);
     assert_eq!(store.get(&a2.sid).await.unwrap(), Lookup::Revoked);
-    assert!(matches!(store.get(&later.sid).await.unwrap(), Lookup::Live(_)), "created after");
+    assert!(
+        matches!(store.get(&later.sid).await.unwrap(), Lookup::Live(_)),
+        "created after"
+    );
     assert!(matches!(store.get(&b.sid).await.unwrap(), Lookup::Live(_)));
     assert_eq!(store.user_revoked_at(&alice).await.unwrap(), Some(NOW));
-    assert_eq!(events.recv().await.unwrap(), Revocation::User { uid: alice.clone(), at: NOW });
+    assert_eq!(
+        events.recv().await.unwrap(),
+        Revocation::User {
+            uid: alice.clone(),
+            at: NOW
+        }
+    );
     // A later revocation moves the marker forward, never back.
-    store.revoke_user(&alice, NOW - 50, NOW + 100).await.unwrap();
+    store
+        .revoke_user(&alice, NOW - 50, NOW + 100)
+        .await
+        .unwrap();
     assert_eq!(store.user_revoked_at(&alice).await.unwrap(), Some(NOW));
 }
 
@@ -96,7 +140,13 @@ async fn check_list_user(store: impl SessionStore) {
     assert_eq!(listed, vec![a1.clone(), a2.clone()]);
     store.revoke_session(&a1.sid, NOW).await.unwrap();
     assert_eq!(store.list_user(&a1.uid).await.unwrap(), vec![a2]);
-    assert_eq!(store.list_user(&UserId::parse("nobody").unwrap()).await.unwrap(), vec![]);
+    assert_eq!(
+        store
+            .list_user(&UserId::parse("nobody").unwrap())
+            .await
+            .unwrap(),
+        vec![]
+    );
 }
 
 async fn check_purge(store: impl SessionStore) {
@@ -106,12 +156,24 @@ async fn check_purge(store: impl SessionStore) {
     store.create(&live).await.unwrap();
     let gone = SessionId::generate();
     store.revoke_session(&gone, NOW - 1).await.unwrap();
-    store.revoke_user(&UserId::parse("bob").unwrap(), NOW - 100, NOW).await.unwrap();
+    store
+        .revoke_user(&UserId::parse("bob").unwrap(), NOW - 100, NOW)
+        .await
+        .unwrap();
     assert_eq!(store.purge(NOW).await.unwrap(), 3);
     assert_eq!(store.get(&old.sid).await.unwrap(), Lookup::Unknown);
     assert_eq!(store.get(&gone).await.unwrap(), Lookup::Unknown);
-    assert!(matches!(store.get(&live.sid).await.unwrap(), Lookup::Live(_)));
-    assert_eq!(store.user_revoked_at(&UserId::parse("bob").unwrap()).await.unwrap(), None);
+    assert!(matches!(
+        store.get(&live.sid).await.unwrap(),
+        Lookup::Live(_)
+    ));
+    assert_eq!(
+        store
+            .user_revoked_at(&UserId::parse("bob").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
     // A tombstone is kept at least as long as the session it replaced could have lived.
     store.revoke_session(&live.sid, NOW).await.unwrap();
     assert_eq!(store.purge(NOW + 10).await.unwrap(), 0);
@@ -134,7 +196,14 @@ async fn check_concurrent_use(store: impl SessionStore) {
         let sid = t.await.unwrap();
         assert!(matches!(store.get(&sid).await.unwrap(), Lookup::Live(_)));
     }
-    assert_eq!(store.list_user(&UserId::parse("user0").unwrap()).await.unwrap().len(), 4);
+    assert_eq!(
+        store
+            .list_user(&UserId::parse("user0").unwrap())
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 macro_rules! backends {
@@ -182,13 +251,24 @@ async fn sqlite_sessions_survive_reopen() {
         store.create(&revoked).await.unwrap();
         store.touch(&live.sid, NOW + 30).await.unwrap();
         store.revoke_session(&revoked.sid, NOW + 100).await.unwrap();
-        store.revoke_user(&UserId::parse("bob").unwrap(), NOW, NOW + 100).await.unwrap();
+        store
+            .revoke_user(&UserId::parse("bob").unwrap(), NOW, NOW + 100)
+            .await
+            .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    let Lookup::Live(got) = store.get(&live.sid).await.unwrap() else { panic!("lost") };
+    let Lookup::Live(got) = store.get(&live.sid).await.unwrap() else {
+        panic!("lost")
+    };
     assert_eq!(got.last_active, NOW + 30);
     assert_eq!(store.get(&revoked.sid).await.unwrap(), Lookup::Revoked);
-    assert_eq!(store.user_revoked_at(&UserId::parse("bob").unwrap()).await.unwrap(), Some(NOW));
+    assert_eq!(
+        store
+            .user_revoked_at(&UserId::parse("bob").unwrap())
+            .await
+            .unwrap(),
+        Some(NOW)
+    );
 }
 
 #[cfg(unix)]
@@ -215,16 +295,43 @@ async fn sqlite_revocations_reach_other_instances() {
     cli.create(&r).await.unwrap();
     cli.revoke_session(&r.sid, NOW + 100).await.unwrap();
     cli.revoke_user(&r.uid, NOW, NOW + 100).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
-    assert_eq!(first, Revocation::Session { sid: r.sid.clone(), uid: Some(r.uid.clone()) });
-    let second = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.unwrap().unwrap();
-    assert_eq!(second, Revocation::User { uid: r.uid.clone(), at: NOW });
+    let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first,
+        Revocation::Session {
+            sid: r.sid.clone(),
+            uid: Some(r.uid.clone())
+        }
+    );
+    let second = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        second,
+        Revocation::User {
+            uid: r.uid.clone(),
+            at: NOW
+        }
+    );
     // The gateway's own revocations are broadcast once, not again by its poller.
     let own = SessionId::generate();
     gateway.revoke_session(&own, NOW).await.unwrap();
-    assert_eq!(events.recv().await.unwrap(), Revocation::Session { sid: own, uid: None });
+    assert_eq!(
+        events.recv().await.unwrap(),
+        Revocation::Session {
+            sid: own,
+            uid: None
+        }
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(matches!(events.try_recv(), Err(tokio::sync::broadcast::error::TryRecvError::Empty)));
+    assert!(matches!(
+        events.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+    ));
 }
 
 #[tokio::test]
@@ -232,7 +339,9 @@ async fn sqlite_history_is_not_replayed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     let cli = SqliteStore::open(&path).unwrap();
-    cli.revoke_session(&SessionId::generate(), NOW).await.unwrap();
+    cli.revoke_session(&SessionId::generate(), NOW)
+        .await
+        .unwrap();
     let gateway = SqliteStore::open_with_poll_interval(&path, Duration::from_millis(5)).unwrap();
     let mut events = gateway.subscribe();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -250,6 +359,12 @@ async fn sqlite_rejects_a_corrupt_row_without_panicking() {
         [],
     )
     .unwrap();
-    let err = store.list_user(&UserId::parse("alice").unwrap()).await.unwrap_err();
-    assert!(matches!(err, wsguard_store::StoreError::Corrupt(_)), "{err}");
+    let err = store
+        .list_user(&UserId::parse("alice").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, wsguard_store::StoreError::Corrupt(_)),
+        "{err}"
+    );
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use wsguard_token::{Claims, KeyFile, KeyRing, SessionData, SessionId, TokenPolicy, UserId, Verifier};
+use wsguard_token::{
+    Claims, KeyFile, KeyRing, SessionData, SessionId, TokenPolicy, UserId, Verifier,
+};
 
 const NOW: u64 = 1_764_000_000;
 

@@ -23,6 +23,12 @@ pub struct Claims {
 impl Claims {
     /// Claims for a session that starts `now`.
     pub fn new(sid: SessionId, uid: UserId, data: SessionData, now: u64) -> Self {
-        Claims { sid, uid, data, created: now, last_active: now }
+        Claims {
+            sid,
+            uid,
+            data,
+            created: now,
+            last_active: now,
+        }
     }
 }

@@ -10,8 +10,8 @@ use std::cell::Cell;
 use std::fmt;
 
 use compact_str::CompactString;
-use smallvec::SmallVec;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use smallvec::SmallVec;
 
 /// A validated JSON object, kept as compact JSON text.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,7 +58,8 @@ impl SessionData {
             Some(verdict) => verdict.map(|()| false)?,
             None => {
                 validate_with_serde(json)?;
-                json.bytes().any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                json.bytes()
+                    .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
             }
         };
         if maybe_spaced {
@@ -82,7 +83,8 @@ impl SessionData {
 
     /// The data as a `serde_json::Value` (an object).
     pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.0).unwrap_or_else(|_| serde_json::Value::Object(Default::default()))
+        serde_json::from_str(&self.0)
+            .unwrap_or_else(|_| serde_json::Value::Object(Default::default()))
     }
 }
 
@@ -102,7 +104,10 @@ impl fmt::Debug for SessionData {
 pub(crate) fn validate_with_serde(json: &str) -> Result<(), DataError> {
     let why = Cell::new(None);
     let mut de = serde_json::Deserializer::from_str(json);
-    let seed = Strict { depth: 0, why: &why };
+    let seed = Strict {
+        depth: 0,
+        why: &why,
+    };
     let parsed = seed.deserialize(&mut de).and_then(|()| de.end());
     match (parsed, why.get()) {
         (Ok(()), None) => Ok(()),
@@ -169,7 +174,10 @@ mod flat {
             return None;
         }
         let start = *i + 1;
-        let len = b.get(start..)?.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let len = b
+            .get(start..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
         let end = start + len;
         if b[end] != b'"' {
             return None;
@@ -189,7 +197,9 @@ mod flat {
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
     fn number(b: &[u8], i: &mut usize) -> Option<()> {
         let digits = |i: &mut usize| {
-            let n = b.get(*i..).map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count());
+            let n = b
+                .get(*i..)
+                .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count());
             *i += n;
             n
         };
@@ -242,7 +252,10 @@ impl Strict<'_> {
     }
 
     fn child(&self) -> Strict<'_> {
-        Strict { depth: self.depth + 1, why: self.why }
+        Strict {
+            depth: self.depth + 1,
+            why: self.why,
+        }
     }
 }
 
@@ -362,12 +375,18 @@ mod tests {
 
     #[test]
     fn refuses_duplicate_keys_at_any_depth_even_when_escaped() {
-        assert_eq!(SessionData::parse(r#"{"a":1,"a":2}"#), Err(DataError::DuplicateKey));
+        assert_eq!(
+            SessionData::parse(r#"{"a":1,"a":2}"#),
+            Err(DataError::DuplicateKey)
+        );
         assert_eq!(
             SessionData::parse(r#"{"x":{"a":1,"b":{"c":1,"c":1}}}"#),
             Err(DataError::DuplicateKey)
         );
-        assert_eq!(SessionData::parse(r#"{"a":1,"\u0061":2}"#), Err(DataError::DuplicateKey));
+        assert_eq!(
+            SessionData::parse(r#"{"a":1,"\u0061":2}"#),
+            Err(DataError::DuplicateKey)
+        );
         // Same key in sibling objects is fine.
         assert!(SessionData::parse(r#"{"x":{"a":1},"y":{"a":1}}"#).is_ok());
     }
@@ -387,11 +406,35 @@ mod tests {
     #[test]
     fn fast_path_agrees_with_serde_on_tricky_inputs() {
         for input in [
-            "{}", "{ }", "{}x", "{\"a\":1}", "{\"a\":01}", "{\"a\":-0}", "{\"a\":-}", "{\"a\":1.}",
-            "{\"a\":1.5e}", "{\"a\":1.5e+3}", "{\"a\":1E9}", "{\"a\":tru}", "{\"a\":true,}",
-            "{\"a\":null,\"a\":null}", "{\"a\":\"x\\\"y\"}", "{\"a\":\"\u{1}\"}", "{\"\":0}",
-            "{\"a\":[1]}", "{\"a\":{}}", "{\"a\" :1}", "{\"a\":1}}", "{,}", "{\"a\"}", "{\"a\":}",
-            "{\"é\":\"ü\"}", "{\"a\":+1}", "{\"a\":.5}", "{\"a\":NaN}", "{\"a\":1,\"b\":2,\"a\":3}",
+            "{}",
+            "{ }",
+            "{}x",
+            "{\"a\":1}",
+            "{\"a\":01}",
+            "{\"a\":-0}",
+            "{\"a\":-}",
+            "{\"a\":1.}",
+            "{\"a\":1.5e}",
+            "{\"a\":1.5e+3}",
+            "{\"a\":1E9}",
+            "{\"a\":tru}",
+            "{\"a\":true,}",
+            "{\"a\":null,\"a\":null}",
+            "{\"a\":\"x\\\"y\"}",
+            "{\"a\":\"\u{1}\"}",
+            "{\"\":0}",
+            "{\"a\":[1]}",
+            "{\"a\":{}}",
+            "{\"a\" :1}",
+            "{\"a\":1}}",
+            "{,}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"é\":\"ü\"}",
+            "{\"a\":+1}",
+            "{\"a\":.5}",
+            "{\"a\":NaN}",
+            "{\"a\":1,\"b\":2,\"a\":3}",
         ] {
             if let Some(fast) = flat::check(input.as_bytes()) {
                 assert_eq!(fast, validate_with_serde(input), "{input}");

@@ -10,8 +10,8 @@ use std::fmt;
 
 use base64_simd::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac as _};
-use sha2::Sha256;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::ids::fill_random;
@@ -71,7 +71,8 @@ impl fmt::Display for KeyId {
 
 pub(crate) fn valid_key_id(b: &[u8]) -> bool {
     (1..=32).contains(&b.len())
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 /// Secret key bytes, wiped on drop. `Debug` is redacted.
@@ -195,7 +196,10 @@ impl Drop for KeyFile {
 impl fmt::Debug for KeyFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyFile")
-            .field("legacy_secret", &self.legacy_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "legacy_secret",
+                &self.legacy_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("keys", &self.keys)
             .finish()
     }
@@ -224,9 +228,7 @@ pub enum KeyRingError {
     #[error("key file has no signing key: exactly one [[key]] must have no verify_until")]
     NoSigningKey,
     /// More than one key without `verify_until`.
-    #[error(
-        "key file has several signing keys ({0}): exactly one [[key]] may lack verify_until"
-    )]
+    #[error("key file has several signing keys ({0}): exactly one [[key]] may lack verify_until")]
     SeveralSigningKeys(String),
     /// A key id is invalid.
     #[error("key #{0} in the key file: id must be 1-32 characters of A-Z a-z 0-9 _ -")]
@@ -383,7 +385,11 @@ impl KeyRing {
             Some(s) if s.is_empty() => return Err(KeyRingError::EmptyLegacySecret),
             Some(s) => Some(mac_for(s.as_bytes())),
         };
-        Ok(KeyRing { signing, verify_only, legacy })
+        Ok(KeyRing {
+            signing,
+            verify_only,
+            legacy,
+        })
     }
 
     /// A ring holding one fresh random signing key (id `ephemeral`): for tests and demos.
@@ -498,14 +504,20 @@ mod tests {
     fn refuses_short_keys() {
         assert_eq!(
             KeyRing::from_file(&file(&[("a", 31, None)])).unwrap_err(),
-            KeyRingError::SecretTooShort { id: "a".into(), len: 31 }
+            KeyRingError::SecretTooShort {
+                id: "a".into(),
+                len: 31
+            }
         );
         assert!(KeyRing::from_file(&file(&[("a", 32, None)])).is_ok());
     }
 
     #[test]
     fn needs_exactly_one_signing_key() {
-        assert_eq!(KeyRing::from_file(&file(&[])).unwrap_err(), KeyRingError::Empty);
+        assert_eq!(
+            KeyRing::from_file(&file(&[])).unwrap_err(),
+            KeyRingError::Empty
+        );
         assert_eq!(
             KeyRing::from_file(&file(&[("a", 32, Some(5))])).unwrap_err(),
             KeyRingError::NoSigningKey
@@ -535,10 +547,14 @@ mod tests {
 
     #[test]
     fn verify_only_key_ends_at_its_date() {
-        let ring = KeyRing::from_file(&file(&[("new", 32, None), ("old", 32, Some(1000))])).unwrap();
+        let ring =
+            KeyRing::from_file(&file(&[("new", 32, None), ("old", 32, Some(1000))])).unwrap();
         assert!(matches!(ring.lookup(b"old", 999), KeyLookup::Found(..)));
         assert!(matches!(ring.lookup(b"old", 1000), KeyLookup::Unknown));
-        assert!(matches!(ring.lookup(b"new", u64::MAX), KeyLookup::Found(..)));
+        assert!(matches!(
+            ring.lookup(b"new", u64::MAX),
+            KeyLookup::Found(..)
+        ));
         assert!(matches!(ring.lookup(b"nope", 0), KeyLookup::Unknown));
     }
 

@@ -38,7 +38,13 @@ pub(crate) fn decode(key: &Mac, token: &str) -> Result<Claims, Rejection> {
     .map_err(|_| bad)?;
     let data = SessionData::parse(w.data.get()).map_err(|_| bad)?;
     let (created, last_active) = check_timestamps(w.created.into(), w.last_active.into())?;
-    Ok(Claims { sid, uid, data, created, last_active })
+    Ok(Claims {
+        sid,
+        uid,
+        data,
+        created,
+        last_active,
+    })
 }
 
 fn decode_hex_tag(hex: &str) -> Option<[u8; 32]> {

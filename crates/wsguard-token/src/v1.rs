@@ -14,8 +14,7 @@ use base64_simd::{Out, URL_SAFE_NO_PAD};
 
 use crate::keys::{KeyLookup, Mac, sign, valid_key_id, verify_tag};
 use crate::{
-    Claims, KeyId, KeyRing, MAX_TIMESTAMP, Malformed, Rejection, SessionData,
-    SessionId, UserId,
+    Claims, KeyId, KeyRing, MAX_TIMESTAMP, Malformed, Rejection, SessionData, SessionId, UserId,
 };
 
 /// The version prefix, including its separator.
@@ -24,7 +23,8 @@ pub(crate) const PREFIX: &str = "v1.";
 const TAG_B64_LEN: usize = 43;
 
 pub(crate) fn encode(kid: &KeyId, key: &Mac, claims: &Claims) -> String {
-    let mut payload = String::with_capacity(96 + claims.uid.as_str().len() + claims.data.as_json().len());
+    let mut payload =
+        String::with_capacity(96 + claims.uid.as_str().len() + claims.data.as_json().len());
     payload.push_str("{\"sid\":\"");
     payload.push_str(claims.sid.as_str());
     payload.push_str("\",\"uid\":");
@@ -107,7 +107,9 @@ const SMALL_PAYLOAD_B64: usize = 512;
 /// buffer is an error, never a panic.
 fn decode_b64<'o>(b64: &str, out: &'o mut [u8]) -> Result<&'o [u8], Rejection> {
     let bad = Rejection::Malformed(Malformed::Encoding);
-    let needed = URL_SAFE_NO_PAD.decoded_length(b64.as_bytes()).map_err(|_| bad)?;
+    let needed = URL_SAFE_NO_PAD
+        .decoded_length(b64.as_bytes())
+        .map_err(|_| bad)?;
     let out = out.get_mut(..needed).ok_or(bad)?;
     match URL_SAFE_NO_PAD.decode(b64.as_bytes(), Out::from_slice(out)) {
         Ok(decoded) => Ok(decoded),
@@ -145,7 +147,13 @@ pub(crate) fn parse_payload(json: &[u8]) -> Result<Claims, Rejection> {
     // What is left must be exactly one JSON object.
     let data = SessionData::parse(data).map_err(|_| bad)?;
     let (created, last_active) = check_timestamps(uint(created)?, uint(last_active)?)?;
-    Ok(Claims { sid, uid, data, created, last_active })
+    Ok(Claims {
+        sid,
+        uid,
+        data,
+        created,
+        last_active,
+    })
 }
 
 /// Splits `…<name><value>` into `(…, value)`. The value of a valid token is all digits, so the
@@ -215,7 +223,9 @@ fn uint(s: &str) -> Result<Timestamp, Rejection> {
 
 #[cold]
 fn invalid_slot(b: &[u8]) -> Result<Timestamp, Rejection> {
-    if b.iter().any(|c| matches!(c, b'{' | b'}' | b'[' | b']' | b':' | b',')) {
+    if b.iter()
+        .any(|c| matches!(c, b'{' | b'}' | b'[' | b']' | b':' | b','))
+    {
         return Err(Rejection::Malformed(Malformed::Payload));
     }
     Ok(Timestamp::Invalid)
@@ -235,7 +245,9 @@ pub(crate) fn check_timestamps(
     last_active: Timestamp,
 ) -> Result<(u64, u64), Rejection> {
     match (created, last_active) {
-        (Timestamp::Int(c), Timestamp::Int(l)) if c <= MAX_TIMESTAMP && l <= MAX_TIMESTAMP && c <= l => {
+        (Timestamp::Int(c), Timestamp::Int(l))
+            if c <= MAX_TIMESTAMP && l <= MAX_TIMESTAMP && c <= l =>
+        {
             Ok((c, l))
         }
         _ => Err(Rejection::Malformed(Malformed::Timestamp)),

@@ -86,9 +86,10 @@ impl SignedToken {
         self.claims
     }
 
-    /// Checks the lifetime rules at `now`. `last_active` is the latest activity the caller knows
-    /// of (the store's, in stateful mode); the token's own is used if it is later.
-    pub fn check_lifetime(self, last_active: u64, now: u64) -> Result<VerifiedToken, Rejection> {
+    /// Checks the rules that need nothing but the token: issued in the future, and the absolute
+    /// maximum age. Callers that must consult a store for the idle rule run this first, so an
+    /// expired token is reported as expired even after its session was purged.
+    pub fn check_age(&self, now: u64) -> Result<(), Rejection> {
         let p = &self.policy;
         let c = &self.claims;
         let horizon = now.saturating_add(p.future_leeway);
@@ -98,11 +99,24 @@ impl SignedToken {
         if now >= c.created.saturating_add(p.max_age) {
             return Err(Rejection::Expired);
         }
+        Ok(())
+    }
+
+    /// Checks the lifetime rules at `now`. `last_active` is the latest activity the caller knows
+    /// of (the store's, in stateful mode); the token's own is used if it is later.
+    pub fn check_lifetime(self, last_active: u64, now: u64) -> Result<VerifiedToken, Rejection> {
+        self.check_age(now)?;
+        let p = &self.policy;
+        let c = &self.claims;
         let last_active = last_active.max(c.last_active);
         if now >= last_active.saturating_add(p.idle_timeout) {
             return Err(Rejection::Idle);
         }
-        Ok(VerifiedToken { claims: self.claims, format: self.format, last_active })
+        Ok(VerifiedToken {
+            claims: self.claims,
+            format: self.format,
+            last_active,
+        })
     }
 }
 
@@ -178,7 +192,11 @@ impl Verifier {
         } else {
             return Err(Rejection::Malformed(Malformed::Structure));
         };
-        Ok(SignedToken { claims, format, policy: self.policy })
+        Ok(SignedToken {
+            claims,
+            format,
+            policy: self.policy,
+        })
     }
 
     /// Full stateless verification: signature, then lifetime using the token's own

@@ -1,17 +1,22 @@
 //! Unit tests for every rejection reason and every lifetime boundary.
 
 use super::*;
+use crate::keys::sign;
 use crate::keys::{KeyFile, KeyFileEntry, UnixTime};
 use crate::{SessionData, SessionId, UserId};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
-use crate::keys::sign;
 
 const T0: u64 = 1_764_000_000;
 
 fn policy() -> TokenPolicy {
-    TokenPolicy { max_age: 1000, idle_timeout: 100, future_leeway: 5, accept_legacy_tokens: false }
+    TokenPolicy {
+        max_age: 1000,
+        idle_timeout: 100,
+        future_leeway: 5,
+        accept_legacy_tokens: false,
+    }
 }
 
 fn verifier() -> Verifier {
@@ -60,7 +65,12 @@ fn issue_then_verify_round_trips() {
     let token = v.issue(&c);
     let ok = v.verify(&token, T0).unwrap();
     assert_eq!(ok.claims(), &c);
-    assert_eq!(ok.format(), &Format::V1 { key_id: v.keys().signing_key_id().clone() });
+    assert_eq!(
+        ok.format(),
+        &Format::V1 {
+            key_id: v.keys().signing_key_id().clone()
+        }
+    );
     assert!(token.starts_with("v1.ephemeral."));
 }
 
@@ -73,7 +83,9 @@ fn token_is_a_valid_cookie_value() {
     let token = v.issue(&c);
     // RFC 6265 cookie-octet, and we use only base64url and '.'.
     assert!(
-        token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'),
         "{token}"
     );
     assert_eq!(v.verify(&token, T0).unwrap().claims(), &c);
@@ -86,7 +98,10 @@ fn expiry_boundary_is_exact() {
     // Keep it active so only the absolute age can fail.
     c.last_active = T0 + 950;
     let token = v.issue(&c);
-    assert!(v.verify(&token, T0 + 999).is_ok(), "valid at the last second");
+    assert!(
+        v.verify(&token, T0 + 999).is_ok(),
+        "valid at the last second"
+    );
     assert_eq!(verdict(&v, &token, T0 + 1000), Err(Rejection::Expired));
     assert_eq!(verdict(&v, &token, u64::MAX), Err(Rejection::Expired));
 }
@@ -95,14 +110,20 @@ fn expiry_boundary_is_exact() {
 fn idle_boundary_is_exact_and_slides_with_known_activity() {
     let v = verifier();
     let token = v.issue(&claims(T0));
-    assert!(v.verify(&token, T0 + 99).is_ok(), "valid at the last second");
+    assert!(
+        v.verify(&token, T0 + 99).is_ok(),
+        "valid at the last second"
+    );
     assert_eq!(verdict(&v, &token, T0 + 100), Err(Rejection::Idle));
     // With later activity known (e.g. from the store), the window slides.
     let signed = v.verify_signature(&token, T0 + 150).unwrap();
     let ok = signed.check_lifetime(T0 + 60, T0 + 159).unwrap();
     assert_eq!(ok.last_active(), T0 + 60);
     let signed = v.verify_signature(&token, T0 + 160).unwrap();
-    assert_eq!(signed.check_lifetime(T0 + 60, T0 + 160).unwrap_err(), Rejection::Idle);
+    assert_eq!(
+        signed.check_lifetime(T0 + 60, T0 + 160).unwrap_err(),
+        Rejection::Idle
+    );
     // An older store value never shortens the token's own.
     let signed = v.verify_signature(&token, T0 + 10).unwrap();
     assert_eq!(signed.check_lifetime(0, T0 + 10).unwrap().last_active(), T0);
@@ -146,11 +167,23 @@ fn structure_errors() {
         format!("v1.k..{}", "A".repeat(43)),
         format!(" {good}"),
     ] {
-        assert_eq!(verdict(&v, &bad, T0), malformed(Malformed::Structure), "{bad}");
+        assert_eq!(
+            verdict(&v, &bad, T0),
+            malformed(Malformed::Structure),
+            "{bad}"
+        );
     }
     // A separator where the fixed-length tag should start is missing: an encoding defect.
-    for bad in ["v1.k..tag".to_string(), format!("{good}.extra"), format!("{good}x")] {
-        assert_eq!(verdict(&v, &bad, T0), malformed(Malformed::Encoding), "{bad}");
+    for bad in [
+        "v1.k..tag".to_string(),
+        format!("{good}.extra"),
+        format!("{good}x"),
+    ] {
+        assert_eq!(
+            verdict(&v, &bad, T0),
+            malformed(Malformed::Encoding),
+            "{bad}"
+        );
     }
     let bad_kid = good.replacen(kid_part, "bad!kid", 1);
     assert_eq!(verdict(&v, &bad_kid, T0), malformed(Malformed::KeyId));
@@ -163,9 +196,18 @@ fn tag_encoding_errors() {
     let v = verifier();
     let good = v.issue(&claims(T0));
     let (signed, tag) = good.rsplit_once('.').unwrap();
-    assert_eq!(verdict(&v, &format!("{signed}.{}", &tag[..42]), T0), malformed(Malformed::Encoding));
-    assert_eq!(verdict(&v, &format!("{signed}.{tag}="), T0), malformed(Malformed::Encoding));
-    assert_eq!(verdict(&v, &format!("{signed}.{}+", &tag[..42]), T0), malformed(Malformed::Encoding));
+    assert_eq!(
+        verdict(&v, &format!("{signed}.{}", &tag[..42]), T0),
+        malformed(Malformed::Encoding)
+    );
+    assert_eq!(
+        verdict(&v, &format!("{signed}.{tag}="), T0),
+        malformed(Malformed::Encoding)
+    );
+    assert_eq!(
+        verdict(&v, &format!("{signed}.{}+", &tag[..42]), T0),
+        malformed(Malformed::Encoding)
+    );
     // Non-canonical last symbol: same 32 bytes, different text.
     let last = tag.as_bytes()[42];
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -203,8 +245,16 @@ fn unknown_and_retired_keys() {
     let file = |old_until: Option<u64>| KeyFile {
         legacy_secret: None,
         keys: vec![
-            KeyFileEntry { id: "new".into(), secret: secret(1), verify_until: None },
-            KeyFileEntry { id: "old".into(), secret: secret(2), verify_until: old_until.map(UnixTime) },
+            KeyFileEntry {
+                id: "new".into(),
+                secret: secret(1),
+                verify_until: None,
+            },
+            KeyFileEntry {
+                id: "old".into(),
+                secret: secret(2),
+                verify_until: old_until.map(UnixTime),
+            },
         ]
         .into_iter()
         .filter(|k| k.id == "new" || old_until.is_some())
@@ -215,22 +265,45 @@ fn unknown_and_retired_keys() {
         Arc::new(
             KeyRing::from_file(&KeyFile {
                 legacy_secret: None,
-                keys: vec![KeyFileEntry { id: "old".into(), secret: secret(2), verify_until: None }],
+                keys: vec![KeyFileEntry {
+                    id: "old".into(),
+                    secret: secret(2),
+                    verify_until: None,
+                }],
             })
             .unwrap(),
         ),
-        TokenPolicy { max_age: 10_000, idle_timeout: 10_000, ..policy() },
+        TokenPolicy {
+            max_age: 10_000,
+            idle_timeout: 10_000,
+            ..policy()
+        },
     );
     let old_token = before.issue(&claims(T0));
-    let after = Verifier::new(Arc::new(KeyRing::from_file(&file(Some(T0 + 500))).unwrap()), *before.policy());
-    assert!(after.verify(&old_token, T0 + 499).is_ok(), "verify-only key still accepted");
-    assert_eq!(verdict(&after, &old_token, T0 + 500), Err(Rejection::UnknownKey));
+    let after = Verifier::new(
+        Arc::new(KeyRing::from_file(&file(Some(T0 + 500))).unwrap()),
+        *before.policy(),
+    );
+    assert!(
+        after.verify(&old_token, T0 + 499).is_ok(),
+        "verify-only key still accepted"
+    );
+    assert_eq!(
+        verdict(&after, &old_token, T0 + 500),
+        Err(Rejection::UnknownKey)
+    );
     let new_token = after.issue(&claims(T0));
     assert!(new_token.starts_with("v1.new."));
     assert!(after.verify(&new_token, T0 + 600).is_ok());
     // Ring without the old key at all.
-    let dropped = Verifier::new(Arc::new(KeyRing::from_file(&file(None)).unwrap()), *before.policy());
-    assert_eq!(verdict(&dropped, &old_token, T0), Err(Rejection::UnknownKey));
+    let dropped = Verifier::new(
+        Arc::new(KeyRing::from_file(&file(None)).unwrap()),
+        *before.policy(),
+    );
+    assert_eq!(
+        verdict(&dropped, &old_token, T0),
+        Err(Rejection::UnknownKey)
+    );
 }
 
 #[test]
@@ -243,22 +316,61 @@ fn strict_payload_parse() {
     let cases: Vec<(String, Malformed)> = vec![
         // duplicate, unknown, missing fields
         (ok.replacen("{", r#"{"uid":"eve","#, 1), p),
-        (ok.replacen(r#""data":{}"#, r#""data":{},"admin":true"#, 1), p),
+        (
+            ok.replacen(r#""data":{}"#, r#""data":{},"admin":true"#, 1),
+            p,
+        ),
         (ok.replacen(r#","uid":"bob""#, "", 1), p),
         (ok.replacen(r#","data":{}"#, "", 1), p),
         (ok.replacen(r#","last_active":1764000000"#, "", 1), p),
         // wrong types
-        (payload("12345678901234567890", r#""bob""#, "{}", "1764000000", "1764000000"), p),
+        (
+            payload(
+                "12345678901234567890",
+                r#""bob""#,
+                "{}",
+                "1764000000",
+                "1764000000",
+            ),
+            p,
+        ),
         (payload(SID, "42", "{}", "1764000000", "1764000000"), p),
-        (payload(SID, r#"["bob"]"#, "{}", "1764000000", "1764000000"), p),
-        (payload(SID, r#""bob""#, "[]", "1764000000", "1764000000"), p),
-        (payload(SID, r#""bob""#, r#""x""#, "1764000000", "1764000000"), p),
-        (payload(SID, r#""bob""#, "null", "1764000000", "1764000000"), p),
+        (
+            payload(SID, r#"["bob"]"#, "{}", "1764000000", "1764000000"),
+            p,
+        ),
+        (
+            payload(SID, r#""bob""#, "[]", "1764000000", "1764000000"),
+            p,
+        ),
+        (
+            payload(SID, r#""bob""#, r#""x""#, "1764000000", "1764000000"),
+            p,
+        ),
+        (
+            payload(SID, r#""bob""#, "null", "1764000000", "1764000000"),
+            p,
+        ),
         // invalid ids and data
-        (payload(r#""short""#, r#""bob""#, "{}", "1764000000", "1764000000"), p),
+        (
+            payload(r#""short""#, r#""bob""#, "{}", "1764000000", "1764000000"),
+            p,
+        ),
         (payload(SID, r#""""#, "{}", "1764000000", "1764000000"), p),
-        (payload(SID, r#""bob smith""#, "{}", "1764000000", "1764000000"), p),
-        (payload(SID, r#""bob""#, r#"{"a":1,"a":2}"#, "1764000000", "1764000000"), p),
+        (
+            payload(SID, r#""bob smith""#, "{}", "1764000000", "1764000000"),
+            p,
+        ),
+        (
+            payload(
+                SID,
+                r#""bob""#,
+                r#"{"a":1,"a":2}"#,
+                "1764000000",
+                "1764000000",
+            ),
+            p,
+        ),
         // not JSON, trailing bytes
         (format!("{ok}{{}}"), p),
         ("not json".into(), p),
@@ -266,27 +378,75 @@ fn strict_payload_parse() {
         // not canonical: whitespace, member order, leading zeros
         (format!("{ok} "), p),
         (ok.replacen(r#""uid":"bob""#, r#""uid": "bob""#, 1), p),
-        (payload(SID, r#""bob""#, "{}", "1764000000", "1764000000").replacen(
-            r#""sid":"AAAAAAAAAAAAAAAAAAAAAA","uid":"bob""#,
-            r#""uid":"bob","sid":"AAAAAAAAAAAAAAAAAAAAAA""#,
-            1,
-        ), p),
-        (payload(SID, r#""bob""#, "{}", "01764000000", "1764000000"), Malformed::Timestamp),
-        (payload(SID, r#""bob""#, "{}", "+1764000000", "1764000000"), Malformed::Timestamp),
+        (
+            payload(SID, r#""bob""#, "{}", "1764000000", "1764000000").replacen(
+                r#""sid":"AAAAAAAAAAAAAAAAAAAAAA","uid":"bob""#,
+                r#""uid":"bob","sid":"AAAAAAAAAAAAAAAAAAAAAA""#,
+                1,
+            ),
+            p,
+        ),
+        (
+            payload(SID, r#""bob""#, "{}", "01764000000", "1764000000"),
+            Malformed::Timestamp,
+        ),
+        (
+            payload(SID, r#""bob""#, "{}", "+1764000000", "1764000000"),
+            Malformed::Timestamp,
+        ),
         // control characters and bad escapes in the uid string
-        (payload(SID, r#""bo\u0001b""#, "{}", "1764000000", "1764000000"), p),
-        (payload(SID, "\"bo\x01b\"", "{}", "1764000000", "1764000000"), p),
-        (payload(SID, r#""bo\qb""#, "{}", "1764000000", "1764000000"), p),
+        (
+            payload(SID, r#""bo\u0001b""#, "{}", "1764000000", "1764000000"),
+            p,
+        ),
+        (
+            payload(SID, "\"bo\x01b\"", "{}", "1764000000", "1764000000"),
+            p,
+        ),
+        (
+            payload(SID, r#""bo\qb""#, "{}", "1764000000", "1764000000"),
+            p,
+        ),
         (payload(SID, r#""bob"#, "{}", "1764000000", "1764000000"), p),
         // timestamps
-        (payload(SID, r#""bob""#, "{}", "1764000000.5", "1764000000"), Malformed::Timestamp),
-        (payload(SID, r#""bob""#, "{}", "1.764e9", "1764000000"), Malformed::Timestamp),
-        (payload(SID, r#""bob""#, "{}", "-1", "1764000000"), Malformed::Timestamp),
-        (payload(SID, r#""bob""#, "{}", r#""1764000000""#, "1764000000"), Malformed::Timestamp),
-        (payload(SID, r#""bob""#, "{}", "null", "1764000000"), Malformed::Timestamp),
-        (payload(SID, r#""bob""#, "{}", "1764000000", "99999999999999999999999"), Malformed::Timestamp),
-        (payload(SID, r#""bob""#, "{}", "1764000000", "253402300800"), Malformed::Timestamp),
-        (payload(SID, r#""bob""#, "{}", "1764000001", "1764000000"), Malformed::Timestamp),
+        (
+            payload(SID, r#""bob""#, "{}", "1764000000.5", "1764000000"),
+            Malformed::Timestamp,
+        ),
+        (
+            payload(SID, r#""bob""#, "{}", "1.764e9", "1764000000"),
+            Malformed::Timestamp,
+        ),
+        (
+            payload(SID, r#""bob""#, "{}", "-1", "1764000000"),
+            Malformed::Timestamp,
+        ),
+        (
+            payload(SID, r#""bob""#, "{}", r#""1764000000""#, "1764000000"),
+            Malformed::Timestamp,
+        ),
+        (
+            payload(SID, r#""bob""#, "{}", "null", "1764000000"),
+            Malformed::Timestamp,
+        ),
+        (
+            payload(
+                SID,
+                r#""bob""#,
+                "{}",
+                "1764000000",
+                "99999999999999999999999",
+            ),
+            Malformed::Timestamp,
+        ),
+        (
+            payload(SID, r#""bob""#, "{}", "1764000000", "253402300800"),
+            Malformed::Timestamp,
+        ),
+        (
+            payload(SID, r#""bob""#, "{}", "1764000001", "1764000000"),
+            Malformed::Timestamp,
+        ),
     ];
     for (json, want) in cases {
         let token = sign_raw(&v, json.as_bytes());
@@ -318,10 +478,17 @@ fn data_containing_the_member_names_is_parsed_correctly() {
 fn largest_timestamp_is_accepted_as_a_value() {
     let v = Verifier::new(
         Arc::new(KeyRing::ephemeral()),
-        TokenPolicy { max_age: u64::MAX, idle_timeout: u64::MAX, ..policy() },
+        TokenPolicy {
+            max_age: u64::MAX,
+            idle_timeout: u64::MAX,
+            ..policy()
+        },
     );
     let p = payload(SID, r#""bob""#, "{}", "253402300799", "253402300799");
-    assert!(v.verify(&sign_raw(&v, p.as_bytes()), 253_402_300_799).is_ok());
+    assert!(
+        v.verify(&sign_raw(&v, p.as_bytes()), 253_402_300_799)
+            .is_ok()
+    );
 }
 
 /// What the tutorial's Python mints: `json.dumps(session, separators=(",", ":"))`, `.`, hex tag.
@@ -334,7 +501,10 @@ fn legacy_token(secret: &[u8], json: &str) -> String {
 fn legacy_verifier(accept: bool) -> Verifier {
     Verifier::new(
         Arc::new(KeyRing::ephemeral().with_legacy_secret(b"tutorial-secret")),
-        TokenPolicy { accept_legacy_tokens: accept, ..policy() },
+        TokenPolicy {
+            accept_legacy_tokens: accept,
+            ..policy()
+        },
     )
 }
 
@@ -351,22 +521,37 @@ fn legacy_tokens_only_when_enabled() {
     assert_eq!(ok.claims().data.as_json(), r#"{"theme":"dark"}"#);
 
     let off = legacy_verifier(false);
-    assert_eq!(verdict(&off, &token, T0), malformed(Malformed::LegacyNotAccepted));
+    assert_eq!(
+        verdict(&off, &token, T0),
+        malformed(Malformed::LegacyNotAccepted)
+    );
     // Enabled but no secret configured.
     let no_secret = Verifier::new(
         Arc::new(KeyRing::ephemeral()),
-        TokenPolicy { accept_legacy_tokens: true, ..policy() },
+        TokenPolicy {
+            accept_legacy_tokens: true,
+            ..policy()
+        },
     );
-    assert_eq!(verdict(&no_secret, &token, T0), malformed(Malformed::LegacyNotAccepted));
+    assert_eq!(
+        verdict(&no_secret, &token, T0),
+        malformed(Malformed::LegacyNotAccepted)
+    );
 
     // Tampered payload, wrong secret, uppercase hex.
     let tampered = token.replacen("\"uid\":42", "\"uid\":43", 1);
-    assert_eq!(verdict(&on, &tampered, T0 + 20), Err(Rejection::BadSignature));
+    assert_eq!(
+        verdict(&on, &tampered, T0 + 20),
+        Err(Rejection::BadSignature)
+    );
     let wrong = legacy_token(b"other-secret", json);
     assert_eq!(verdict(&on, &wrong, T0 + 20), Err(Rejection::BadSignature));
     let (p, hex) = token.rsplit_once('.').unwrap();
     let upper = format!("{p}.{}", hex.to_uppercase());
-    assert_eq!(verdict(&on, &upper, T0 + 20), malformed(Malformed::Encoding));
+    assert_eq!(
+        verdict(&on, &upper, T0 + 20),
+        malformed(Malformed::Encoding)
+    );
     // Lifetimes apply to legacy tokens too.
     assert_eq!(verdict(&on, &token, T0 + 1000), Err(Rejection::Expired));
 }
@@ -381,9 +566,14 @@ fn legacy_payload_is_still_strict() {
         r#"{"sid":"3q2-7wAAAAAAAAAAAAAAAA","uid":-1,"data":{},"created":1,"last_active":1}"#,
     ] {
         let token = legacy_token(b"tutorial-secret", json);
-        assert_eq!(verdict(&on, &token, T0), malformed(Malformed::Payload), "{json}");
+        assert_eq!(
+            verdict(&on, &token, T0),
+            malformed(Malformed::Payload),
+            "{json}"
+        );
     }
-    let neg = r#"{"sid":"3q2-7wAAAAAAAAAAAAAAAA","uid":"a","data":{},"created":-5.0,"last_active":1}"#;
+    let neg =
+        r#"{"sid":"3q2-7wAAAAAAAAAAAAAAAA","uid":"a","data":{},"created":-5.0,"last_active":1}"#;
     assert_eq!(
         verdict(&on, &legacy_token(b"tutorial-secret", neg), T0),
         malformed(Malformed::Timestamp)
