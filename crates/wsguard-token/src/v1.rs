@@ -162,10 +162,10 @@ pub(crate) fn parse_payload(json: &[u8]) -> Result<Claims, Rejection> {
 fn split_last_member<'a>(s: &'a str, name: &str) -> Result<(&'a str, &'a str), Rejection> {
     let digits = s.bytes().rev().take_while(u8::is_ascii_digit).count();
     let (head, value) = s.split_at(s.len() - digits);
-    if digits > 0 {
-        if let Some(head) = head.strip_suffix(name) {
-            return Ok((head, value));
-        }
+    if digits > 0
+        && let Some(head) = head.strip_suffix(name)
+    {
+        return Ok((head, value));
     }
     s.rsplit_once(name)
         .ok_or(Rejection::Malformed(Malformed::Payload))

@@ -1,0 +1,321 @@
+//! The `wsguard.toml` configuration file, shared by the CLI and the gateway.
+//!
+//! Owns parsing, defaults and validation: every error names the key (`sessions.max_age`) and
+//! what is wrong with it. Relative paths are resolved against the directory of the config file.
+//! It must not open stores or key files (see `keys.rs`, `main.rs`), and never holds secrets:
+//! keys live in their own file (or environment variable).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use wsguard_session::Mode;
+use wsguard_token::TokenPolicy;
+
+/// Default config file name (looked up in the working directory).
+pub const DEFAULT_CONFIG: &str = "wsguard.toml";
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[sessions]`
+    pub sessions: SessionsConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+}
+
+/// `[sessions]`: tokens, keys and lifetimes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// `stateful` (default) or `stateless`.
+    pub mode: Mode,
+    /// Absolute session lifetime.
+    #[serde(with = "secs")]
+    pub max_age: Duration,
+    /// Idle timeout.
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    /// Least time between two store writes of a session's activity.
+    #[serde(with = "secs")]
+    pub touch_interval: Duration,
+    /// Tolerated clock skew for timestamps in the future.
+    #[serde(with = "secs")]
+    pub future_leeway: Duration,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+    /// Key file (TOML, see `wsguard keygen`).
+    pub keys_file: PathBuf,
+    /// If set, and that environment variable is set, keys are read from it (key file TOML)
+    /// instead of `keys_file`.
+    pub keys_env: Option<String>,
+    /// Accept the "SecureSession" tutorial's tokens (needs `legacy_secret` in the key file).
+    pub accept_legacy_tokens: bool,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        let p = TokenPolicy::default();
+        SessionsConfig {
+            mode: Mode::Stateful,
+            max_age: Duration::from_secs(p.max_age),
+            idle_timeout: Duration::from_secs(p.idle_timeout),
+            touch_interval: Duration::from_secs(60),
+            future_leeway: Duration::from_secs(p.future_leeway),
+            cookie_name: "wsguard_session".into(),
+            keys_file: "wsguard-keys.toml".into(),
+            keys_env: None,
+            accept_legacy_tokens: false,
+        }
+    }
+}
+
+/// `[store]`: where sessions live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite` (default, persistent, shared with the CLI) or `memory`.
+    pub backend: Backend,
+    /// SQLite database file.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: Backend::Sqlite,
+            path: "wsguard-sessions.db".into(),
+        }
+    }
+}
+
+/// Store backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Embedded SQLite file (default).
+    Sqlite,
+    /// Process memory: lost on restart, not shared with the CLI.
+    Memory,
+}
+
+/// Durations as integer seconds or humantime strings ("90s", "12h", "1h 30m").
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        let err = || {
+            serde::de::Error::custom(
+                "expected a duration: whole seconds (3600) or a string like \"90s\", \"12h\"",
+            )
+        };
+        match Raw::deserialize(d).map_err(|_| err())? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(&t).map_err(|_| err()),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`. A missing file is an error only if it was named explicitly; the default
+    /// name falls back to built-in defaults (paths relative to the working directory).
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                let config = Config::default();
+                config.validate()?;
+                return Ok(config);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let mut config = Config::parse(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates config text (paths stay as written).
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(&e, text)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.sessions.keys_file, &mut self.store.path] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// Checks values that parse but make no sense together.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let s = &self.sessions;
+        for (key, d) in [
+            ("sessions.max_age", s.max_age),
+            ("sessions.idle_timeout", s.idle_timeout),
+        ] {
+            if d.as_secs() == 0 {
+                bail!("{key}: must be at least one second");
+            }
+        }
+        if s.max_age.as_secs() > 366 * 24 * 3600 {
+            bail!("sessions.max_age: must be at most a year (366 days)");
+        }
+        if s.touch_interval >= s.idle_timeout {
+            bail!(
+                "sessions.touch_interval: must be shorter than sessions.idle_timeout ({}), or \
+                 activity is never recorded in time to keep a session alive",
+                humantime::format_duration(s.idle_timeout)
+            );
+        }
+        if s.future_leeway.as_secs() > 300 {
+            bail!("sessions.future_leeway: must be at most 300 seconds");
+        }
+        if s.cookie_name.is_empty()
+            || s.cookie_name.len() > 64
+            || !s
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            bail!(
+                "sessions.cookie_name: must be 1 to 64 characters of an RFC 6265 cookie name (letters, digits, and !#$%&'*+-.^_`|~)"
+            );
+        }
+        if let Some(var) = &s.keys_env {
+            if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                bail!("sessions.keys_env: must be an environment variable name ([A-Za-z0-9_]+)");
+            }
+        }
+        if self.store.backend == Backend::Sqlite && self.store.path.as_os_str().is_empty() {
+            bail!("store.path: must not be empty with backend = \"sqlite\"");
+        }
+        Ok(())
+    }
+
+    /// The token policy these settings describe.
+    pub fn token_policy(&self) -> TokenPolicy {
+        let s = &self.sessions;
+        TokenPolicy {
+            max_age: s.max_age.as_secs(),
+            idle_timeout: s.idle_timeout.as_secs(),
+            future_leeway: s.future_leeway.as_secs(),
+            accept_legacy_tokens: s.accept_legacy_tokens,
+        }
+    }
+}
+
+/// A TOML error as "line N: section.key: message". The config file holds no secrets (keys live
+/// in their own file), but only the key name is quoted, never the value.
+fn describe(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim();
+    let Some(span) = e.span() else {
+        return msg.to_owned();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let mut section = String::new();
+    let mut key = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if i + 1 > line_no {
+            break;
+        }
+        if line.starts_with('[') {
+            section = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
+            key.clear();
+        }
+        if i + 1 == line_no {
+            if let Some((k, _)) = line.split_once('=') {
+                key = k.trim().to_owned();
+            }
+        }
+    }
+    match (section.is_empty(), key.is_empty()) {
+        (_, true) => format!("line {line_no}: {msg}"),
+        (true, false) => format!("line {line_no}: {key}: {msg}"),
+        (false, false) => format!("line {line_no}: {section}.{key}: {msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_secure() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.sessions.mode, Mode::Stateful);
+        assert!(!c.sessions.accept_legacy_tokens);
+        assert_eq!(c.store.backend, Backend::Sqlite);
+        assert_eq!(c.token_policy(), TokenPolicy::default());
+    }
+
+    #[test]
+    fn durations_take_seconds_or_text() {
+        let c = Config::parse("[sessions]\nmax_age = \"2h\"\nidle_timeout = 600\n").unwrap();
+        assert_eq!(c.sessions.max_age, Duration::from_secs(7200));
+        assert_eq!(c.sessions.idle_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err("[sessions]\nmax_age = \"forever\"\n");
+        assert!(
+            e.contains("line 2: sessions.max_age: expected a duration"),
+            "{e}"
+        );
+        let e = err("[sessions]\nmode = \"sometimes\"\n");
+        assert!(e.contains("sessions.mode"), "{e}");
+        assert!(e.contains("stateful"), "{e}");
+        let e = err("[sessions]\nmax_agee = 5\n");
+        assert!(e.contains("max_agee"), "{e}");
+        let e = err("[sessions]\nidle_timeout = 0\n");
+        assert!(e.contains("sessions.idle_timeout"), "{e}");
+        let e = err("[sessions]\nidle_timeout = 30\n");
+        assert!(e.contains("sessions.touch_interval"), "{e}");
+        let e = err("[sessions]\ncookie_name = \"a b\"\n");
+        assert!(e.contains("sessions.cookie_name"), "{e}");
+        let e = err("[store]\nbackend = \"redis\"\n");
+        assert!(e.contains("store.backend"), "{e}");
+        let e = err("[sessions]\nkeys_env = \"A-B\"\n");
+        assert!(e.contains("sessions.keys_env"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wsguard.toml");
+        std::fs::write(&path, "[store]\npath = \"data/s.db\"\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.store.path, dir.path().join("data/s.db"));
+        assert_eq!(c.sessions.keys_file, dir.path().join("wsguard-keys.toml"));
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

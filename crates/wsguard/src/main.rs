@@ -1,0 +1,161 @@
+//! The `wsguard` binary: command-line parsing and dispatch.
+//!
+//! Owns the clap definitions, logging setup, exit codes (0 success/valid, 1 invalid token,
+//! 2 usage or operational error) and the wiring from configuration to key ring, store and
+//! sessions. Command logic lives in the modules it calls; this file must not grow policy.
+
+mod config;
+mod keys;
+mod session_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wsguard_session::Sessions;
+use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
+use wsguard_token::Verifier;
+
+use crate::config::{Backend, Config};
+
+/// wsguard: a WebSocket security gateway. Signed sessions, origin policy, revocation that closes
+/// live sockets.
+#[derive(Debug, Parser)]
+#[command(name = "wsguard", version, propagate_version = true)]
+struct Cli {
+    /// Configuration file. Default: wsguard.toml in the working directory, if present
+    /// (built-in defaults otherwise).
+    #[arg(long, short, global = true, env = "WSGUARD_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Log format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the key file, or rotate it: add a new signing key and keep the previous one for
+    /// verification only, so users stay logged in.
+    Keygen(KeygenArgs),
+    /// Issue, verify, revoke and list sessions.
+    #[command(subcommand)]
+    Session(session_cmd::SessionCommand),
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Print a fresh one-key file to stdout instead of writing sessions.keys_file.
+    #[arg(long)]
+    stdout: bool,
+    /// How long the previous signing key keeps verifying after a rotation. Default: the
+    /// configured sessions.max_age, so every token it signed lives out its lifetime.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    keep_previous_for: Option<std::time::Duration>,
+}
+
+/// The current time in Unix seconds: the one place the binary reads the clock for sessions.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Builds the sessions service described by the configuration.
+pub fn open_sessions(config: &Config) -> anyhow::Result<Sessions> {
+    let ring = keys::load(config)?;
+    let verifier = Verifier::new(Arc::new(ring), config.token_policy());
+    let store: Arc<dyn SessionStore> = match config.store.backend {
+        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Sqlite => {
+            let path = &config.store.path;
+            Arc::new(
+                SqliteStore::open(path)
+                    .with_context(|| format!("cannot open session store {}", path.display()))?,
+            )
+        }
+    };
+    Ok(Sessions::new(
+        verifier,
+        store,
+        config.sessions.mode,
+        config.sessions.touch_interval.as_secs(),
+    ))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Keygen(args) => keygen(&config, &args),
+        Command::Session(cmd) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(session_cmd::run(&config, cmd))
+        }
+    }
+}
+
+fn keygen(config: &Config, args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    let now = now();
+    if args.stdout {
+        print!("{}", keys::fresh(now).as_str());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let keep = args
+        .keep_previous_for
+        .unwrap_or(config.sessions.max_age)
+        .as_secs();
+    let path = &config.sessions.keys_file;
+    match keys::keygen(path, now, keep)? {
+        keys::KeygenOutcome::Created { id } => {
+            println!("created {} with signing key {id}", path.display());
+        }
+        keys::KeygenOutcome::Rotated { id, previous_until } => {
+            let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(previous_until);
+            println!(
+                "rotated {}: new signing key {id}; the previous key verifies until {}",
+                path.display(),
+                humantime::format_rfc3339_seconds(until)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
