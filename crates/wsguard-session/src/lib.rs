@@ -231,10 +231,10 @@ impl Sessions {
     /// First sight of a legacy token in stateful mode: store it so it can be touched and revoked.
     async fn adopt(&self, signed: SignedToken, now: u64) -> Result<Session, AuthError> {
         let c = signed.claims();
-        if let Some(at) = self.store.user_revoked_at(&c.uid).await? {
-            if c.created <= at {
-                return Err(Rejection::Revoked.into());
-            }
+        if let Some(at) = self.store.user_revoked_at(&c.uid).await?
+            && c.created <= at
+        {
+            return Err(Rejection::Revoked.into());
         }
         let record = SessionRecord {
             sid: c.sid.clone(),
@@ -273,10 +273,10 @@ impl Sessions {
             Lookup::Live(record) if record.uid == c.uid => record.last_active,
             Lookup::Live(_) | Lookup::Unknown => 0,
         };
-        if let Some(at) = self.store.user_revoked_at(&c.uid).await? {
-            if c.created <= at {
-                return Err(Rejection::Revoked.into());
-            }
+        if let Some(at) = self.store.user_revoked_at(&c.uid).await?
+            && c.created <= at
+        {
+            return Err(Rejection::Revoked.into());
         }
         self.finish(signed, last_active, now, None)
     }

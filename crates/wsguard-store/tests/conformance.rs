@@ -4,6 +4,8 @@
 //! `MemoryStore` and `SqliteStore`. SQLite-only tests (persistence across reopen, revocations
 //! seen by another instance on the same file) follow.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
+
 use std::time::Duration;
 
 use wsguard_store::{Lookup, MemoryStore, Revocation, SessionRecord, SessionStore, SqliteStore};

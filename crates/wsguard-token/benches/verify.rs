@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench -p wsguard-token --bench verify`. Figures go to `BENCHMARKS.md`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a failure report
+
 use std::hint::black_box;
 use std::sync::Arc;
 

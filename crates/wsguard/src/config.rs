@@ -201,10 +201,10 @@ impl Config {
                 "sessions.cookie_name: must be 1 to 64 characters of an RFC 6265 cookie name (letters, digits, and !#$%&'*+-.^_`|~)"
             );
         }
-        if let Some(var) = &s.keys_env {
-            if var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                bail!("sessions.keys_env: must be an environment variable name ([A-Za-z0-9_]+)");
-            }
+        if let Some(var) = &s.keys_env
+            && (var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            bail!("sessions.keys_env: must be an environment variable name ([A-Za-z0-9_]+)");
         }
         if self.store.backend == Backend::Sqlite && self.store.path.as_os_str().is_empty() {
             bail!("store.path: must not be empty with backend = \"sqlite\"");
@@ -247,10 +247,10 @@ fn describe(e: &toml::de::Error, text: &str) -> String {
                 .to_owned();
             key.clear();
         }
-        if i + 1 == line_no {
-            if let Some((k, _)) = line.split_once('=') {
-                key = k.trim().to_owned();
-            }
+        if i + 1 == line_no
+            && let Some((k, _)) = line.split_once('=')
+        {
+            key = k.trim().to_owned();
         }
     }
     match (section.is_empty(), key.is_empty()) {

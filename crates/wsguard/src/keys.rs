@@ -16,20 +16,20 @@ use crate::config::Config;
 /// Reads the key ring the configuration points at.
 pub fn load(config: &Config) -> anyhow::Result<KeyRing> {
     let s = &config.sessions;
-    if let Some(var) = &s.keys_env {
-        if let Some(value) = std::env::var_os(var) {
-            let text = Zeroizing::new(
-                value
-                    .into_string()
-                    .map_err(|_| anyhow::anyhow!("{var}: not valid UTF-8"))?,
-            );
-            let file = KeyFile::parse(&text).with_context(|| format!("keys from ${var}"))?;
-            return check_legacy(
-                config,
-                KeyRing::from_file(&file).with_context(|| format!("keys from ${var}"))?,
-                &file,
-            );
-        }
+    if let Some(var) = &s.keys_env
+        && let Some(value) = std::env::var_os(var)
+    {
+        let text = Zeroizing::new(
+            value
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{var}: not valid UTF-8"))?,
+        );
+        let file = KeyFile::parse(&text).with_context(|| format!("keys from ${var}"))?;
+        return check_legacy(
+            config,
+            KeyRing::from_file(&file).with_context(|| format!("keys from ${var}"))?,
+            &file,
+        );
     }
     let path = &s.keys_file;
     let text = match std::fs::read_to_string(path) {
@@ -59,10 +59,10 @@ fn check_legacy(config: &Config, ring: KeyRing, file: &KeyFile) -> anyhow::Resul
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "key file is readable by other users; chmod 600 it");
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "key file is readable by other users; chmod 600 it");
     }
 }
 

@@ -1,6 +1,8 @@
 //! The `wsguard` CLI through the real binary: keys, sessions, revocation, persistence, legacy
 //! tokens minted by Python's standard library, and configuration errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
+
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
