@@ -353,6 +353,30 @@ impl Sessions {
         self.store.subscribe()
     }
 
+    /// Re-checks an authenticated session against the store (revoked since?), e.g. right after
+    /// a socket was registered for revocation events, to close the gap between the two.
+    pub async fn still_live(&self, session: &Session, _now: u64) -> Result<(), AuthError> {
+        let c = &session.claims;
+        match self.store.get(&c.sid).await? {
+            Lookup::Revoked => return Err(Rejection::Revoked.into()),
+            Lookup::Unknown if self.mode == Mode::Stateful => {
+                return Err(Rejection::UnknownSession.into());
+            }
+            _ => {}
+        }
+        if let Some(at) = self.store.user_revoked_at(&c.uid).await?
+            && c.created <= at
+        {
+            return Err(Rejection::Revoked.into());
+        }
+        Ok(())
+    }
+
+    /// Least time between two activity writes of one session, seconds.
+    pub fn touch_interval(&self) -> u64 {
+        self.touch_interval
+    }
+
     /// Whether a revocation event ends `session`.
     pub fn is_revoked_by(session: &Session, event: &Revocation) -> bool {
         match event {

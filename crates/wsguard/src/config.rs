@@ -24,6 +24,13 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// `[store]`
     pub store: StoreConfig,
+    /// `[gateway]`
+    pub gateway: wsguard_gateway::config::GatewayConfig,
+    /// `[[route]]`
+    #[serde(rename = "route")]
+    pub routes: Vec<wsguard_gateway::config::RouteConfig>,
+    /// `[admin]`
+    pub admin: wsguard_gateway::config::AdminConfig,
 }
 
 /// `[sessions]`: tokens, keys and lifetimes.
@@ -159,7 +166,11 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.sessions.keys_file, &mut self.store.path] {
+        for p in [
+            &mut self.sessions.keys_file,
+            &mut self.store.path,
+            &mut self.admin.token_file,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -206,6 +217,8 @@ impl Config {
         {
             bail!("sessions.keys_env: must be an environment variable name ([A-Za-z0-9_]+)");
         }
+        wsguard_gateway::config::validate(&self.gateway).map_err(anyhow::Error::msg)?;
+        wsguard_gateway::config::routes(&self.gateway, &self.routes).map_err(anyhow::Error::msg)?;
         if self.store.backend == Backend::Sqlite && self.store.path.as_os_str().is_empty() {
             bail!("store.path: must not be empty with backend = \"sqlite\"");
         }

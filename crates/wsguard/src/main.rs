@@ -6,6 +6,7 @@
 
 mod config;
 mod keys;
+mod serve_cmd;
 mod session_cmd;
 
 use std::path::PathBuf;
@@ -52,6 +53,13 @@ enum Command {
     /// Issue, verify, revoke and list sessions.
     #[command(subcommand)]
     Session(session_cmd::SessionCommand),
+    /// Run the gateway: accept WebSocket upgrades, check origin and session, relay to the
+    /// upstream, close revoked sessions live.
+    Serve(serve_cmd::ServeArgs),
+    /// Run a plain WebSocket echo backend (for trying wsguard out).
+    Echo(serve_cmd::EchoArgs),
+    /// Connect to a WebSocket URL with a session cookie; send stdin lines, print replies.
+    Connect(serve_cmd::ConnectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -121,15 +129,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+    };
     match cli.command {
         Command::Keygen(args) => keygen(&config, &args),
-        Command::Session(cmd) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(session_cmd::run(&config, cmd))
-        }
+        Command::Session(cmd) => current_thread()?.block_on(session_cmd::run(&config, cmd)),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(serve_cmd::serve(config, args)),
+        Command::Echo(args) => current_thread()?.block_on(serve_cmd::echo(args)),
+        Command::Connect(args) => current_thread()?.block_on(serve_cmd::connect(&config, args)),
     }
 }
 

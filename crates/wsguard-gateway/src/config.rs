@@ -1,0 +1,246 @@
+//! Gateway settings: the `[gateway]`, `[[route]]` and `[admin]` sections of `wsguard.toml`.
+//!
+//! Owns their shape, defaults and validation into [`Settings`] (parsed origins, upstream URLs,
+//! bounded durations). Errors name the key. It must not open sockets or files (the admin token
+//! file is read by the caller).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::origin::OriginPolicy;
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Allowed origins for every route (a route may replace them).
+    pub allowed_origins: Vec<String>,
+    /// Accept upgrades without an `Origin` header (non-browser clients). Off by default.
+    pub allow_missing_origin: bool,
+    /// Deadline for a client to send its complete handshake.
+    #[serde(with = "humantime_serde_secs")]
+    pub handshake_timeout: Duration,
+    /// Deadline for the upstream to answer its handshake.
+    #[serde(with = "humantime_serde_secs")]
+    pub upstream_timeout: Duration,
+    /// How long shutdown waits for sockets to finish closing.
+    #[serde(with = "humantime_serde_secs")]
+    pub drain_timeout: Duration,
+    /// Largest request head accepted, bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most request headers accepted (431 beyond).
+    pub max_headers: usize,
+    /// Lifetime of one-time connect tickets (at most 30 s).
+    #[serde(with = "humantime_serde_secs")]
+    pub ticket_ttl: Duration,
+    /// Forward wsguard's session cookie to the upstream. Off by default.
+    pub forward_session_cookie: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allowed_origins: Vec::new(),
+            allow_missing_origin: false,
+            handshake_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            ticket_ttl: Duration::from_secs(30),
+            forward_session_cookie: false,
+        }
+    }
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix (at a `/` boundary); the longest matching route wins.
+    pub path: String,
+    /// Upstream base URL, `ws://` or `wss://`. The request path and query are appended.
+    pub upstream: String,
+    /// No authentication on this route (still origin-checked).
+    #[serde(default)]
+    pub public: bool,
+    /// Replaces `gateway.allowed_origins` for this route.
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Replaces `gateway.allow_missing_origin` for this route.
+    #[serde(default)]
+    pub allow_missing_origin: Option<bool>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Admin listener (keep it on loopback or a private network).
+    pub listen: SocketAddr,
+    /// File holding the bearer token (created with a random token by `serve` if missing).
+    pub token_file: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_file: "wsguard-admin-token".into(),
+        }
+    }
+}
+
+/// Durations as whole seconds or humantime strings.
+mod humantime_serde_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        let err = || {
+            serde::de::Error::custom(
+                "expected a duration: whole seconds or a string like \"500ms\", \"10s\"",
+            )
+        };
+        match Raw::deserialize(d).map_err(|_| err())? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(&t).map_err(|_| err()),
+        }
+    }
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Path prefix, without a trailing `/` (except the root route `/`).
+    pub path: String,
+    /// Upstream base (scheme, authority, base path without trailing `/`).
+    pub upstream: url::Url,
+    /// No authentication.
+    pub public: bool,
+    /// The origin policy in force on this route.
+    pub origins: OriginPolicy,
+}
+
+impl Route {
+    /// Whether `path` falls under this route (prefix at a segment boundary).
+    pub fn matches(&self, path: &str) -> bool {
+        self.path == "/"
+            || path == self.path
+            || (path.starts_with(&self.path) && path.as_bytes().get(self.path.len()) == Some(&b'/'))
+    }
+
+    /// The upstream URL for a request path and query (the query already cleaned).
+    pub fn upstream_url(&self, path: &str, query: Option<&str>) -> String {
+        let base = self.upstream.as_str().trim_end_matches('/');
+        let mut s =
+            String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        s.push_str(base);
+        s.push_str(path);
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            s.push('?');
+            s.push_str(q);
+        }
+        s
+    }
+}
+
+/// Builds the route table. Errors name the route and key.
+pub fn routes(gateway: &GatewayConfig, routes: &[RouteConfig]) -> Result<Vec<Route>, String> {
+    let mut out = Vec::with_capacity(routes.len());
+    for (i, r) in routes.iter().enumerate() {
+        let at = |key: &str| format!("route[{i}].{key}");
+        if !r.path.starts_with('/') || r.path.contains(['?', '#']) || r.path.contains("//") {
+            return Err(format!(
+                "{}: must be an absolute path like \"/chat\"",
+                at("path")
+            ));
+        }
+        let path = if r.path == "/" {
+            "/".to_owned()
+        } else {
+            r.path.trim_end_matches('/').to_owned()
+        };
+        let upstream = url::Url::parse(&r.upstream)
+            .map_err(|e| format!("{}: not a URL ({e})", at("upstream")))?;
+        if !matches!(upstream.scheme(), "ws" | "wss") || upstream.host().is_none() {
+            return Err(format!(
+                "{}: must be a ws:// or wss:// URL with a host",
+                at("upstream")
+            ));
+        }
+        if upstream.query().is_some()
+            || upstream.fragment().is_some()
+            || !upstream.username().is_empty()
+        {
+            return Err(format!(
+                "{}: must not carry a query, fragment or credentials",
+                at("upstream")
+            ));
+        }
+        let origins = r
+            .allowed_origins
+            .as_ref()
+            .unwrap_or(&gateway.allowed_origins);
+        let allow_missing = r
+            .allow_missing_origin
+            .unwrap_or(gateway.allow_missing_origin);
+        let origins = OriginPolicy::new(origins, allow_missing).map_err(|e| {
+            let key = if r.allowed_origins.is_some() {
+                at("allowed_origins")
+            } else {
+                "gateway.allowed_origins".into()
+            };
+            format!("{key}: {e}")
+        })?;
+        if out.iter().any(|o: &Route| o.path == path) {
+            return Err(format!("{}: two routes for {path}", at("path")));
+        }
+        out.push(Route {
+            path,
+            upstream,
+            public: r.public,
+            origins,
+        });
+    }
+    // Longest prefix first.
+    out.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+    Ok(out)
+}
+
+/// Validates the `[gateway]` numbers.
+pub fn validate(g: &GatewayConfig) -> Result<(), String> {
+    let nonzero = [
+        ("gateway.handshake_timeout", g.handshake_timeout),
+        ("gateway.upstream_timeout", g.upstream_timeout),
+        ("gateway.ticket_ttl", g.ticket_ttl),
+    ];
+    for (key, d) in nonzero {
+        if d.is_zero() {
+            return Err(format!("{key}: must be more than zero"));
+        }
+    }
+    if g.ticket_ttl > Duration::from_secs(30) {
+        return Err("gateway.ticket_ttl: must be at most 30s".into());
+    }
+    if !(1024..=1024 * 1024).contains(&g.max_header_bytes) {
+        return Err("gateway.max_header_bytes: must be between 1024 and 1048576".into());
+    }
+    if !(8..=1024).contains(&g.max_headers) {
+        return Err("gateway.max_headers: must be between 8 and 1024".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The one table of reasons.
+//!
+//! Every refused handshake has a [`Refusal`], every gateway-initiated close a [`CloseReason`].
+//! This module is the only place that maps them to an HTTP status or a close code, to the reason
+//! code written in logs, and to the metric label (they are the same string). `docs/REASONS.md`
+//! documents this table; keep them in step. No I/O here.
+
+use wsguard_token::{Malformed, Rejection};
+
+/// Why a handshake was refused. The client learns the status and a short fixed text, never
+/// anything it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Method other than GET.
+    NotGet,
+    /// Not HTTP/1.1.
+    NotHttp11,
+    /// No `Upgrade: websocket` (a plain request to a WebSocket route).
+    NotWebSocket,
+    /// An upgrade to something other than websocket (e.g. `h2c`).
+    OtherUpgrade,
+    /// `Connection` does not contain `upgrade`.
+    NoConnectionUpgrade,
+    /// `Sec-WebSocket-Version` missing or not 13.
+    BadVersion,
+    /// `Sec-WebSocket-Key` missing, repeated, or not base64 of 16 bytes.
+    BadKey,
+    /// Request headers too large or too many.
+    HeadersTooLarge,
+    /// The handshake did not complete in time.
+    HandshakeTimeout,
+    /// No `Origin` header (and the route does not allow that).
+    OriginMissing,
+    /// Several `Origin` headers.
+    OriginMultiple,
+    /// `Origin` is not a valid serialized origin.
+    OriginMalformed,
+    /// `Origin` is valid but not allowed.
+    OriginNotAllowed,
+    /// No session cookie and no ticket.
+    NoCredentials,
+    /// Two session cookies, or a malformed `Cookie` header.
+    CookieAmbiguous,
+    /// The session cookie was rejected.
+    Session(Rejection),
+    /// The ticket is unknown, used or expired.
+    TicketInvalid,
+    /// The session store could not answer (fail closed).
+    StoreUnavailable,
+    /// No route for this path.
+    NoRoute,
+    /// Too many connections (global or per client address / per user).
+    TooManyConnections,
+    /// The gateway is shutting down.
+    ShuttingDown,
+    /// The upstream refused the connection or did not answer 101.
+    UpstreamFailed,
+    /// The upstream did not complete its handshake in time.
+    UpstreamTimeout,
+}
+
+impl Refusal {
+    /// HTTP status.
+    pub fn status(self) -> u16 {
+        use Refusal::*;
+        match self {
+            NotGet => 405,
+            NotHttp11 | OtherUpgrade | NoConnectionUpgrade | BadKey => 400,
+            NotWebSocket | BadVersion => 426,
+            HeadersTooLarge => 431,
+            HandshakeTimeout => 408,
+            OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => 403,
+            NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => 401,
+            StoreUnavailable | ShuttingDown | TooManyConnections => 503,
+            NoRoute => 404,
+            UpstreamFailed => 502,
+            UpstreamTimeout => 504,
+        }
+    }
+
+    /// Reason code for logs and metrics (stable, lowercase, no attacker data).
+    pub fn code(self) -> &'static str {
+        use Refusal::*;
+        match self {
+            NotGet => "not_get",
+            NotHttp11 => "not_http11",
+            NotWebSocket => "not_websocket",
+            OtherUpgrade => "other_upgrade",
+            NoConnectionUpgrade => "no_connection_upgrade",
+            BadVersion => "bad_version",
+            BadKey => "bad_key",
+            HeadersTooLarge => "headers_too_large",
+            HandshakeTimeout => "handshake_timeout",
+            OriginMissing => "origin_missing",
+            OriginMultiple => "origin_multiple",
+            OriginMalformed => "origin_malformed",
+            OriginNotAllowed => "origin_not_allowed",
+            NoCredentials => "no_credentials",
+            CookieAmbiguous => "cookie_ambiguous",
+            Session(r) => match r {
+                Rejection::Malformed(_) => "session_malformed",
+                Rejection::BadSignature => "session_bad_signature",
+                Rejection::UnknownKey => "session_unknown_key",
+                Rejection::Expired => "session_expired",
+                Rejection::Idle => "session_idle",
+                Rejection::IssuedInFuture => "session_issued_in_future",
+                Rejection::Revoked => "session_revoked",
+                Rejection::UnknownSession => "session_unknown",
+                _ => "session_rejected",
+            },
+            TicketInvalid => "ticket_invalid",
+            StoreUnavailable => "store_unavailable",
+            NoRoute => "no_route",
+            TooManyConnections => "too_many_connections",
+            ShuttingDown => "shutting_down",
+            UpstreamFailed => "upstream_failed",
+            UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The response body: a fixed text, never an echo of the request.
+    pub fn body(self) -> &'static str {
+        use Refusal::*;
+        match self {
+            NotGet => "method not allowed\n",
+            NotHttp11 | NoConnectionUpgrade | BadKey => "bad websocket handshake\n",
+            OtherUpgrade => "only websocket upgrades are accepted\n",
+            NotWebSocket | BadVersion => "websocket version 13 required\n",
+            HeadersTooLarge => "request headers too large\n",
+            HandshakeTimeout => "handshake timeout\n",
+            OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => {
+                "origin not allowed\n"
+            }
+            NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => "unauthenticated\n",
+            StoreUnavailable => "session store unavailable\n",
+            NoRoute => "not found\n",
+            TooManyConnections => "too many connections\n",
+            ShuttingDown => "shutting down\n",
+            UpstreamFailed => "bad gateway\n",
+            UpstreamTimeout => "gateway timeout\n",
+        }
+    }
+
+    /// Every refusal, for documentation and exhaustive tests.
+    pub fn all() -> Vec<Refusal> {
+        use Refusal::*;
+        let mut v = vec![
+            NotGet,
+            NotHttp11,
+            NotWebSocket,
+            OtherUpgrade,
+            NoConnectionUpgrade,
+            BadVersion,
+            BadKey,
+            HeadersTooLarge,
+            HandshakeTimeout,
+            OriginMissing,
+            OriginMultiple,
+            OriginMalformed,
+            OriginNotAllowed,
+            NoCredentials,
+            CookieAmbiguous,
+        ];
+        v.extend(
+            [
+                Rejection::Malformed(Malformed::Structure),
+                Rejection::BadSignature,
+                Rejection::UnknownKey,
+                Rejection::Expired,
+                Rejection::Idle,
+                Rejection::IssuedInFuture,
+                Rejection::Revoked,
+                Rejection::UnknownSession,
+            ]
+            .map(Session),
+        );
+        v.extend([
+            TicketInvalid,
+            StoreUnavailable,
+            NoRoute,
+            TooManyConnections,
+            ShuttingDown,
+            UpstreamFailed,
+            UpstreamTimeout,
+        ]);
+        v
+    }
+}
+
+/// Why the gateway closed an established socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The session was revoked (by id or user).
+    SessionRevoked,
+    /// The session reached its absolute max age.
+    SessionExpired,
+    /// The upstream went away without a close frame.
+    UpstreamLost,
+    /// The gateway is shutting down.
+    Shutdown,
+    /// Protocol violation by the peer.
+    ProtocolError,
+    /// Text that is not UTF-8.
+    InvalidPayload,
+    /// Message or frame over the limit.
+    MessageTooBig,
+    /// Message refused by the route's policy (type, JSON, schema).
+    PolicyViolation,
+    /// Rate limit exceeded.
+    RateLimited,
+    /// No traffic within the idle timeout, or no pong in time.
+    Idle,
+    /// The peer could not keep up (buffers full).
+    Overloaded,
+}
+
+impl CloseReason {
+    /// WebSocket close code (RFC 6455 §7.4).
+    pub fn close_code(self) -> u16 {
+        use CloseReason::*;
+        match self {
+            SessionRevoked | SessionExpired | PolicyViolation | RateLimited | Idle => 1008,
+            UpstreamLost => 1011,
+            Shutdown => 1001,
+            ProtocolError => 1002,
+            InvalidPayload => 1007,
+            MessageTooBig => 1009,
+            Overloaded => 1013,
+        }
+    }
+
+    /// Close reason text sent to the peer (≤ 123 bytes).
+    pub fn text(self) -> &'static str {
+        use CloseReason::*;
+        match self {
+            SessionRevoked => "session revoked",
+            SessionExpired => "session expired",
+            UpstreamLost => "upstream unavailable",
+            Shutdown => "gateway shutting down",
+            ProtocolError => "protocol error",
+            InvalidPayload => "invalid utf-8",
+            MessageTooBig => "message too big",
+            PolicyViolation => "message refused",
+            RateLimited => "rate limited",
+            Idle => "idle timeout",
+            Overloaded => "try again later",
+        }
+    }
+
+    /// Reason code for logs and metrics.
+    pub fn code(self) -> &'static str {
+        use CloseReason::*;
+        match self {
+            SessionRevoked => "session_revoked",
+            SessionExpired => "session_expired",
+            UpstreamLost => "upstream_lost",
+            Shutdown => "shutdown",
+            ProtocolError => "protocol_error",
+            InvalidPayload => "invalid_payload",
+            MessageTooBig => "message_too_big",
+            PolicyViolation => "policy_violation",
+            RateLimited => "rate_limited",
+            Idle => "idle",
+            Overloaded => "overloaded",
+        }
+    }
+
+    /// Every close reason.
+    pub fn all() -> [CloseReason; 11] {
+        use CloseReason::*;
+        [
+            SessionRevoked,
+            SessionExpired,
+            UpstreamLost,
+            Shutdown,
+            ProtocolError,
+            InvalidPayload,
+            MessageTooBig,
+            PolicyViolation,
+            RateLimited,
+            Idle,
+            Overloaded,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_label_safe() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Refusal::all() {
+            assert!(seen.insert(r.code()), "duplicate {}", r.code());
+            assert!(
+                r.code()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+            );
+            assert!((400..600).contains(&r.status()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in CloseReason::all() {
+            assert!(seen.insert(c.code()));
+            assert!(c.text().len() <= 123);
+            assert!(
+                (1000..5000).contains(&c.close_code())
+                    && c.close_code() != 1005
+                    && c.close_code() != 1006
+            );
+        }
+    }
+
+    #[test]
+    fn issue_table() {
+        assert_eq!(Refusal::BadVersion.status(), 426);
+        assert_eq!(Refusal::HeadersTooLarge.status(), 431);
+        assert_eq!(Refusal::OriginNotAllowed.status(), 403);
+        assert_eq!(Refusal::Session(Rejection::Revoked).status(), 401);
+        assert_eq!(Refusal::StoreUnavailable.status(), 503);
+        assert_eq!(Refusal::UpstreamFailed.status(), 502);
+        assert_eq!(Refusal::UpstreamTimeout.status(), 504);
+        assert_eq!(CloseReason::SessionRevoked.close_code(), 1008);
+        assert_eq!(CloseReason::SessionRevoked.text(), "session revoked");
+        assert_eq!(CloseReason::SessionExpired.text(), "session expired");
+        assert_eq!(CloseReason::Shutdown.close_code(), 1001);
+    }
+}

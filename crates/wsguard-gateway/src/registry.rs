@@ -1,0 +1,254 @@
+//! The registry of live proxied sockets, by session and by user.
+//!
+//! Owns which sockets are open for which session, and the signal that asks a socket's relay to
+//! close with a [`CloseReason`]. Revocations (from this process or, through the store, from
+//! others) and shutdown go through here. It does no I/O: closing is the relay's job; this module
+//! only delivers the request, once, and returns how many sockets were asked.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+use wsguard_session::Session;
+use wsguard_store::Revocation;
+use wsguard_token::{SessionId, UserId};
+
+use crate::reason::CloseReason;
+
+/// Identifies one proxied socket.
+pub type ConnId = u64;
+
+/// What the registry knows about a socket (for the admin API's listing).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnInfo {
+    /// Connection id.
+    pub id: ConnId,
+    /// Session id (public routes: none).
+    pub sid: Option<String>,
+    /// User id (public routes: none).
+    pub uid: Option<String>,
+    /// Client address.
+    pub peer: String,
+    /// Route path.
+    pub route: String,
+    /// When it opened, Unix seconds.
+    pub opened_at: u64,
+}
+
+struct Entry {
+    info: ConnInfo,
+    created: u64,
+    close: Option<oneshot::Sender<CloseReason>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<ConnId, Entry>,
+    by_sid: HashMap<SessionId, Vec<ConnId>>,
+    by_uid: HashMap<UserId, Vec<ConnId>>,
+}
+
+/// The registry. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+    next: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("open", &self.len())
+            .finish()
+    }
+}
+
+/// Deregisters its socket when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Registry,
+    id: ConnId,
+}
+
+impl Registration {
+    /// This socket's id.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+fn remove_id<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<ConnId>>, key: &K, id: ConnId) {
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|i| *i != id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The registry holds no invariant a panicking holder could break half-way that matters
+        // more than closing sockets: keep going.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a socket. The receiver fires (once) when something asks it to close.
+    pub fn register(
+        &self,
+        session: Option<&Session>,
+        peer: SocketAddr,
+        route: &str,
+        now: u64,
+    ) -> (Registration, oneshot::Receiver<CloseReason>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let info = ConnInfo {
+            id,
+            sid: session.map(|s| s.sid().as_str().to_owned()),
+            uid: session.map(|s| s.uid().as_str().to_owned()),
+            peer: peer.to_string(),
+            route: route.to_owned(),
+            opened_at: now,
+        };
+        let mut inner = self.lock();
+        if let Some(s) = session {
+            inner.by_sid.entry(s.sid().clone()).or_default().push(id);
+            inner.by_uid.entry(s.uid().clone()).or_default().push(id);
+        }
+        let created = session.map_or(0, |s| s.claims().created);
+        inner.conns.insert(
+            id,
+            Entry {
+                info,
+                created,
+                close: Some(tx),
+            },
+        );
+        drop(inner);
+        (
+            Registration {
+                registry: self.clone(),
+                id,
+            },
+            rx,
+        )
+    }
+
+    fn remove(&self, id: ConnId) {
+        let mut inner = self.lock();
+        let Some(entry) = inner.conns.remove(&id) else {
+            return;
+        };
+        if let (Some(sid), Some(uid)) = (&entry.info.sid, &entry.info.uid) {
+            if let Ok(sid) = SessionId::parse(sid) {
+                remove_id(&mut inner.by_sid, &sid, id);
+            }
+            if let Ok(uid) = UserId::parse(uid) {
+                remove_id(&mut inner.by_uid, &uid, id);
+            }
+        }
+    }
+
+    fn signal(inner: &mut Inner, ids: &[ConnId], reason: CloseReason) -> usize {
+        let mut n = 0;
+        for id in ids {
+            if let Some(tx) = inner.conns.get_mut(id).and_then(|e| e.close.take())
+                && tx.send(reason).is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Asks every socket of a session to close. Returns how many were asked.
+    pub fn close_session(&self, sid: &SessionId, reason: CloseReason) -> usize {
+        let mut inner = self.lock();
+        let ids = inner.by_sid.get(sid).cloned().unwrap_or_default();
+        Self::signal(&mut inner, &ids, reason)
+    }
+
+    /// Asks every socket of a user whose session was created at or before `at` to close.
+    pub fn close_user(&self, uid: &UserId, at: u64, reason: CloseReason) -> usize {
+        let mut inner = self.lock();
+        let ids: Vec<ConnId> = inner
+            .by_uid
+            .get(uid)
+            .map(|ids| {
+                ids.iter()
+                    .copied()
+                    .filter(|id| inner.conns.get(id).is_some_and(|e| e.created <= at))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self::signal(&mut inner, &ids, reason)
+    }
+
+    /// Applies a revocation event: closes the sockets it ends with `session revoked`.
+    pub fn apply(&self, event: &Revocation) -> usize {
+        match event {
+            Revocation::Session { sid, .. } => self.close_session(sid, CloseReason::SessionRevoked),
+            Revocation::User { uid, at } => self.close_user(uid, *at, CloseReason::SessionRevoked),
+        }
+    }
+
+    /// Asks every socket to close (shutdown).
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        let mut inner = self.lock();
+        let ids: Vec<ConnId> = inner.conns.keys().copied().collect();
+        Self::signal(&mut inner, &ids, reason)
+    }
+
+    /// Every authenticated socket's session and user, for re-checking after missed events.
+    pub fn sessions(&self) -> Vec<(ConnId, String, String, u64)> {
+        self.lock()
+            .conns
+            .values()
+            .filter_map(|e| {
+                Some((
+                    e.info.id,
+                    e.info.sid.clone()?,
+                    e.info.uid.clone()?,
+                    e.created,
+                ))
+            })
+            .collect()
+    }
+
+    /// Asks one socket to close.
+    pub fn close_conn(&self, id: ConnId, reason: CloseReason) -> bool {
+        let mut inner = self.lock();
+        Self::signal(&mut inner, &[id], reason) == 1
+    }
+
+    /// Open sockets.
+    pub fn list(&self) -> Vec<ConnInfo> {
+        let mut v: Vec<ConnInfo> = self.lock().conns.values().map(|e| e.info.clone()).collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// How many sockets are open.
+    pub fn len(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,169 @@
+//! The relay: moves messages between an accepted client socket and its upstream socket until
+//! one side closes, the gateway asks it to close (revocation, expiry, shutdown), or a peer
+//! breaks the protocol.
+//!
+//! Owns close-code mapping for relay errors and the closing handshake in both directions:
+//! close codes and reasons pass through; an upstream that vanishes gives the client 1011; a
+//! client that vanishes gives the upstream 1001. It must not decide policy: the close reasons it
+//! sends come from [`CloseReason`].
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::reason::CloseReason;
+
+/// How long a closing handshake may take before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How a relayed connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The client closed (code, if any).
+    ByClient(Option<u16>),
+    /// The upstream closed (code, if any).
+    ByUpstream(Option<u16>),
+    /// The gateway closed it.
+    ByGateway(CloseReason),
+}
+
+fn frame(reason: CloseReason) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(reason.close_code()),
+        reason: reason.text().into(),
+    }
+}
+
+/// Maps a read error from a peer to the close reason the gateway answers it with.
+fn error_reason(e: &WsError) -> Option<CloseReason> {
+    match e {
+        WsError::Capacity(_) => Some(CloseReason::MessageTooBig),
+        WsError::Utf8(_) => Some(CloseReason::InvalidPayload),
+        WsError::Protocol(_) | WsError::AttackAttempt => Some(CloseReason::ProtocolError),
+        // I/O errors and resets: the peer is gone, there is no one to send a close to.
+        _ => None,
+    }
+}
+
+/// Sends a close frame and waits (bounded) for the peer's reply, discarding anything else.
+async fn close_and_drain<S>(ws: &mut WebSocketStream<S>, frame: Option<CloseFrame>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if ws.close(frame).await.is_err() {
+            return;
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Relays until the end. `stop` fires when the gateway wants the socket closed; `on_client_message`
+/// is called for every client data message (activity tracking).
+pub async fn relay<C, U>(
+    mut client: WebSocketStream<C>,
+    mut upstream: WebSocketStream<U>,
+    stop: oneshot::Receiver<CloseReason>,
+    expires_in: Option<Duration>,
+    mut on_client_message: impl FnMut(),
+) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stop = std::pin::pin!(stop);
+    let expiry = async {
+        match expires_in {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut expiry = std::pin::pin!(expiry);
+    loop {
+        tokio::select! {
+            biased;
+            reason = &mut stop => {
+                let reason = reason.unwrap_or(CloseReason::Shutdown);
+                return gateway_close(client, upstream, reason).await;
+            }
+            () = &mut expiry => {
+                return gateway_close(client, upstream, CloseReason::SessionExpired).await;
+            }
+            msg = client.next() => match msg {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    on_client_message();
+                    if upstream.send(m).await.is_err() {
+                        close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
+                        return Ended::ByGateway(CloseReason::UpstreamLost);
+                    }
+                }
+                // Pings are answered by the client-side codec; pongs need nothing.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(f))) => {
+                    let code = f.as_ref().map(|f| u16::from(f.code));
+                    // The client-side codec has already answered the close; pass it upstream.
+                    close_and_drain(&mut upstream, f).await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, client.flush()).await;
+                    return Ended::ByClient(code);
+                }
+                Some(Err(e)) => {
+                    let reason = error_reason(&e);
+                    if let Some(reason) = reason {
+                        close_and_drain(&mut client, Some(frame(reason))).await;
+                    }
+                    close_and_drain(&mut upstream, Some(CloseFrame { code: CloseCode::Away, reason: "client gone".into() })).await;
+                    return match reason {
+                        Some(r) => Ended::ByGateway(r),
+                        None => Ended::ByClient(None),
+                    };
+                }
+                None => {
+                    close_and_drain(&mut upstream, Some(CloseFrame { code: CloseCode::Away, reason: "client gone".into() })).await;
+                    return Ended::ByClient(None);
+                }
+            },
+            msg = upstream.next() => match msg {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    if client.send(m).await.is_err() {
+                        close_and_drain(&mut upstream, Some(CloseFrame { code: CloseCode::Away, reason: "client gone".into() })).await;
+                        return Ended::ByClient(None);
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(f))) => {
+                    let code = f.as_ref().map(|f| u16::from(f.code));
+                    let _ = tokio::time::timeout(CLOSE_GRACE, upstream.flush()).await;
+                    close_and_drain(&mut client, f).await;
+                    return Ended::ByUpstream(code);
+                }
+                Some(Err(_)) | None => {
+                    close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
+                    return Ended::ByGateway(CloseReason::UpstreamLost);
+                }
+            },
+        }
+    }
+}
+
+async fn gateway_close<C, U>(
+    mut client: WebSocketStream<C>,
+    mut upstream: WebSocketStream<U>,
+    reason: CloseReason,
+) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::join!(
+        close_and_drain(&mut client, Some(frame(reason))),
+        close_and_drain(&mut upstream, Some(frame(reason))),
+    );
+    Ended::ByGateway(reason)
+}

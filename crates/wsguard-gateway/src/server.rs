@@ -1,0 +1,555 @@
+//! The public listener: HTTP/1.1 connections, the upgrade path and the ticket endpoint.
+//!
+//! Owns the order of checks on an upgrade (handshake → route → origin → credentials → upstream
+//! dial → 101), the identity headers sent upstream, and the lifetime of each proxied socket
+//! (registry, relay, graceful shutdown). Every refusal goes through [`refuse`], which logs one
+//! event with the reason code and the peer address and answers with the status from
+//! [`crate::reason`]. Tokens, cookies and keys are never logged.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::{WebSocketStream, tungstenite};
+use wsguard_session::{AuthError, Session, Sessions};
+
+use crate::config::{GatewayConfig, Route};
+use crate::reason::{CloseReason, Refusal};
+use crate::registry::Registry;
+use crate::relay::{Ended, relay};
+use crate::tickets::Tickets;
+use crate::{cookie, handshake};
+
+/// Headers wsguard sets on the upstream handshake; any client-sent header of these names is
+/// removed first.
+pub const USER_HEADER: &str = "x-wsguard-user";
+/// Session id header.
+pub const SESSION_HEADER: &str = "x-wsguard-session";
+/// Session data (JSON) header.
+pub const DATA_HEADER: &str = "x-wsguard-data";
+
+/// Path of the ticket endpoint on the public listener.
+pub const TICKET_PATH: &str = "/wsguard/ticket";
+
+type Body = Full<Bytes>;
+
+/// Everything the public listener needs.
+pub struct Gateway {
+    pub(crate) sessions: Sessions,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) ticket_origins: crate::origin::OriginPolicy,
+    pub(crate) cookie_name: String,
+    pub(crate) tickets: Tickets,
+    pub(crate) registry: Registry,
+    pub(crate) settings: GatewayConfig,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Per-socket WebSocket settings. Small read buffers: memory per idle socket stays low.
+pub(crate) fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20)
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(16 << 20))
+}
+
+fn text_response(status: u16, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Logs a refusal and builds its response.
+pub(crate) fn refuse(refusal: Refusal, peer: SocketAddr, path: &str) -> Response<Body> {
+    tracing::info!(
+        event = "handshake_refused",
+        reason = refusal.code(),
+        status = refusal.status(),
+        peer = %peer,
+        route = %loggable_path(path),
+    );
+    let mut r = text_response(refusal.status(), refusal.body());
+    match refusal {
+        Refusal::BadVersion | Refusal::NotWebSocket => {
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+            r.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        Refusal::NotGet => {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        Refusal::StoreUnavailable | Refusal::ShuttingDown | Refusal::TooManyConnections => {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        _ => {}
+    }
+    r
+}
+
+/// A request path safe to log: bounded, and only printable ASCII.
+fn loggable_path(path: &str) -> String {
+    path.chars()
+        .take(128)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+/// Removes `ticket=` from a query string; returns (ticket, remaining query).
+fn take_ticket(query: Option<&str>) -> (Option<&str>, Option<String>) {
+    let Some(q) = query else { return (None, None) };
+    let mut ticket = None;
+    let mut rest = Vec::new();
+    for pair in q.split('&') {
+        match pair.strip_prefix("ticket=") {
+            Some(t) if ticket.is_none() => ticket = Some(t),
+            Some(_) => {}
+            None => rest.push(pair),
+        }
+    }
+    let rest = (!rest.is_empty()).then(|| rest.join("&"));
+    (ticket, rest)
+}
+
+impl Gateway {
+    /// Accepts connections until shutdown, then closes every socket with 1001 and waits (bounded)
+    /// for them to finish.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut shutdown = self.shutdown.subscribe();
+        let revocations = tokio::spawn(Arc::clone(&self).follow_revocations());
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(Arc::clone(&self).connection(stream, peer));
+                }
+                () = crate::shutdown_signalled(&mut shutdown) => break,
+            }
+        }
+        drop(listener);
+        let asked = self.registry.close_all(CloseReason::Shutdown);
+        tracing::info!(event = "shutdown", sockets = asked, "closing sockets");
+        let deadline = Instant::now() + self.settings.drain_timeout;
+        while !self.registry.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        revocations.abort();
+    }
+
+    /// Closes live sockets as revocations arrive (from this process or, through the store,
+    /// from others). After missed events, re-checks every socket against the store.
+    async fn follow_revocations(self: Arc<Self>) {
+        let mut events = self.sessions.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    let n = self.registry.apply(&event);
+                    tracing::debug!(closed = n, "revocation applied");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "revocation events missed; re-checking every socket");
+                    self.recheck_all().await;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn recheck_all(&self) {
+        let store = self.sessions.store();
+        for (id, sid, uid, created) in self.registry.sessions() {
+            let (Ok(sid), Ok(uid)) = (
+                wsguard_token::SessionId::parse(&sid),
+                wsguard_token::UserId::parse(&uid),
+            ) else {
+                continue;
+            };
+            let revoked = matches!(store.get(&sid).await, Ok(wsguard_store::Lookup::Revoked))
+                || matches!(store.user_revoked_at(&uid).await, Ok(Some(at)) if created <= at);
+            if revoked {
+                self.registry.close_conn(id, CloseReason::SessionRevoked);
+            }
+        }
+    }
+
+    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let io = TokioIo::new(stream);
+        let gateway = Arc::clone(&self);
+        let service = hyper::service::service_fn(move |req| {
+            let gateway = Arc::clone(&gateway);
+            async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.handshake_timeout)
+            .max_buf_size(self.settings.max_header_bytes.max(8192))
+            .max_headers(self.settings.max_headers);
+        if let Err(e) = builder.serve_connection(io, service).with_upgrades().await {
+            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        if *self.shutdown.borrow() {
+            return refuse(Refusal::ShuttingDown, peer, &path);
+        }
+        if path == TICKET_PATH {
+            return self.ticket(req, peer).await;
+        }
+        match self.upgrade(req, peer).await {
+            Ok(r) => r,
+            Err(refusal) => refuse(refusal, peer, &path),
+        }
+    }
+
+    /// `POST /wsguard/ticket`: a valid cookie and an allowed Origin get a one-time ticket.
+    async fn ticket(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let path = TICKET_PATH;
+        if req.method() != Method::POST {
+            let mut r = refuse(Refusal::NotGet, peer, path);
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        let headers = req.headers();
+        if let Err(r) = self
+            .ticket_origins
+            .check(headers.get_all(header::ORIGIN).iter().map(|v| v.as_bytes()))
+        {
+            return refuse(r, peer, path);
+        }
+        let token = match cookie::session_cookie(
+            headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+            &self.cookie_name,
+        ) {
+            Ok(Some(t)) => t.to_owned(),
+            Ok(None) => return refuse(Refusal::NoCredentials, peer, path),
+            Err(_) => return refuse(Refusal::CookieAmbiguous, peer, path),
+        };
+        if let Err(r) = self.authenticate(&token).await {
+            return refuse(r, peer, path);
+        }
+        match self.tickets.issue(&token, now_ms()) {
+            Ok(ticket) => {
+                let body =
+                    serde_json::json!({ "ticket": ticket, "expires_in_ms": self.tickets.ttl_ms() });
+                let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            }
+            Err(_) => refuse(Refusal::TooManyConnections, peer, path),
+        }
+    }
+
+    async fn authenticate(&self, token: &str) -> Result<Session, Refusal> {
+        match self.sessions.authenticate(token, now_secs()).await {
+            Ok(s) => Ok(s),
+            Err(AuthError::Rejected(r)) => Err(Refusal::Session(r)),
+            Err(AuthError::Store(e)) => {
+                tracing::error!(error = %e, "session store unavailable; refusing (fail closed)");
+                Err(Refusal::StoreUnavailable)
+            }
+        }
+    }
+
+    async fn upgrade(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, Refusal> {
+        let up = handshake::check(req.method(), req.version(), req.headers())?;
+        let path = req.uri().path().to_owned();
+        let route = self
+            .routes
+            .iter()
+            .find(|r| r.matches(&path))
+            .ok_or(Refusal::NoRoute)?;
+        let headers = req.headers();
+        route
+            .origins
+            .check(headers.get_all(header::ORIGIN).iter().map(|v| v.as_bytes()))?;
+
+        let (ticket, query) = take_ticket(req.uri().query());
+        let session = if route.public {
+            None
+        } else if let Some(ticket) = ticket {
+            let token = self
+                .tickets
+                .redeem(ticket, now_ms())
+                .ok_or(Refusal::TicketInvalid)?;
+            Some(self.authenticate(&token).await?)
+        } else {
+            let token = cookie::session_cookie(
+                headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
+                &self.cookie_name,
+            )
+            .map_err(|_| Refusal::CookieAmbiguous)?
+            .ok_or(Refusal::NoCredentials)?;
+            Some(self.authenticate(token).await?)
+        };
+        let query = if route.public {
+            req.uri().query().map(str::to_owned)
+        } else {
+            query
+        };
+
+        // Dial the upstream only now that the client has passed every check.
+        let url = route.upstream_url(&path, query.as_deref());
+        let upstream_req = self
+            .upstream_request(&url, headers, session.as_ref())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot build the upstream request");
+                Refusal::UpstreamFailed
+            })?;
+        let dial = tokio_tungstenite::connect_async_tls_with_config(
+            upstream_req,
+            Some(ws_config()),
+            true,
+            None,
+        );
+        let (upstream, response) = match tokio::time::timeout(self.settings.upstream_timeout, dial)
+            .await
+        {
+            Err(_) => return Err(Refusal::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(event = "upstream_failed", error = %upstream_error(&e), route = %route.path);
+                return Err(Refusal::UpstreamFailed);
+            }
+            Ok(Ok(ok)) => ok,
+        };
+        let protocol = response
+            .headers()
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .cloned();
+        if let Some(p) = &protocol {
+            // The upstream may only pick one of the client's offers.
+            if !up.protocols.iter().any(|o| o.as_bytes() == p.as_bytes()) {
+                tracing::warn!(
+                    event = "upstream_failed",
+                    error = "upstream chose a subprotocol the client did not offer"
+                );
+                return Err(Refusal::UpstreamFailed);
+            }
+        }
+
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&handshake::accept_key(&up.key)) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        if let Some(p) = protocol {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+        }
+
+        let gateway = Arc::clone(self);
+        let route_path = route.path.clone();
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "client upgrade failed");
+                    return;
+                }
+            };
+            let client = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(ws_config()),
+            )
+            .await;
+            gateway
+                .run_socket(client, upstream, session, peer, &route_path)
+                .await;
+        });
+        Ok(resp)
+    }
+
+    fn upstream_request(
+        &self,
+        url: &str,
+        client_headers: &http::HeaderMap,
+        session: Option<&Session>,
+    ) -> Result<Request<()>, tungstenite::Error> {
+        let mut req = url.into_client_request()?;
+        let h = req.headers_mut();
+        // Forward end-to-end headers only: everything the handshake itself owns (and anything
+        // named like ours, in any case: HeaderMap names are already lowercase) is set here.
+        for (name, value) in client_headers {
+            if is_hop_or_owned(name) {
+                continue;
+            }
+            if name == header::COOKIE {
+                if self.settings.forward_session_cookie {
+                    h.append(name, value.clone());
+                } else if let Some(rest) = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| cookie::strip_cookie(v, &self.cookie_name))
+                    && let Ok(v) = HeaderValue::from_str(&rest)
+                {
+                    h.append(name, v);
+                }
+                continue;
+            }
+            h.append(name, value.clone());
+        }
+        if let Some(s) = session {
+            let insert = |h: &mut http::HeaderMap, name: &'static str, value: &str| {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    h.insert(HeaderName::from_static(name), v);
+                }
+            };
+            insert(h, USER_HEADER, s.uid().as_str());
+            insert(h, SESSION_HEADER, s.sid().as_str());
+            insert(h, DATA_HEADER, s.data().as_json());
+        }
+        Ok(req)
+    }
+
+    async fn run_socket<C, U>(
+        &self,
+        client: WebSocketStream<C>,
+        upstream: WebSocketStream<U>,
+        mut session: Option<Session>,
+        peer: SocketAddr,
+        route: &str,
+    ) where
+        C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let now = now_secs();
+        let (registration, stop) = self.registry.register(session.as_ref(), peer, route, now);
+        // A revocation between authentication and registration would be missed: check again.
+        if let Some(s) = &session
+            && let Err(r) = self.sessions.still_live(s, now).await
+        {
+            tracing::info!(event = "closed_by_gateway", reason = "session_revoked", peer = %peer, detail = %r);
+            self.registry
+                .close_conn(registration.id(), CloseReason::SessionRevoked);
+        }
+        let expires_in = session
+            .as_ref()
+            .map(|s| Duration::from_secs(s.expires_at().saturating_sub(now)));
+        let uid = session.as_ref().map(|s| s.uid().as_str().to_owned());
+        let touch_every = Duration::from_secs(self.sessions.touch_interval().max(1));
+        let mut next_touch = Instant::now() + touch_every;
+        let sessions = self.sessions.clone();
+        let ended = relay(client, upstream, stop, expires_in, || {
+            let Some(s) = session.as_mut() else { return };
+            let now_i = Instant::now();
+            if now_i < next_touch {
+                return;
+            }
+            next_touch = now_i + touch_every;
+            let sessions = sessions.clone();
+            let mut s = s.clone();
+            tokio::spawn(async move {
+                if let Err(e) = sessions.touch_if_due(&mut s, now_secs()).await {
+                    tracing::warn!(error = %e, "cannot record session activity");
+                }
+            });
+        })
+        .await;
+        if let Ended::ByGateway(reason) = &ended {
+            tracing::info!(
+                event = "closed_by_gateway",
+                reason = reason.code(),
+                code = reason.close_code(),
+                peer = %peer,
+                user = uid.as_deref().unwrap_or("-"),
+                conn = registration.id(),
+            );
+        }
+        drop(registration);
+    }
+}
+
+fn is_hop_or_owned(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "connection"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "content-length"
+            | "sec-websocket-key"
+            | "sec-websocket-version"
+            | "sec-websocket-extensions"
+            | "sec-websocket-accept"
+    ) || name.as_str().starts_with("x-wsguard-")
+}
+
+/// An upstream error without anything attacker-controlled in it.
+fn upstream_error(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Http(r) => format!("upstream answered {} instead of 101", r.status()),
+        tungstenite::Error::Io(e) => format!("i/o: {}", e.kind()),
+        other => other.to_string().chars().take(200).collect(),
+    }
+}

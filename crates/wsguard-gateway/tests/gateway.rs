@@ -1,0 +1,985 @@
+//! The gateway end to end: real sockets on 127.0.0.1, a real upstream, real clients.
+//!
+//! Each test starts its own gateway (public and admin listeners on free ports) over an
+//! in-memory or SQLite session store, in front of upstreams started here: an echo that records
+//! what it saw (path, headers, close frames), a closed port, an HTTP server that answers 200,
+//! one that never answers, and one that drops the connection after the first message.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::result_large_err,
+    clippy::collapsible_match
+)] // tests: a panic is a failure report
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use wsguard_gateway::config::{GatewayConfig, RouteConfig};
+use wsguard_gateway::{Running, Settings};
+use wsguard_session::{Mode, Sessions};
+use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
+use wsguard_token::{KeyRing, SessionData, TokenPolicy, UserId, Verifier};
+use zeroize::Zeroizing;
+
+const ORIGIN: &str = "https://app.example.com";
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijkl";
+const COOKIE: &str = "wsguard_session";
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// What the recording upstream saw of one connection.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    uri: String,
+    headers: Vec<(String, String)>,
+    close: Option<(u16, String)>,
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Seen>>>);
+
+impl Recorder {
+    fn last(&self) -> Seen {
+        self.0
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no connection")
+    }
+    fn header(&self, name: &str) -> Vec<String> {
+        self.last()
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// Echo upstream that records each handshake and the close frame it receives; picks the first
+/// offered subprotocol.
+async fn recording_upstream() -> (SocketAddr, Recorder) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rec = Recorder::default();
+    let r = rec.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let r = r.clone();
+            tokio::spawn(async move {
+                let idx = Arc::new(Mutex::new(0usize));
+                let idx2 = Arc::clone(&idx);
+                let r2 = r.clone();
+                let cb = move |req: &Request, mut resp: Response| {
+                    let seen = Seen {
+                        uri: req.uri().to_string(),
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|(n, v)| {
+                                (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned())
+                            })
+                            .collect(),
+                        close: None,
+                    };
+                    if let Some(p) = req.headers().get("sec-websocket-protocol") {
+                        let first = p
+                            .to_str()
+                            .unwrap()
+                            .split(',')
+                            .next()
+                            .unwrap()
+                            .trim()
+                            .to_owned();
+                        resp.headers_mut()
+                            .insert("sec-websocket-protocol", first.parse().unwrap());
+                    }
+                    let mut all = r2.0.lock().unwrap();
+                    all.push(seen);
+                    *idx2.lock().unwrap() = all.len() - 1;
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, cb).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    match msg {
+                        Message::Close(f) => {
+                            let i = *idx.lock().unwrap();
+                            r.0.lock().unwrap()[i].close =
+                                Some(f.map_or((1005, String::new()), |f| {
+                                    (u16::from(f.code), f.reason.to_string())
+                                }));
+                        }
+                        Message::Text(t) if t.as_str() == "upstream-close-4002" => {
+                            let _ = ws
+                                .close(Some(CloseFrame {
+                                    code: CloseCode::from(4002),
+                                    reason: "from upstream".into(),
+                                }))
+                                .await;
+                        }
+                        m @ (Message::Text(_) | Message::Binary(_)) => {
+                            if ws.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, rec)
+}
+
+/// Raw TCP servers standing for broken upstreams.
+async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                match behaviour {
+                    "http200" => {
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf).await;
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi")
+                            .await;
+                    }
+                    "silent" => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    "drop_after_first" => {
+                        let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                        let _ = ws.next().await;
+                        drop(ws); // no close frame: a crash
+                    }
+                    _ => unreachable!(),
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Harness {
+    running: Running,
+    sessions: Sessions,
+    rec: Recorder,
+    http: reqwest_free::Client,
+}
+
+mod reqwest_free {
+    //! A tiny HTTP/1.1 client over a raw socket, for exact control of request bytes.
+    use super::*;
+
+    #[derive(Clone)]
+    pub struct Client;
+
+    pub struct Reply {
+        pub status: u16,
+        pub head: String,
+        pub body: String,
+    }
+
+    impl Reply {
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.head.lines().find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_owned())
+            })
+        }
+    }
+
+    impl Client {
+        pub async fn raw(&self, addr: SocketAddr, request: &str) -> Reply {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    let text = String::from_utf8_lossy(&buf);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head.lines().find_map(|l| {
+                            let (n, v) = l.split_once(':')?;
+                            n.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        });
+                        if head.starts_with("HTTP/1.1 101") || len.is_some_and(|l| body.len() >= l)
+                        {
+                            break;
+                        }
+                    }
+                }
+            })
+            .await;
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            Reply {
+                status,
+                head: head.to_owned(),
+                body: body.to_owned(),
+            }
+        }
+    }
+}
+
+fn policy() -> TokenPolicy {
+    TokenPolicy {
+        max_age: 3600,
+        idle_timeout: 600,
+        future_leeway: 5,
+        accept_legacy_tokens: false,
+    }
+}
+
+async fn harness_with(
+    store: Arc<dyn SessionStore>,
+    policy: TokenPolicy,
+    tweak: impl FnOnce(&mut Settings),
+) -> Harness {
+    let (rec_addr, rec) = recording_upstream().await;
+    let sessions = Sessions::new(
+        Verifier::new(Arc::new(KeyRing::ephemeral()), policy),
+        store,
+        Mode::Stateful,
+        60,
+    );
+    let route = |path: &str, upstream: String, public: bool| RouteConfig {
+        path: path.into(),
+        upstream,
+        public,
+        allowed_origins: None,
+        allow_missing_origin: None,
+    };
+    let mut settings = Settings {
+        gateway: GatewayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            allowed_origins: vec![ORIGIN.into(), "https://*.example.org".into()],
+            upstream_timeout: Duration::from_millis(500),
+            ticket_ttl: Duration::from_secs(30),
+            max_headers: 32,
+            ..GatewayConfig::default()
+        },
+        routes: vec![
+            route("/", format!("ws://{rec_addr}"), false),
+            route("/public", format!("ws://{rec_addr}/pub"), true),
+            route("/down", format!("ws://{}", closed_port()), false),
+            route(
+                "/non101",
+                format!("ws://{}", raw_upstream("http200").await),
+                false,
+            ),
+            route(
+                "/slow",
+                format!("ws://{}", raw_upstream("silent").await),
+                false,
+            ),
+            route(
+                "/crash",
+                format!("ws://{}", raw_upstream("drop_after_first").await),
+                false,
+            ),
+        ],
+        admin: wsguard_gateway::config::AdminConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token_file: "unused".into(),
+        },
+        cookie_name: COOKIE.into(),
+    };
+    tweak(&mut settings);
+    let running = wsguard_gateway::start(
+        sessions.clone(),
+        settings,
+        Zeroizing::new(ADMIN_TOKEN.into()),
+    )
+    .await
+    .unwrap();
+    Harness {
+        running,
+        sessions,
+        rec,
+        http: reqwest_free::Client,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(Arc::new(MemoryStore::new()), policy(), |_| {}).await
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl Harness {
+    async fn login(&self, user: &str) -> String {
+        self.sessions
+            .issue(
+                UserId::parse(user).unwrap(),
+                SessionData::parse(r#"{"role":"member"}"#).unwrap(),
+                now(),
+            )
+            .await
+            .unwrap()
+            .token
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.running.public_addr)
+    }
+
+    async fn connect(&self, path: &str, headers: &[(&str, &str)]) -> Result<Ws, WsError> {
+        let mut req = self.url(path).into_client_request().unwrap();
+        for (n, v) in headers {
+            req.headers_mut().append(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        tokio_tungstenite::connect_async(req)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    async fn connect_as(&self, path: &str, token: &str) -> Ws {
+        let cookie = format!("{COOKIE}={token}");
+        self.connect(path, &[("origin", ORIGIN), ("cookie", &cookie)])
+            .await
+            .expect("connect")
+    }
+
+    /// Status of a refused upgrade.
+    async fn refused(&self, path: &str, headers: &[(&str, &str)]) -> u16 {
+        match self.connect(path, headers).await {
+            Err(WsError::Http(r)) => r.status().as_u16(),
+            Ok(_) => panic!("upgrade to {path} with {headers:?} was accepted"),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    fn upgrade_request(&self, path: &str, extra: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+        )
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: &str) -> reqwest_free::Reply {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        self.http.raw(self.running.admin_addr, &req).await
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("timed out")
+            .expect("ended")
+            .expect("error")
+        {
+            Message::Text(t) => return t.to_string(),
+            Message::Binary(b) => return format!("<binary {}>", b.len()),
+            Message::Close(f) => panic!("closed: {f:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Waits for a close frame; returns (code, reason).
+async fn next_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no close in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("error instead of close: {e}"),
+            None => panic!("ended without a close frame"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn relays_text_and_binary_both_ways_with_subprotocol() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+    let cookie = format!("{COOKIE}={token}");
+    let mut req = h.url("/room/1?x=1&y=2").into_client_request().unwrap();
+    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "chat.v2, chat".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "chat.v2"
+    );
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "hello");
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Binary(b) => assert_eq!(&b[..], &[0u8, 1, 2, 255]),
+        other => panic!("{other:?}"),
+    }
+    let big = "x".repeat(200_000);
+    ws.send(Message::text(big.clone())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, big);
+    assert_eq!(
+        h.rec.last().uri,
+        "/room/1?x=1&y=2",
+        "path and query preserved"
+    );
+    // Client close code and reason reach the upstream.
+    ws.close(Some(CloseFrame {
+        code: CloseCode::from(4001),
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while ws.next().await.is_some() {}
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.rec.last().close, Some((4001, "bye".into())));
+}
+
+#[tokio::test]
+async fn upstream_close_code_reaches_the_client() {
+    let h = harness().await;
+    let mut ws = h.connect_as("/", &h.login("alice").await).await;
+    ws.send(Message::text("upstream-close-4002")).await.unwrap();
+    assert_eq!(next_close(&mut ws).await, (4002, "from upstream".into()));
+}
+
+#[tokio::test]
+async fn identity_headers_are_injected_and_spoofs_stripped() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+    let cookie = format!("other=1; {COOKIE}={token}; theme=dark");
+    let ws = h
+        .connect(
+            "/",
+            &[
+                ("origin", ORIGIN),
+                ("cookie", &cookie),
+                ("X-Wsguard-User", "admin"),
+                ("x-wsguard-USER", "root"),
+                ("X-WSGUARD-SESSION", "forged"),
+                ("x-wsguard-data", "{\"role\":\"admin\"}"),
+                ("connection", "Upgrade, X-Wsguard-User, X-Wsguard-Session"),
+                ("x-custom", "kept"),
+            ],
+        )
+        .await
+        .unwrap();
+    drop(ws);
+    assert_eq!(h.rec.header("x-wsguard-user"), vec!["alice"]);
+    let sid = h.rec.header("x-wsguard-session");
+    assert_eq!(sid.len(), 1);
+    assert_ne!(sid[0], "forged");
+    assert_eq!(h.rec.header("x-wsguard-data"), vec![r#"{"role":"member"}"#]);
+    assert_eq!(h.rec.header("x-custom"), vec!["kept"]);
+    let cookies = h.rec.header("cookie").join("; ");
+    assert!(
+        !cookies.contains(&token) && !cookies.contains(COOKIE),
+        "session cookie not forwarded: {cookies}"
+    );
+    assert!(
+        cookies.contains("other=1") && cookies.contains("theme=dark"),
+        "{cookies}"
+    );
+}
+
+#[tokio::test]
+async fn origin_policy() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+    let cookie = format!("{COOKIE}={token}");
+    for origin in [
+        ORIGIN,
+        "https://APP.example.com:443",
+        "https://a.example.org",
+        "https://a.b.example.org",
+    ] {
+        assert!(
+            h.connect("/", &[("origin", origin), ("cookie", &cookie)])
+                .await
+                .is_ok(),
+            "{origin} should pass"
+        );
+    }
+    for origin in [
+        "https://evil.com",
+        "http://app.example.com",
+        "https://app.example.com:8443",
+        "https://app.example.com.evil.net",
+        "https://evilexample.com",
+        "https://example.org",
+        "https://example.org.evil.net",
+        "https://evilexample.org",
+        "null",
+        "https://app.example.com/",
+        "",
+    ] {
+        assert_eq!(
+            h.refused("/", &[("origin", origin), ("cookie", &cookie)])
+                .await,
+            403,
+            "{origin:?}"
+        );
+    }
+    assert_eq!(
+        h.refused("/", &[("cookie", &cookie)]).await,
+        403,
+        "missing origin"
+    );
+    assert_eq!(
+        h.refused(
+            "/",
+            &[("origin", ORIGIN), ("origin", ORIGIN), ("cookie", &cookie)]
+        )
+        .await,
+        403,
+        "two origins"
+    );
+    assert_eq!(
+        h.rec.0.lock().unwrap().len(),
+        4,
+        "refused handshakes never reach the upstream"
+    );
+}
+
+#[tokio::test]
+async fn authentication_refusals() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+    let cookie = |t: &str| format!("{COOKIE}={t}");
+    assert_eq!(
+        h.refused("/", &[("origin", ORIGIN)]).await,
+        401,
+        "no cookie"
+    );
+    let mut tampered = token.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert_eq!(
+        h.refused("/", &[("origin", ORIGIN), ("cookie", &cookie(&tampered))])
+            .await,
+        401
+    );
+    let both = format!("{COOKIE}={token}; {COOKIE}={token}");
+    assert_eq!(
+        h.refused("/", &[("origin", ORIGIN), ("cookie", &both)])
+            .await,
+        401,
+        "duplicate cookie"
+    );
+    assert_eq!(
+        h.refused(
+            "/",
+            &[
+                ("origin", ORIGIN),
+                ("cookie", &cookie(&token)),
+                ("cookie", &cookie(&token))
+            ]
+        )
+        .await,
+        401
+    );
+    // Expired and idle (stateless tokens minted with old timestamps by the same keys).
+    let v = h.sessions.verifier();
+    let old = wsguard_token::Claims::new(
+        wsguard_token::SessionId::generate(),
+        UserId::parse("alice").unwrap(),
+        SessionData::empty(),
+        now() - 4000,
+    );
+    assert_eq!(
+        h.refused(
+            "/",
+            &[("origin", ORIGIN), ("cookie", &cookie(&v.issue(&old)))]
+        )
+        .await,
+        401
+    );
+    // Revoked.
+    h.sessions.revoke_token(&token, now()).await.unwrap();
+    assert_eq!(
+        h.refused("/", &[("origin", ORIGIN), ("cookie", &cookie(&token))])
+            .await,
+        401,
+        "revoked"
+    );
+    // Public route: no cookie needed, origin still checked.
+    assert!(
+        h.connect("/public/feed", &[("origin", ORIGIN)])
+            .await
+            .is_ok()
+    );
+    assert_eq!(h.rec.last().uri, "/pub/public/feed");
+    assert!(h.rec.header("x-wsguard-user").is_empty());
+    assert_eq!(
+        h.refused("/public/feed", &[("origin", "https://evil.com")])
+            .await,
+        403
+    );
+}
+
+#[tokio::test]
+async fn strict_handshake_statuses() {
+    let h = harness().await;
+    let addr = h.running.public_addr;
+    let auth = format!("Origin: {ORIGIN}\r\n");
+    let r = h
+        .http
+        .raw(
+            addr,
+            &h.upgrade_request("/", &auth)
+                .replace("Version: 13", "Version: 8"),
+        )
+        .await;
+    assert_eq!(r.status, 426);
+    assert_eq!(r.header("sec-websocket-version").as_deref(), Some("13"));
+    let r = h
+        .http
+        .raw(
+            addr,
+            &h.upgrade_request("/", &auth)
+                .replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = h
+        .http
+        .raw(
+            addr,
+            &h.upgrade_request("/", &auth)
+                .replace("Upgrade: websocket", "Upgrade: h2c"),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = h
+        .http
+        .raw(
+            addr,
+            &h.upgrade_request("/", &auth)
+                .replace("Connection: Upgrade", "Connection: keep-alive"),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = h
+        .http
+        .raw(
+            addr,
+            &h.upgrade_request("/", &auth).replace("GET /", "POST /"),
+        )
+        .await;
+    assert_eq!(r.status, 405);
+    let r = h.http.raw(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r.status, 426, "plain GET on a WebSocket route");
+    let many: String = (0..40).map(|i| format!("X-Pad-{i}: 1\r\n")).collect();
+    let r = h.http.raw(addr, &h.upgrade_request("/", &many)).await;
+    assert_eq!(r.status, 431, "too many headers");
+    let huge = format!("X-Big: {}\r\n", "a".repeat(20_000));
+    let r = h.http.raw(addr, &h.upgrade_request("/", &huge)).await;
+    assert_eq!(r.status, 431, "headers too large");
+    assert!(
+        h.rec.0.lock().unwrap().is_empty(),
+        "no upstream dial for any of these"
+    );
+}
+
+#[tokio::test]
+async fn tickets_are_single_use_and_stripped() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+    let post = |origin: &str, cookie: &str| {
+        format!(
+            "POST /wsguard/ticket HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nCookie: {cookie}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let r = h
+        .http
+        .raw(
+            h.running.public_addr,
+            &post(ORIGIN, &format!("{COOKIE}={token}")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let json: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let ticket = json["ticket"].as_str().unwrap().to_owned();
+    assert!(json["expires_in_ms"].as_u64().unwrap() <= 30_000);
+    // Foreign origin or no cookie: no ticket.
+    assert_eq!(
+        h.http
+            .raw(
+                h.running.public_addr,
+                &post("https://evil.com", &format!("{COOKIE}={token}"))
+            )
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        h.http
+            .raw(h.running.public_addr, &post(ORIGIN, "x=1"))
+            .await
+            .status,
+        401
+    );
+
+    let path = format!("/t?a=1&ticket={ticket}&b=2");
+    let mut ws = h
+        .connect(&path, &[("origin", ORIGIN)])
+        .await
+        .expect("ticket accepted");
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "hi");
+    assert_eq!(
+        h.rec.last().uri,
+        "/t?a=1&b=2",
+        "ticket removed before the upstream"
+    );
+    assert_eq!(h.rec.header("x-wsguard-user"), vec!["alice"]);
+    assert_eq!(
+        h.refused(&path, &[("origin", ORIGIN)]).await,
+        401,
+        "second use"
+    );
+    assert_eq!(
+        h.refused("/t?ticket=made-up", &[("origin", ORIGIN)]).await,
+        401
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+    let cookie = format!("{COOKIE}={token}");
+    let hdrs = [("origin", ORIGIN), ("cookie", cookie.as_str())];
+    assert_eq!(h.refused("/down", &hdrs).await, 502);
+    assert_eq!(h.refused("/non101", &hdrs).await, 502);
+    assert_eq!(h.refused("/slow", &hdrs).await, 504);
+    let mut ws = h.connect_as("/crash", &token).await;
+    ws.send(Message::text("boom")).await.unwrap();
+    let (code, _) = next_close(&mut ws).await;
+    assert_eq!(code, 1011, "upstream crash → 1011, not a silent reset");
+}
+
+#[tokio::test]
+async fn store_unreachable_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let h = harness_with(
+        Arc::new(SqliteStore::open(&path).unwrap()),
+        policy(),
+        |_| {},
+    )
+    .await;
+    let token = h.login("alice").await;
+    assert!(
+        h.connect(
+            "/",
+            &[("origin", ORIGIN), ("cookie", &format!("{COOKIE}={token}"))]
+        )
+        .await
+        .is_ok()
+    );
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE sessions;")
+        .unwrap();
+    assert_eq!(
+        h.refused(
+            "/",
+            &[("origin", ORIGIN), ("cookie", &format!("{COOKIE}={token}"))]
+        )
+        .await,
+        503
+    );
+}
+
+#[tokio::test]
+async fn revocation_closes_live_sockets() {
+    let h = harness().await;
+    let a1 = h.login("alice").await;
+    let a2 = h.login("alice").await;
+    let b = h.login("bob").await;
+    let (mut ws_a1, mut ws_a2, mut ws_b) = (
+        h.connect_as("/", &a1).await,
+        h.connect_as("/", &a2).await,
+        h.connect_as("/", &b).await,
+    );
+    for ws in [&mut ws_a1, &mut ws_a2, &mut ws_b] {
+        ws.send(Message::text("x")).await.unwrap();
+        next_text(ws).await;
+    }
+    let r = h.admin("GET", "/connections", "").await;
+    assert_eq!(r.status, 200);
+    let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(list["connections"].as_array().unwrap().len(), 3);
+
+    // One session, through the admin API.
+    let sid = h
+        .sessions
+        .verifier()
+        .verify(&a1, now())
+        .unwrap()
+        .claims()
+        .sid
+        .as_str()
+        .to_owned();
+    let r = h.admin("DELETE", &format!("/sessions/{sid}"), "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        next_close(&mut ws_a1).await,
+        (1008, "session revoked".into())
+    );
+    ws_a2.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_text(&mut ws_a2).await, "still here");
+    // Every session of a user.
+    let r = h.admin("DELETE", "/users/alice/sessions", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        next_close(&mut ws_a2).await,
+        (1008, "session revoked".into())
+    );
+    ws_b.send(Message::text("bob stays")).await.unwrap();
+    assert_eq!(next_text(&mut ws_b).await, "bob stays");
+    // The upstream was told too.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let closes: Vec<_> = h
+        .rec
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.close.clone())
+        .collect();
+    assert_eq!(
+        closes.iter().filter(|c| c.0 == 1008).count(),
+        2,
+        "{closes:?}"
+    );
+}
+
+#[tokio::test]
+async fn expiry_closes_live_socket() {
+    let p = TokenPolicy {
+        max_age: 2,
+        idle_timeout: 2,
+        ..policy()
+    };
+    let h = harness_with(Arc::new(MemoryStore::new()), p, |_| {}).await;
+    let mut ws = h.connect_as("/", &h.login("alice").await).await;
+    assert_eq!(next_close(&mut ws).await, (1008, "session expired".into()));
+}
+
+#[tokio::test]
+async fn admin_api_issues_sessions_and_requires_the_token() {
+    let h = harness().await;
+    let r = h
+        .admin(
+            "POST",
+            "/sessions",
+            r#"{"user":"carol","data":{"plan":"pro"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let json: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let token = json["token"].as_str().unwrap();
+    let set_cookie = json["set_cookie"].as_str().unwrap();
+    assert!(set_cookie.starts_with(&format!("{COOKIE}={token};")));
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    let mut ws = h.connect_as("/", token).await;
+    ws.send(Message::text("ok")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "ok");
+    assert_eq!(h.rec.header("x-wsguard-data"), vec![r#"{"plan":"pro"}"#]);
+    let r = h.admin("GET", "/users/carol/sessions", "").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    for bad in [
+        r#"{"user":""}"#,
+        r#"{"user":"a","data":[1]}"#,
+        "nope",
+        r#"{"user":"a","extra":1}"#,
+    ] {
+        assert_eq!(h.admin("POST", "/sessions", bad).await.status, 400, "{bad}");
+    }
+    let unauth = "GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer wrong\r\n\r\n";
+    assert_eq!(h.http.raw(h.running.admin_addr, unauth).await.status, 401);
+    let none = "GET /connections HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(h.http.raw(h.running.admin_addr, none).await.status, 401);
+    let health = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(h.http.raw(h.running.admin_addr, health).await.status, 200);
+    let ready = "GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(h.http.raw(h.running.admin_addr, ready).await.status, 200);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_with_1001() {
+    let h = harness().await;
+    let mut ws = h.connect_as("/", &h.login("alice").await).await;
+    ws.send(Message::text("x")).await.unwrap();
+    next_text(&mut ws).await;
+    h.running.shutdown();
+    assert_eq!(next_close(&mut ws).await.0, 1001);
+    tokio::time::timeout(Duration::from_secs(10), h.running.wait())
+        .await
+        .expect("drained in time");
+}

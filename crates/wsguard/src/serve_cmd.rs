@@ -1,0 +1,245 @@
+//! `wsguard serve`, `wsguard echo` and `wsguard connect`.
+//!
+//! Owns process-level wiring of the gateway: the admin token file, the `--demo` conveniences,
+//! signals (Ctrl-C / SIGTERM → graceful shutdown, exit 0), and a minimal interactive client.
+//! Gateway behaviour itself lives in `wsguard-gateway`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncBufReadExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use wsguard_gateway::config::RouteConfig;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::{keys, now, open_sessions};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Try-it-out mode: start the built-in echo backend as the upstream of route "/", create the
+    /// key file if it is missing, and allow the gateway's own origin if no origin is configured.
+    #[arg(long)]
+    demo: bool,
+    /// Override gateway.listen.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Override admin.listen.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// WebSocket URL, e.g. ws://127.0.0.1:8080/chat
+    url: String,
+    /// Session token to send as the session cookie.
+    #[arg(long, env = "WSGUARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Origin header to send.
+    #[arg(long)]
+    origin: Option<String>,
+}
+
+/// Reads the admin bearer token, creating the file (mode 0600, 32 random bytes) if missing.
+fn admin_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => {
+            let t = Zeroizing::new(t.trim().to_owned());
+            if t.len() < 32 {
+                bail!(
+                    "admin.token_file {}: the token must be at least 32 characters",
+                    path.display()
+                );
+            }
+            return Ok(t);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+    let token = Zeroizing::new(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        bytes,
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    tracing::info!(path = %path.display(), "created an admin token file");
+    Ok(token)
+}
+
+pub async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(a) = args.listen {
+        config.gateway.listen = a;
+    }
+    if let Some(a) = args.admin_listen {
+        config.admin.listen = a;
+    }
+    if args.demo {
+        if !config.sessions.keys_file.exists() && config.sessions.keys_env.is_none() {
+            keys::keygen(
+                &config.sessions.keys_file,
+                now(),
+                config.sessions.max_age.as_secs(),
+            )?;
+            println!(
+                "demo: created key file {}",
+                config.sessions.keys_file.display()
+            );
+        }
+        if !config.routes.is_empty() {
+            bail!("--demo: routes are configured; --demo adds its own echo route");
+        }
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let echo_addr = echo.local_addr()?;
+        tokio::spawn(wsguard_gateway::echo::serve(echo));
+        config.routes.push(RouteConfig {
+            path: "/".into(),
+            upstream: format!("ws://{echo_addr}"),
+            public: false,
+            allowed_origins: None,
+            allow_missing_origin: None,
+        });
+        if config.gateway.allowed_origins.is_empty() {
+            let port = config.gateway.listen.port();
+            config.gateway.allowed_origins = vec![
+                format!("http://localhost:{port}"),
+                format!("http://127.0.0.1:{port}"),
+            ];
+        }
+        println!("demo: echo backend on ws://{echo_addr}");
+    }
+    let sessions = open_sessions(&config)?;
+    let token = admin_token(&config.admin.token_file)?;
+    let settings = wsguard_gateway::Settings {
+        gateway: config.gateway.clone(),
+        routes: config.routes.clone(),
+        admin: config.admin.clone(),
+        cookie_name: config.sessions.cookie_name.clone(),
+    };
+    let running = wsguard_gateway::start(sessions, settings, token).await?;
+    println!(
+        "wsguard listening on ws://{} (admin API on http://{})",
+        running.public_addr, running.admin_addr
+    );
+    for origin in &config.gateway.allowed_origins {
+        println!("  allowed origin: {origin}");
+    }
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await?;
+    println!("shutting down: closing sockets with 1001");
+    running.shutdown();
+    running.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+pub async fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("echo backend listening on ws://{}", listener.local_addr()?);
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        () = wsguard_gateway::echo::serve(listener) => {}
+        r = wait_for_signal() => r?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends each stdin line as a text message and prints every message received.
+pub async fn connect(config: &Config, args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    let mut req = args.url.as_str().into_client_request().context("bad URL")?;
+    if let Some(t) = &args.token {
+        let v = format!("{}={}", config.sessions.cookie_name, t.trim());
+        req.headers_mut()
+            .insert(http_header("cookie"), v.parse().context("bad token")?);
+    }
+    if let Some(o) = &args.origin {
+        req.headers_mut()
+            .insert(http_header("origin"), o.parse().context("bad origin")?);
+    }
+    let (ws, _) = match tokio_tungstenite::connect_async(req).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            let body = r
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            eprintln!("refused: {} {}", r.status(), body.trim());
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e).context("cannot connect"),
+    };
+    eprintln!("connected; type lines to send, Ctrl-D to close");
+    let (mut tx, mut rx) = ws.split();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if stdin_open => match line? {
+                Some(l) => tx.send(Message::text(l)).await?,
+                None => { stdin_open = false; tx.send(Message::Close(None)).await?; }
+            },
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(t))) => println!("{t}"),
+                Some(Ok(Message::Binary(b))) => println!("<{} bytes binary>", b.len()),
+                Some(Ok(Message::Close(f))) => {
+                    match f {
+                        Some(f) => eprintln!("closed: {} {}", u16::from(f.code), f.reason),
+                        None => eprintln!("closed"),
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e).context("connection failed"),
+                None => return Ok(ExitCode::SUCCESS),
+            },
+        }
+    }
+}
+
+fn http_header(name: &'static str) -> tokio_tungstenite::tungstenite::http::HeaderName {
+    tokio_tungstenite::tungstenite::http::HeaderName::from_static(name)
+}
