@@ -1,0 +1,158 @@
+//! `wsguard serve` and `wsguard echo` through the real binary: a browser-like client with a
+//! cookie from `wsguard session issue`, a foreign origin refused, a CLI revoke closing the live
+//! socket (through the shared SQLite store), and SIGTERM closing sockets with 1001 and exiting 0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const ORIGIN: &str = "https://app.example.com";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("wsguard"));
+    c.env_remove("WSGUARD_CONFIG");
+    c
+}
+
+/// Starts a long-running subcommand and returns it with the first address it prints.
+fn spawn(dir: &std::path::Path, args: &[&str], marker: &str) -> (Proc, String) {
+    let mut child = bin()
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("exited before listening").unwrap();
+        if let Some(rest) = line.split(marker).nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), addr)
+}
+
+fn run(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = bin().current_dir(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn connect(
+    addr: &str,
+    origin: &str,
+    token: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut req = format!("ws://{addr}/chat").into_client_request().unwrap();
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    req.headers_mut().insert(
+        "cookie",
+        format!("wsguard_session={token}").parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn close_code<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no close in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_echo, echo_addr) = spawn(
+        dir.path(),
+        &["echo", "--listen", "127.0.0.1:0"],
+        "listening on ws://",
+    );
+    std::fs::write(
+        dir.path().join("wsguard.toml"),
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
+        ),
+    )
+    .unwrap();
+    run(dir.path(), &["keygen"]);
+    let (mut gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
+
+    let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
+    let mut ws = connect(&addr, ORIGIN, &token).await.expect("accepted");
+    ws.send(Message::text("hello")).await.unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Text(t) => assert_eq!(t.as_str(), "hello"),
+        other => panic!("{other:?}"),
+    }
+    match connect(&addr, "https://evil.example.net", &token).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("foreign origin: {:?}", other.map(|_| ())),
+    }
+
+    // Revoked from the CLI (another process): the live socket closes with 1008.
+    run(dir.path(), &["session", "revoke", &token]);
+    assert_eq!(close_code(&mut ws).await, (1008, "session revoked".into()));
+    match connect(&addr, ORIGIN, &token).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("revoked cookie: {:?}", other.map(|_| ())),
+    }
+
+    // SIGTERM: sockets get 1001, the process exits 0.
+    let token = run(dir.path(), &["session", "issue", "--user", "bob"]);
+    let mut ws = connect(&addr, ORIGIN, &token).await.expect("accepted");
+    ws.send(Message::text("x")).await.unwrap();
+    let _ = ws.next().await;
+    let pid = i32::try_from(gateway.0.id()).unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(close_code(&mut ws).await.0, 1001);
+    let exit = tokio::task::spawn_blocking(move || gateway.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
