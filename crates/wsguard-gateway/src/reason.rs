@@ -327,3 +327,32 @@ mod tests {
         assert_eq!(CloseReason::Shutdown.close_code(), 1001);
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn reasons_doc_lists_every_code() {
+        let doc = include_str!("../../../docs/REASONS.md");
+        for r in Refusal::all() {
+            assert!(
+                doc.contains(&format!("| `{}` | {}", r.code(), r.status())),
+                "{} missing",
+                r.code()
+            );
+        }
+        for c in CloseReason::all() {
+            assert!(
+                doc.contains(&format!(
+                    "| `{}` | {} | `{}`",
+                    c.code(),
+                    c.close_code(),
+                    c.text()
+                )),
+                "{} missing",
+                c.code()
+            );
+        }
+    }
+}

@@ -26,15 +26,23 @@ pub(crate) fn mac_for(secret: &[u8]) -> Mac {
 }
 
 /// HMAC-SHA256 of `msg`.
-pub(crate) fn sign(mac: &Mac, msg: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 over the concatenation of `parts`.
+pub(crate) fn sign_parts(mac: &Mac, parts: &[&[u8]]) -> [u8; 32] {
     let mut m = mac.clone();
-    m.update(msg);
+    for p in parts {
+        m.update(p);
+    }
     m.finalize().into_bytes().into()
 }
 
 /// Whether `tag` is HMAC-SHA256 of `msg`, compared in constant time with `subtle`, as four
 /// 64-bit words (a quarter of the work of comparing 32 bytes one by one).
 pub(crate) fn verify_tag(mac: &Mac, msg: &[u8], tag: &[u8; 32]) -> bool {
+    verify_tag_parts(mac, &[msg], tag)
+}
+
+/// [`verify_tag`] over the concatenation of `parts`.
+pub(crate) fn verify_tag_parts(mac: &Mac, parts: &[&[u8]], tag: &[u8; 32]) -> bool {
     use subtle::ConstantTimeEq as _;
     let words = |b: &[u8; 32]| -> [u64; 4] {
         std::array::from_fn(|i| {
@@ -43,7 +51,7 @@ pub(crate) fn verify_tag(mac: &Mac, msg: &[u8], tag: &[u8; 32]) -> bool {
             u64::from_le_bytes(w)
         })
     };
-    let expected = sign(mac, msg);
+    let expected = sign_parts(mac, parts);
     bool::from(words(&expected)[..].ct_eq(&words(tag)[..]))
 }
 

@@ -2,17 +2,17 @@
 //!
 //! Owns encoding and decoding of v1 tokens (see `docs/TOKEN_FORMAT.md`). `payload` is unpadded
 //! base64url of a JSON object with exactly the fields `sid`, `uid`, `data`, `created`,
-//! `last_active`; `tag` is unpadded base64url of HMAC-SHA256 over the ASCII bytes
-//! `v1.<kid>.<payload>`. The algorithm is fixed by the version prefix, never read from the token.
-//! Must not check lifetimes (see `verify`), and must not decode anything before the signature
-//! is verified, except the 43-character tag itself.
+//! `last_active`; `tag` is unpadded base64url of HMAC-SHA256 over the bytes `v1.<kid>.`
+//! followed by the payload JSON (decoded). The algorithm is fixed by the version prefix, never read from the token.
+//! Must not check lifetimes (see `verify`), and must not parse the payload JSON before the
+//! signature is verified (only the bounded, strict base64 decoding comes first).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use base64_simd::{Out, URL_SAFE_NO_PAD};
 
-use crate::keys::{KeyLookup, Mac, sign, valid_key_id, verify_tag};
+use crate::keys::{KeyLookup, Mac, sign_parts, valid_key_id, verify_tag_parts};
 use crate::{
     Claims, KeyId, KeyRing, MAX_TIMESTAMP, Malformed, Rejection, SessionData, SessionId, UserId,
 };
@@ -44,8 +44,8 @@ pub(crate) fn encode(kid: &KeyId, key: &Mac, claims: &Claims) -> String {
     out.push_str(PREFIX);
     out.push_str(kid.as_str());
     out.push('.');
+    let tag = sign_parts(key, &[out.as_bytes(), payload.as_bytes()]);
     URL_SAFE_NO_PAD.encode_append(payload.as_bytes(), &mut out);
-    let tag = sign(key, out.as_bytes());
     out.push('.');
     URL_SAFE_NO_PAD.encode_append(tag, &mut out);
     out
@@ -82,19 +82,27 @@ pub(crate) fn decode(ring: &KeyRing, token: &str, now: u64) -> Result<(Claims, K
         KeyLookup::Found(kid, key) => (kid, key),
         KeyLookup::Unknown => return Err(Rejection::UnknownKey),
     };
-    let signed = &token[..token.len() - TAG_B64_LEN - 1];
-    if !verify_tag(key, signed.as_bytes(), &tag) {
-        return Err(Rejection::BadSignature);
-    }
-
-    // Authentic from here on; still parsed strictly. Typical payloads fit the stack buffer; the
-    // rare large one (big session data) gets an exactly sized heap buffer.
+    // The MAC covers `v1.<kid>.` and the decoded payload JSON: the JSON is shorter than its
+    // base64, so one SHA-256 block less for a typical token. Base64 decoding before the MAC check
+    // is bounded (≤ 4096 bytes) and strict (canonical trailing bits), so every token has one
+    // encoding; the JSON itself is parsed only after the tag matched. Typical payloads decode on
+    // the stack; a large one (big session data) gets an exactly sized heap buffer.
+    let head = &token.as_bytes()[..PREFIX.len() + kid.as_str().len() + 1];
+    let authentic = |json: &[u8]| verify_tag_parts(key, &[head, json], &tag);
     let claims = if payload_b64.len() <= SMALL_PAYLOAD_B64 {
         let mut buf = [0u8; SMALL_PAYLOAD_B64 / 4 * 3];
-        parse_payload(decode_b64(payload_b64, &mut buf)?)?
+        let json = decode_b64(payload_b64, &mut buf)?;
+        if !authentic(json) {
+            return Err(Rejection::BadSignature);
+        }
+        parse_payload(json)?
     } else {
         let mut buf = vec![0u8; payload_b64.len().div_ceil(4) * 3];
-        parse_payload(decode_b64(payload_b64, &mut buf)?)?
+        let json = decode_b64(payload_b64, &mut buf)?;
+        if !authentic(json) {
+            return Err(Rejection::BadSignature);
+        }
+        parse_payload(json)?
     };
     Ok((claims, kid.clone()))
 }

@@ -474,8 +474,9 @@ b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 key = base64.urlsafe_b64decode(secret_b64 + "=" * (-len(secret_b64) % 4))
 sid = b64(bytes(range(16)))
 payload = json.dumps({"sid": sid, "uid": uid, "data": {}, "created": created, "last_active": last_active}, separators=(",", ":"))
-signed = "v1." + kid + "." + b64(payload.encode())
-print(signed + "." + b64(hmac.new(key, signed.encode(), hashlib.sha256).digest()))
+head = "v1." + kid + "."
+tag = hmac.new(key, head.encode() + payload.encode(), hashlib.sha256).digest()
+print(head + b64(payload.encode()) + "." + b64(tag))
 "#;
 
 #[test]

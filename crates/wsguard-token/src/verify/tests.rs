@@ -1,7 +1,7 @@
 //! Unit tests for every rejection reason and every lifetime boundary.
 
 use super::*;
-use crate::keys::sign;
+use crate::keys::sign_parts;
 use crate::keys::{KeyFile, KeyFileEntry, UnixTime};
 use crate::{SessionData, SessionId, UserId};
 use base64::Engine as _;
@@ -35,8 +35,9 @@ fn claims(at: u64) -> Claims {
 /// Signs an arbitrary payload with the verifier's signing key, as a v1 token.
 fn sign_raw(v: &Verifier, payload: &[u8]) -> String {
     let (kid, key) = v.keys.signing();
-    let mut t = format!("v1.{kid}.{}", URL_SAFE_NO_PAD.encode(payload));
-    let tag = sign(key, t.as_bytes());
+    let head = format!("v1.{kid}.");
+    let tag = sign_parts(key, &[head.as_bytes(), payload]);
+    let mut t = format!("{head}{}", URL_SAFE_NO_PAD.encode(payload));
     t.push('.');
     t.push_str(&URL_SAFE_NO_PAD.encode(tag));
     t
