@@ -80,7 +80,7 @@ pub async fn run(config: &Config, cmd: SessionCommand) -> anyhow::Result<ExitCod
     match cmd {
         SessionCommand::Issue(a) => issue(config, &sessions, a, now).await,
         SessionCommand::Verify(a) => verify(&sessions, &a.token, now).await,
-        SessionCommand::Revoke(a) => revoke(&sessions, a, now).await,
+        SessionCommand::Revoke(a) => revoke(config, &sessions, a, now).await,
         SessionCommand::List(a) => list(&sessions, &a.user).await,
     }
 }
@@ -164,28 +164,111 @@ async fn verify(sessions: &Sessions, token: &str, now: u64) -> anyhow::Result<Ex
     }
 }
 
-async fn revoke(sessions: &Sessions, a: RevokeArgs, now: u64) -> anyhow::Result<ExitCode> {
-    let out = if let Some(sid) = a.sid {
-        let sid = SessionId::parse(&sid).map_err(|e| anyhow::anyhow!("--sid: {e}"))?;
-        let uid = sessions.revoke_session(&sid, now).await?;
-        json!({ "revoked": "session", "sid": sid.as_str(), "uid": uid.as_ref().map(UserId::as_str), "was_live": uid.is_some() })
+/// What to revoke.
+enum Target {
+    Session(SessionId),
+    User(UserId),
+}
+
+async fn revoke(
+    config: &Config,
+    sessions: &Sessions,
+    a: RevokeArgs,
+    now: u64,
+) -> anyhow::Result<ExitCode> {
+    let target = if let Some(sid) = a.sid {
+        Target::Session(SessionId::parse(&sid).map_err(|e| anyhow::anyhow!("--sid: {e}"))?)
     } else if let Some(user) = a.user {
-        let uid = parse_user(&user)?;
-        let n = sessions.revoke_user(&uid, now).await?;
-        json!({ "revoked": "user", "uid": uid.as_str(), "sessions_ended": n })
+        Target::User(parse_user(&user)?)
     } else if let Some(token) = a.token {
-        match sessions.revoke_token(token.trim(), now).await {
-            Ok(c) => json!({ "revoked": "session", "sid": c.sid.as_str(), "uid": c.uid.as_str() }),
-            Err(AuthError::Rejected(r)) => {
-                bail!("cannot revoke: the token is not authentic ({})", r.code())
-            }
-            Err(AuthError::Store(e)) => return Err(e.into()),
+        match sessions.verifier().verify_signature(token.trim(), now) {
+            Ok(t) => Target::Session(t.into_claims().sid),
+            Err(r) => bail!("cannot revoke: the token is not authentic ({})", r.code()),
         }
     } else {
         bail!("give --sid, --user or a token");
     };
+    // A running gateway revokes and closes its live sockets at once; without one, the store is
+    // written directly (a gateway started later, or polling the same store, still sees it).
+    let path = match &target {
+        Target::Session(sid) => format!("/sessions/{}", sid.as_str()),
+        Target::User(uid) => format!("/users/{}/sessions", uid.as_str()),
+    };
+    if let Some(body) = admin::request(config, "DELETE", &path).await? {
+        eprintln!(
+            "revoked through the running gateway at {} (live sockets closed)",
+            config.admin.listen
+        );
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = match target {
+        Target::Session(sid) => {
+            let uid = sessions.revoke_session(&sid, now).await?;
+            json!({ "revoked": "session", "sid": sid.as_str(), "uid": uid.as_ref().map(UserId::as_str), "was_live": uid.is_some() })
+        }
+        Target::User(uid) => {
+            let n = sessions.revoke_user(&uid, now).await?;
+            json!({ "revoked": "user", "uid": uid.as_str(), "sessions_ended": n })
+        }
+    };
     println!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A minimal client of the local gateway's admin API.
+mod admin {
+    use std::time::Duration;
+
+    use anyhow::{Context, bail};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use zeroize::Zeroizing;
+
+    use crate::config::Config;
+
+    /// Sends a request to the admin API if a gateway is listening there. `Ok(None)`: no gateway
+    /// (nothing listens, or no admin token file), use the store directly.
+    pub async fn request(
+        config: &Config,
+        method: &str,
+        path: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let Ok(token) = std::fs::read_to_string(&config.admin.token_file) else {
+            return Ok(None);
+        };
+        let token = Zeroizing::new(token.trim().to_owned());
+        let addr = config.admin.listen;
+        let connect =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                .await;
+        let Ok(Ok(mut stream)) = connect else {
+            return Ok(None);
+        };
+        let req = Zeroizing::new(format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            token.as_str()
+        ));
+        let exchange = async {
+            stream.write_all(req.as_bytes()).await?;
+            let mut buf = Vec::new();
+            stream.take(1 << 20).read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        };
+        let buf = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .context("the gateway's admin API did not answer in time")?
+            .with_context(|| format!("admin API at {addr}"))?;
+        let text = String::from_utf8_lossy(&buf);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split(' ').nth(1).unwrap_or("");
+        if status != "200" {
+            bail!(
+                "the gateway's admin API at {addr} answered {status}: {}",
+                body.trim()
+            );
+        }
+        Ok(Some(body.trim().to_owned()))
+    }
 }
 
 fn record_json(r: &SessionRecord) -> Value {

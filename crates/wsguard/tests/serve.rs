@@ -108,11 +108,17 @@ async fn serve_end_to_end() {
         &["echo", "--listen", "127.0.0.1:0"],
         "listening on ws://",
     );
+    // The CLI finds the running gateway's admin API through the shared config: give it a port.
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     std::fs::write(
         dir.path().join("wsguard.toml"),
         format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
         ),
     )
     .unwrap();
@@ -131,8 +137,15 @@ async fn serve_end_to_end() {
         other => panic!("foreign origin: {:?}", other.map(|_| ())),
     }
 
-    // Revoked from the CLI (another process): the live socket closes with 1008.
-    run(dir.path(), &["session", "revoke", &token]);
+    // Revoked from the CLI (another process), through the gateway's admin API: the live socket
+    // closes with 1008.
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["session", "revoke", &token])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("through the running gateway"));
     assert_eq!(close_code(&mut ws).await, (1008, "session revoked".into()));
     match connect(&addr, ORIGIN, &token).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
