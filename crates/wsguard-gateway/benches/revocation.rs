@@ -66,6 +66,7 @@ async fn run(sockets: usize, rounds: usize) {
             public: false,
             allowed_origins: None,
             allow_missing_origin: None,
+            messages: Default::default(),
         }],
         admin: AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),

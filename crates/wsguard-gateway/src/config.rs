@@ -76,6 +76,9 @@ pub struct RouteConfig {
     /// Replaces `gateway.allow_missing_origin` for this route.
     #[serde(default)]
     pub allow_missing_origin: Option<bool>,
+    /// `[route.messages]`: what clients may send.
+    #[serde(default)]
+    pub messages: crate::policy::MessageConfig,
 }
 
 /// `[admin]`.
@@ -133,6 +136,8 @@ pub struct Route {
     pub public: bool,
     /// The origin policy in force on this route.
     pub origins: OriginPolicy,
+    /// The message policy (shared by the route's sockets: per-user buckets).
+    pub messages: std::sync::Arc<crate::policy::RoutePolicy>,
 }
 
 impl Route {
@@ -206,6 +211,8 @@ pub fn routes(gateway: &GatewayConfig, routes: &[RouteConfig]) -> Result<Vec<Rou
             };
             format!("{key}: {e}")
         })?;
+        r.messages.validate(&at("messages"))?;
+        let messages = crate::policy::RoutePolicy::new(r.messages.clone());
         if out.iter().any(|o: &Route| o.path == path) {
             return Err(format!("{}: two routes for {path}", at("path")));
         }
@@ -214,6 +221,7 @@ pub fn routes(gateway: &GatewayConfig, routes: &[RouteConfig]) -> Result<Vec<Rou
             upstream,
             public: r.public,
             origins,
+            messages,
         });
     }
     // Longest prefix first.

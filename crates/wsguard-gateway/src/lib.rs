@@ -13,6 +13,7 @@ pub mod cookie;
 pub mod echo;
 pub mod handshake;
 pub mod origin;
+pub mod policy;
 pub mod reason;
 pub mod registry;
 pub mod relay;

@@ -204,8 +204,10 @@ pub enum CloseReason {
     InvalidPayload,
     /// Message or frame over the limit.
     MessageTooBig,
-    /// Message refused by the route's policy (type, JSON, schema).
+    /// Message refused by the route's policy (JSON, depth).
     PolicyViolation,
+    /// Message of a kind the route does not accept (text on a binary route, …).
+    UnsupportedData,
     /// Rate limit exceeded.
     RateLimited,
     /// No traffic within the idle timeout, or no pong in time.
@@ -225,6 +227,7 @@ impl CloseReason {
             ProtocolError => 1002,
             InvalidPayload => 1007,
             MessageTooBig => 1009,
+            UnsupportedData => 1003,
             Overloaded => 1013,
         }
     }
@@ -241,6 +244,7 @@ impl CloseReason {
             InvalidPayload => "invalid utf-8",
             MessageTooBig => "message too big",
             PolicyViolation => "message refused",
+            UnsupportedData => "unsupported data",
             RateLimited => "rate limited",
             Idle => "idle timeout",
             Overloaded => "try again later",
@@ -259,6 +263,7 @@ impl CloseReason {
             InvalidPayload => "invalid_payload",
             MessageTooBig => "message_too_big",
             PolicyViolation => "policy_violation",
+            UnsupportedData => "unsupported_data",
             RateLimited => "rate_limited",
             Idle => "idle",
             Overloaded => "overloaded",
@@ -266,7 +271,7 @@ impl CloseReason {
     }
 
     /// Every close reason.
-    pub fn all() -> [CloseReason; 11] {
+    pub fn all() -> [CloseReason; 12] {
         use CloseReason::*;
         [
             SessionRevoked,
@@ -277,6 +282,7 @@ impl CloseReason {
             InvalidPayload,
             MessageTooBig,
             PolicyViolation,
+            UnsupportedData,
             RateLimited,
             Idle,
             Overloaded,

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::policy::Verdict;
 use crate::reason::CloseReason;
 
 /// How long a closing handshake may take before the socket is dropped.
@@ -65,14 +66,14 @@ where
     .await;
 }
 
-/// Relays until the end. `stop` fires when the gateway wants the socket closed; `on_client_message`
-/// is called for every client data message (activity tracking).
+/// Relays until the end. `stop` fires when the gateway wants the socket closed; `judge` decides
+/// on every client data message (message policy, activity tracking).
 pub async fn relay<C, U>(
     mut client: WebSocketStream<C>,
     mut upstream: WebSocketStream<U>,
     stop: oneshot::Receiver<CloseReason>,
     expires_in: Option<Duration>,
-    mut on_client_message: impl FnMut(),
+    mut judge: impl FnMut(Message) -> Verdict,
 ) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -97,13 +98,16 @@ where
                 return gateway_close(client, upstream, CloseReason::SessionExpired).await;
             }
             msg = client.next() => match msg {
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                    on_client_message();
-                    if upstream.send(m).await.is_err() {
-                        close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
-                        return Ended::ByGateway(CloseReason::UpstreamLost);
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => match judge(m) {
+                    Verdict::Forward(m) => {
+                        if upstream.send(m).await.is_err() {
+                            close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
+                            return Ended::ByGateway(CloseReason::UpstreamLost);
+                        }
                     }
-                }
+                    Verdict::Drop => {}
+                    Verdict::Close(reason) => return gateway_close(client, upstream, reason).await,
+                },
                 // Pings are answered by the client-side codec; pongs need nothing.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(f))) => {

@@ -76,6 +76,14 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// WebSocket settings for a route's client sockets: the route's size limits, which the codec
+/// checks against each frame's declared length before allocating (→ 1009).
+fn client_ws_config(policy: &crate::policy::RoutePolicy) -> WebSocketConfig {
+    ws_config()
+        .max_message_size(Some(policy.config().max_message_bytes))
+        .max_frame_size(Some(policy.max_frame_bytes()))
+}
+
 /// Per-socket WebSocket settings. Small read buffers: memory per idle socket stays low.
 pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -405,6 +413,7 @@ impl Gateway {
 
         let gateway = Arc::clone(self);
         let route_path = route.path.clone();
+        let messages = Arc::clone(&route.messages);
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -416,11 +425,11 @@ impl Gateway {
             let client = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
-                Some(ws_config()),
+                Some(client_ws_config(&messages)),
             )
             .await;
             gateway
-                .run_socket(client, upstream, session, peer, &route_path)
+                .run_socket(client, upstream, session, peer, &route_path, &messages)
                 .await;
         });
         Ok(resp)
@@ -475,6 +484,7 @@ impl Gateway {
         mut session: Option<Session>,
         peer: SocketAddr,
         route: &str,
+        messages: &Arc<crate::policy::RoutePolicy>,
     ) where
         C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -496,11 +506,15 @@ impl Gateway {
         let touch_every = Duration::from_secs(self.sessions.touch_interval().max(1));
         let mut next_touch = Instant::now() + touch_every;
         let sessions = self.sessions.clone();
-        let ended = relay(client, upstream, stop, expires_in, || {
-            let Some(s) = session.as_mut() else { return };
+        let policy = messages.connection(uid.as_deref());
+        let ended = relay(client, upstream, stop, expires_in, |msg| {
+            let verdict = policy.judge(msg);
+            let Some(s) = session.as_mut() else {
+                return verdict;
+            };
             let now_i = Instant::now();
             if now_i < next_touch {
-                return;
+                return verdict;
             }
             next_touch = now_i + touch_every;
             let sessions = sessions.clone();
@@ -510,6 +524,7 @@ impl Gateway {
                     tracing::warn!(error = %e, "cannot record session activity");
                 }
             });
+            verdict
         })
         .await;
         if let Ended::ByGateway(reason) = &ended {

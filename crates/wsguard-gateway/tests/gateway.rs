@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsguard_gateway::config::{GatewayConfig, RouteConfig};
+use wsguard_gateway::policy::{Kind, MessageConfig, Rate};
 use wsguard_gateway::{Running, Settings};
 use wsguard_session::{Mode, Sessions};
 use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
@@ -283,6 +284,7 @@ async fn harness_with(
         public,
         allowed_origins: None,
         allow_missing_origin: None,
+        messages: Default::default(),
     };
     let mut settings = Settings {
         gateway: GatewayConfig {
@@ -294,7 +296,50 @@ async fn harness_with(
             ..GatewayConfig::default()
         },
         routes: vec![
-            route("/", format!("ws://{rec_addr}"), false),
+            RouteConfig {
+                messages: MessageConfig {
+                    max_message_bytes: 1 << 20,
+                    ..Default::default()
+                },
+                ..route("/", format!("ws://{rec_addr}"), false)
+            },
+            RouteConfig {
+                messages: MessageConfig {
+                    kind: Kind::Json,
+                    max_message_bytes: 1024,
+                    json_max_depth: 4,
+                    stamp_sender: Some("sender".into()),
+                    ..Default::default()
+                },
+                ..route("/json", format!("ws://{rec_addr}"), false)
+            },
+            RouteConfig {
+                messages: MessageConfig {
+                    kind: Kind::Text,
+                    ..Default::default()
+                },
+                ..route("/text", format!("ws://{rec_addr}"), false)
+            },
+            RouteConfig {
+                messages: MessageConfig {
+                    connection_messages: Some(Rate {
+                        per_second: 1,
+                        burst: Some(5),
+                    }),
+                    ..Default::default()
+                },
+                ..route("/limited", format!("ws://{rec_addr}"), false)
+            },
+            RouteConfig {
+                messages: MessageConfig {
+                    user_messages: Some(Rate {
+                        per_second: 1,
+                        burst: Some(4),
+                    }),
+                    ..Default::default()
+                },
+                ..route("/user-limited", format!("ws://{rec_addr}"), false)
+            },
             route("/public", format!("ws://{rec_addr}/pub"), true),
             route("/down", format!("ws://{}", closed_port()), false),
             route(
@@ -982,4 +1027,89 @@ async fn graceful_shutdown_closes_with_1001() {
     tokio::time::timeout(Duration::from_secs(10), h.running.wait())
         .await
         .expect("drained in time");
+}
+
+#[tokio::test]
+async fn message_policy_close_codes() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+
+    // JSON route: the sender field is set to the authenticated user, whatever the client wrote.
+    let mut ws = h.connect_as("/json", &token).await;
+    ws.send(Message::text(r#"{"sender":"mallory","text":"hi"}"#))
+        .await
+        .unwrap();
+    let echoed: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(echoed["sender"], "alice");
+    assert_eq!(echoed["text"], "hi");
+    ws.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(next_close(&mut ws).await, (1008, "message refused".into()));
+
+    let mut ws = h.connect_as("/json", &token).await;
+    ws.send(Message::text("[[[[[1]]]]]")).await.unwrap();
+    assert_eq!(
+        next_close(&mut ws).await,
+        (1008, "message refused".into()),
+        "too deep"
+    );
+
+    let mut ws = h.connect_as("/json", &token).await;
+    ws.send(Message::text(format!("\"{}\"", "x".repeat(2000))))
+        .await
+        .unwrap();
+    assert_eq!(next_close(&mut ws).await.0, 1009, "over max_message_bytes");
+
+    let mut ws = h.connect_as("/json", &token).await;
+    ws.send(Message::binary(vec![1u8, 2])).await.unwrap();
+    assert_eq!(next_close(&mut ws).await, (1003, "unsupported data".into()));
+
+    let mut ws = h.connect_as("/text", &token).await;
+    ws.send(Message::text("fine")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "fine");
+    ws.send(Message::binary(vec![0u8])).await.unwrap();
+    assert_eq!(next_close(&mut ws).await.0, 1003);
+
+    // Invalid UTF-8 in a text frame: 1007 (a raw frame, since clients refuse to send one).
+    let mut ws = h.connect_as("/", &token).await;
+    let bad = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        vec![0xffu8, 0xfe],
+        tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode::Data(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    ws.send(Message::Frame(bad)).await.unwrap();
+    assert_eq!(next_close(&mut ws).await.0, 1007);
+}
+
+#[tokio::test]
+async fn rate_limits_close_at_the_edge() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+    // Burst of 5, then 1/s: the 6th message in a quick run is refused (sending 6 short
+    // messages takes far less than the second a new token needs).
+    let mut ws = h.connect_as("/limited", &token).await;
+    for i in 0..5 {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, format!("m{i}"));
+    }
+    ws.send(Message::text("one too many")).await.unwrap();
+    assert_eq!(next_close(&mut ws).await, (1008, "rate limited".into()));
+
+    // Per user, across sockets: two sockets of alice share a burst of 4.
+    let (mut a, mut b) = (
+        h.connect_as("/user-limited", &token).await,
+        h.connect_as("/user-limited", &token).await,
+    );
+    for _ in 0..2 {
+        for ws in [&mut a, &mut b] {
+            ws.send(Message::text("x")).await.unwrap();
+            assert_eq!(next_text(ws).await, "x");
+        }
+    }
+    a.send(Message::text("fifth")).await.unwrap();
+    assert_eq!(next_close(&mut a).await, (1008, "rate limited".into()));
+    let mut bob = h.connect_as("/user-limited", &h.login("bob").await).await;
+    bob.send(Message::text("bob")).await.unwrap();
+    assert_eq!(next_text(&mut bob).await, "bob");
 }

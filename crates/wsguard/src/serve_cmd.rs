@@ -122,6 +122,7 @@ pub async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCo
             public: false,
             allowed_origins: None,
             allow_missing_origin: None,
+            messages: Default::default(),
         });
         if config.gateway.allowed_origins.is_empty() {
             let port = config.gateway.listen.port();

@@ -1,0 +1,609 @@
+//! Message policy: what a client may send once its socket is open.
+//!
+//! Owns the per-route rules applied to every client→upstream data message: the message kind
+//! (any, text only, binary only, or JSON text within a depth bound), sender stamping (in JSON
+//! mode, a configured field of each object message is set to the authenticated user id,
+//! overwriting what the client wrote), and rate limits per connection and per user (token
+//! buckets from `governor`, messages/s and bytes/s with bursts). Size limits are enforced by
+//! the WebSocket codec before allocation (see `server::ws_config_for`). Pure except for the
+//! rate limiters' clock, which is a type parameter so tests drive it exactly.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed, keyed::DefaultKeyedStateStore};
+use governor::{Quota, RateLimiter};
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::reason::CloseReason;
+
+/// Which messages a route accepts from clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Text and binary.
+    #[default]
+    Any,
+    /// Text only (binary → 1003).
+    Text,
+    /// Binary only (text → 1003).
+    Binary,
+    /// Text that is one JSON value within `json_max_depth` (else 1008); binary → 1003.
+    Json,
+}
+
+/// A rate: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained rate per second.
+    pub per_second: u32,
+    /// Bucket size (defaults to one second's worth).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl Rate {
+    fn quota(self) -> Option<Quota> {
+        let per = NonZeroU32::new(self.per_second)?;
+        let burst = NonZeroU32::new(self.burst.unwrap_or(self.per_second))?;
+        Some(Quota::per_second(per).allow_burst(burst))
+    }
+}
+
+/// What to do with a message over a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLimit {
+    /// Close the socket with 1008 `rate limited` (default).
+    #[default]
+    Close,
+    /// Drop the message, keep the socket.
+    Drop,
+}
+
+/// The `[route.messages]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessageConfig {
+    /// Largest message (after reassembly), bytes. Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// Largest single frame, bytes. Default: `max_message_bytes`.
+    pub max_frame_bytes: Option<usize>,
+    /// Accepted kind.
+    pub kind: Kind,
+    /// Deepest nesting in JSON mode.
+    pub json_max_depth: usize,
+    /// JSON mode: set this field of every object message to the user id.
+    pub stamp_sender: Option<String>,
+    /// Messages per connection.
+    pub connection_messages: Option<Rate>,
+    /// Bytes per connection.
+    pub connection_bytes: Option<Rate>,
+    /// Messages per user, across all of the user's sockets on this route.
+    pub user_messages: Option<Rate>,
+    /// Bytes per user.
+    pub user_bytes: Option<Rate>,
+    /// Close or drop when over a limit.
+    pub on_limit: OnLimit,
+}
+
+impl Default for MessageConfig {
+    fn default() -> Self {
+        MessageConfig {
+            max_message_bytes: 64 * 1024,
+            max_frame_bytes: None,
+            kind: Kind::Any,
+            json_max_depth: 32,
+            stamp_sender: None,
+            connection_messages: None,
+            connection_bytes: None,
+            user_messages: None,
+            user_bytes: None,
+            on_limit: OnLimit::Close,
+        }
+    }
+}
+
+impl MessageConfig {
+    /// Checks values that parse but make no sense. `at` names the table in errors.
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        if !(1..=64 << 20).contains(&self.max_message_bytes) {
+            return Err(format!(
+                "{at}.max_message_bytes: must be between 1 and 67108864"
+            ));
+        }
+        if let Some(f) = self.max_frame_bytes
+            && !(1..=self.max_message_bytes).contains(&f)
+        {
+            return Err(format!(
+                "{at}.max_frame_bytes: must be between 1 and max_message_bytes"
+            ));
+        }
+        if !(1..=256).contains(&self.json_max_depth) {
+            return Err(format!("{at}.json_max_depth: must be between 1 and 256"));
+        }
+        if self.stamp_sender.is_some() && self.kind != Kind::Json {
+            return Err(format!("{at}.stamp_sender: needs kind = \"json\""));
+        }
+        if self.stamp_sender.as_deref().is_some_and(str::is_empty) {
+            return Err(format!("{at}.stamp_sender: must not be empty"));
+        }
+        for (key, rate) in [
+            ("connection_messages", self.connection_messages),
+            ("connection_bytes", self.connection_bytes),
+            ("user_messages", self.user_messages),
+            ("user_bytes", self.user_bytes),
+        ] {
+            if let Some(r) = rate
+                && r.quota().is_none()
+            {
+                return Err(format!(
+                    "{at}.{key}: per_second and burst must be more than zero"
+                ));
+            }
+        }
+        for (key, rate) in [
+            ("connection_bytes", self.connection_bytes),
+            ("user_bytes", self.user_bytes),
+        ] {
+            if let Some(r) = rate
+                && (r.burst.unwrap_or(r.per_second) as usize) < self.max_message_bytes
+            {
+                return Err(format!(
+                    "{at}.{key}: burst must be at least max_message_bytes, or a largest message could never pass"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Keyed<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// A route's message policy, shared by its sockets (the per-user buckets live here).
+pub struct RoutePolicy<C: Clock = DefaultClock> {
+    config: MessageConfig,
+    clock: C,
+    user_messages: Option<Keyed<C>>,
+    user_bytes: Option<Keyed<C>>,
+}
+
+impl<C: Clock> std::fmt::Debug for RoutePolicy<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutePolicy")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One socket's view of the policy: its own buckets plus the route's.
+pub struct ConnPolicy<C: Clock = DefaultClock> {
+    route: Arc<RoutePolicy<C>>,
+    user: Option<String>,
+    messages: Option<Direct<C>>,
+    bytes: Option<Direct<C>>,
+}
+
+/// What to do with a client message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward this (possibly rewritten) message.
+    Forward(Message),
+    /// Drop it silently (rate limited with `on_limit = "drop"`).
+    Drop,
+    /// Close the socket.
+    Close(CloseReason),
+}
+
+impl RoutePolicy<DefaultClock> {
+    /// A policy on the real clock.
+    pub fn new(config: MessageConfig) -> Arc<Self> {
+        Self::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RoutePolicy<C> {
+    /// A policy on the given clock.
+    pub fn with_clock(config: MessageConfig, clock: C) -> Arc<Self> {
+        let keyed = |r: Option<Rate>| {
+            r.and_then(Rate::quota)
+                .map(|q| RateLimiter::new(q, DefaultKeyedStateStore::default(), clock.clone()))
+        };
+        Arc::new(RoutePolicy {
+            user_messages: keyed(config.user_messages),
+            user_bytes: keyed(config.user_bytes),
+            config,
+            clock,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MessageConfig {
+        &self.config
+    }
+
+    /// Largest frame accepted.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.config
+            .max_frame_bytes
+            .unwrap_or(self.config.max_message_bytes)
+    }
+
+    /// Per-socket state for a socket of `user` (None on public routes).
+    pub fn connection(self: &Arc<Self>, user: Option<&str>) -> ConnPolicy<C> {
+        let direct = |r: Option<Rate>| {
+            r.and_then(Rate::quota)
+                .map(|q| RateLimiter::direct_with_clock(q, self.clock.clone()))
+        };
+        ConnPolicy {
+            route: Arc::clone(self),
+            user: user.map(str::to_owned),
+            messages: direct(self.config.connection_messages),
+            bytes: direct(self.config.connection_bytes),
+        }
+    }
+
+    /// Forgets per-user buckets that are full again (call now and then).
+    pub fn shrink(&self) {
+        for l in [&self.user_messages, &self.user_bytes]
+            .into_iter()
+            .flatten()
+        {
+            l.retain_recent();
+        }
+    }
+}
+
+/// Nesting depth of a JSON text, counting brackets outside strings; stops early past `limit`.
+fn json_depth_within(text: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+impl<C: Clock + Clone> ConnPolicy<C> {
+    fn rate_ok(&self, len: usize) -> bool {
+        let n = NonZeroU32::new(u32::try_from(len.max(1)).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN);
+        let one_ok = self.messages.as_ref().is_none_or(|l| l.check().is_ok());
+        let bytes_ok = self
+            .bytes
+            .as_ref()
+            .is_none_or(|l| matches!(l.check_n(n), Ok(Ok(()))));
+        let (user_msg_ok, user_bytes_ok) = match &self.user {
+            Some(u) => (
+                self.route
+                    .user_messages
+                    .as_ref()
+                    .is_none_or(|l| l.check_key(u).is_ok()),
+                self.route
+                    .user_bytes
+                    .as_ref()
+                    .is_none_or(|l| matches!(l.check_key_n(u, n), Ok(Ok(())))),
+            ),
+            None => (true, true),
+        };
+        one_ok && bytes_ok && user_msg_ok && user_bytes_ok
+    }
+
+    /// Judges one client data message (text or binary; others are not passed here).
+    pub fn judge(&self, msg: Message) -> Verdict {
+        let cfg = &self.route.config;
+        let len = match &msg {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => 0,
+        };
+        if !self.rate_ok(len) {
+            return match cfg.on_limit {
+                OnLimit::Close => Verdict::Close(CloseReason::RateLimited),
+                OnLimit::Drop => Verdict::Drop,
+            };
+        }
+        match (cfg.kind, &msg) {
+            (Kind::Any, _)
+            | (Kind::Text, Message::Text(_))
+            | (Kind::Binary, Message::Binary(_)) => Verdict::Forward(msg),
+            (Kind::Json, Message::Text(t)) => self
+                .json(t.as_bytes())
+                .map_or_else(Verdict::Close, Verdict::Forward),
+            _ => Verdict::Close(CloseReason::UnsupportedData),
+        }
+    }
+
+    fn json(&self, text: &[u8]) -> Result<Message, CloseReason> {
+        let cfg = &self.route.config;
+        if !json_depth_within(text, cfg.json_max_depth) {
+            return Err(CloseReason::PolicyViolation);
+        }
+        let (Some(field), Some(user)) = (&cfg.stamp_sender, &self.user) else {
+            serde_json::from_slice::<serde::de::IgnoredAny>(text)
+                .map_err(|_| CloseReason::PolicyViolation)?;
+            return Ok(Message::Text(
+                std::str::from_utf8(text)
+                    .map_err(|_| CloseReason::InvalidPayload)?
+                    .to_owned()
+                    .into(),
+            ));
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(text).map_err(|_| CloseReason::PolicyViolation)?;
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert(field.clone(), serde_json::Value::String(user.clone()));
+        }
+        let out = serde_json::to_vec(&value).map_err(|_| CloseReason::PolicyViolation)?;
+        Ok(Message::Binary(Bytes::from(out)).into_text_message())
+    }
+}
+
+trait IntoText {
+    fn into_text_message(self) -> Message;
+}
+
+impl IntoText for Message {
+    /// serde_json output is UTF-8; turn the bytes into a text message without re-validating twice.
+    fn into_text_message(self) -> Message {
+        match self {
+            Message::Binary(b) => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b) {
+                Ok(t) => Message::Text(t),
+                Err(_) => Message::Close(None),
+            },
+            m => m,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn policy(cfg: MessageConfig) -> (Arc<RoutePolicy<FakeRelativeClock>>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (RoutePolicy::with_clock(cfg, clock.clone()), clock)
+    }
+
+    fn text(s: &str) -> Message {
+        Message::text(s)
+    }
+
+    #[test]
+    fn kinds() {
+        let (p, _) = policy(MessageConfig {
+            kind: Kind::Text,
+            ..Default::default()
+        });
+        let c = p.connection(Some("alice"));
+        assert_eq!(c.judge(text("hi")), Verdict::Forward(text("hi")));
+        assert_eq!(
+            c.judge(Message::binary(vec![1u8])),
+            Verdict::Close(CloseReason::UnsupportedData)
+        );
+        let (p, _) = policy(MessageConfig {
+            kind: Kind::Binary,
+            ..Default::default()
+        });
+        assert_eq!(
+            p.connection(None).judge(text("hi")),
+            Verdict::Close(CloseReason::UnsupportedData)
+        );
+    }
+
+    #[test]
+    fn json_mode_and_depth() {
+        let (p, _) = policy(MessageConfig {
+            kind: Kind::Json,
+            json_max_depth: 3,
+            ..Default::default()
+        });
+        let c = p.connection(Some("alice"));
+        for ok in [r#"{"a":[1,{"b":2}]}"#, "1", r#""[[[[""#, "[]"] {
+            assert_eq!(c.judge(text(ok)), Verdict::Forward(text(ok)), "{ok}");
+        }
+        for bad in [
+            r#"{"a":[1,{"b":[2]}]}"#,
+            "{",
+            "nope",
+            r#"{"a":1}{"b":2}"#,
+            "",
+        ] {
+            assert_eq!(
+                c.judge(text(bad)),
+                Verdict::Close(CloseReason::PolicyViolation),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            c.judge(Message::binary(vec![b'1'])),
+            Verdict::Close(CloseReason::UnsupportedData)
+        );
+        let deep = "[".repeat(100_000);
+        assert_eq!(
+            c.judge(text(&deep)),
+            Verdict::Close(CloseReason::PolicyViolation)
+        );
+    }
+
+    #[test]
+    fn sender_is_stamped_over_what_the_client_wrote() {
+        let cfg = MessageConfig {
+            kind: Kind::Json,
+            stamp_sender: Some("sender".into()),
+            ..Default::default()
+        };
+        let (p, _) = policy(cfg);
+        let c = p.connection(Some("alice"));
+        let Verdict::Forward(Message::Text(t)) = c.judge(text(r#"{"sender":"bob","msg":"hi"}"#))
+        else {
+            panic!("not forwarded")
+        };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        assert_eq!(v["sender"], "alice");
+        assert_eq!(v["msg"], "hi");
+        // Non-object JSON passes unchanged.
+        assert_eq!(c.judge(text("[1]")), Verdict::Forward(text("[1]")));
+    }
+
+    #[test]
+    fn connection_rate_limit_edges() {
+        let cfg = MessageConfig {
+            connection_messages: Some(Rate {
+                per_second: 10,
+                burst: Some(3),
+            }),
+            ..Default::default()
+        };
+        let (p, clock) = policy(cfg);
+        let c = p.connection(Some("alice"));
+        for _ in 0..3 {
+            assert_eq!(c.judge(text("x")), Verdict::Forward(text("x")));
+        }
+        assert_eq!(
+            c.judge(text("x")),
+            Verdict::Close(CloseReason::RateLimited),
+            "burst exhausted"
+        );
+        clock.advance(Duration::from_millis(99));
+        assert_eq!(
+            c.judge(text("x")),
+            Verdict::Close(CloseReason::RateLimited),
+            "1 ms before a token"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            c.judge(text("x")),
+            Verdict::Forward(text("x")),
+            "one token per 100 ms"
+        );
+    }
+
+    #[test]
+    fn byte_rate_and_drop_action() {
+        let cfg = MessageConfig {
+            max_message_bytes: 10,
+            connection_bytes: Some(Rate {
+                per_second: 10,
+                burst: Some(10),
+            }),
+            on_limit: OnLimit::Drop,
+            ..Default::default()
+        };
+        cfg.validate("route[0].messages").unwrap();
+        let (p, clock) = policy(cfg);
+        let c = p.connection(None);
+        assert_eq!(c.judge(text("123456")), Verdict::Forward(text("123456")));
+        assert_eq!(c.judge(text("12345")), Verdict::Drop, "6 + 5 > 10");
+        assert_eq!(c.judge(text("1234")), Verdict::Forward(text("1234")));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            c.judge(text("1234567890")),
+            Verdict::Forward(text("1234567890"))
+        );
+    }
+
+    #[test]
+    fn user_limit_is_shared_across_sockets() {
+        let cfg = MessageConfig {
+            user_messages: Some(Rate {
+                per_second: 1,
+                burst: Some(2),
+            }),
+            ..Default::default()
+        };
+        let (p, _) = policy(cfg);
+        let (a, b, other) = (
+            p.connection(Some("alice")),
+            p.connection(Some("alice")),
+            p.connection(Some("bob")),
+        );
+        assert!(matches!(a.judge(text("1")), Verdict::Forward(_)));
+        assert!(matches!(b.judge(text("2")), Verdict::Forward(_)));
+        assert_eq!(a.judge(text("3")), Verdict::Close(CloseReason::RateLimited));
+        assert!(
+            matches!(other.judge(text("x")), Verdict::Forward(_)),
+            "per user"
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let bad = [
+            (
+                MessageConfig {
+                    max_message_bytes: 0,
+                    ..Default::default()
+                },
+                "max_message_bytes",
+            ),
+            (
+                MessageConfig {
+                    max_frame_bytes: Some(1 << 20),
+                    ..Default::default()
+                },
+                "max_frame_bytes",
+            ),
+            (
+                MessageConfig {
+                    stamp_sender: Some("s".into()),
+                    ..Default::default()
+                },
+                "stamp_sender",
+            ),
+            (
+                MessageConfig {
+                    connection_messages: Some(Rate {
+                        per_second: 0,
+                        burst: None,
+                    }),
+                    ..Default::default()
+                },
+                "connection_messages",
+            ),
+            (
+                MessageConfig {
+                    user_bytes: Some(Rate {
+                        per_second: 100,
+                        burst: None,
+                    }),
+                    ..Default::default()
+                },
+                "user_bytes",
+            ),
+        ];
+        for (cfg, key) in bad {
+            let e = cfg.validate("route[0].messages").unwrap_err();
+            assert!(e.starts_with(&format!("route[0].messages.{key}")), "{e}");
+        }
+    }
+}
