@@ -66,6 +66,33 @@ where
     .await;
 }
 
+fn going_away() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Away,
+        reason: "client gone".into(),
+    }
+}
+
+/// Closes `upstream` (1001) and forwards its remaining data messages to `client` until the
+/// upstream's close arrives, bounded by [`CLOSE_GRACE`].
+async fn close_relaying<C, U>(upstream: &mut WebSocketStream<U>, client: &mut WebSocketStream<C>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if upstream.close(Some(going_away())).await.is_err() {
+            return;
+        }
+        while let Some(Ok(m)) = upstream.next().await {
+            if (m.is_text() || m.is_binary()) && client.send(m).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 /// Relays until the end. `stop` fires when the gateway wants the socket closed; `judge` decides
 /// on every client data message (message policy, activity tracking).
 pub async fn relay<C, U>(
@@ -118,25 +145,26 @@ where
                     return Ended::ByClient(code);
                 }
                 Some(Err(e)) => {
-                    let reason = error_reason(&e);
-                    if let Some(reason) = reason {
-                        close_and_drain(&mut client, Some(frame(reason))).await;
-                    }
-                    close_and_drain(&mut upstream, Some(CloseFrame { code: CloseCode::Away, reason: "client gone".into() })).await;
-                    return match reason {
-                        Some(r) => Ended::ByGateway(r),
-                        None => Ended::ByClient(None),
+                    let Some(reason) = error_reason(&e) else {
+                        close_and_drain(&mut upstream, Some(going_away())).await;
+                        return Ended::ByClient(None);
                     };
+                    // Replies to what the client sent before its fault are still delivered
+                    // (as the upstream itself would have): close the upstream first, relay what
+                    // it sends until its close arrives, then close the client.
+                    close_relaying(&mut upstream, &mut client).await;
+                    close_and_drain(&mut client, Some(frame(reason))).await;
+                    return Ended::ByGateway(reason);
                 }
                 None => {
-                    close_and_drain(&mut upstream, Some(CloseFrame { code: CloseCode::Away, reason: "client gone".into() })).await;
+                    close_and_drain(&mut upstream, Some(going_away())).await;
                     return Ended::ByClient(None);
                 }
             },
             msg = upstream.next() => match msg {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                     if client.send(m).await.is_err() {
-                        close_and_drain(&mut upstream, Some(CloseFrame { code: CloseCode::Away, reason: "client gone".into() })).await;
+                        close_and_drain(&mut upstream, Some(going_away())).await;
                         return Ended::ByClient(None);
                     }
                 }

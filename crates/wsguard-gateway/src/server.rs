@@ -89,7 +89,9 @@ pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_write_buffer_size(1 << 20)
+        // One whole frame must fit the write buffer (tungstenite serialises a frame before
+        // writing it); the buffer only grows as large as the frames that pass through.
+        .max_write_buffer_size((64 << 20) + 64)
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(16 << 20))
 }
