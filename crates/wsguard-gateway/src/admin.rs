@@ -3,6 +3,7 @@
 //! Owns these endpoints, through which any backend logs users in and out:
 //! - `GET /healthz` (no token): the process is up;
 //! - `GET /readyz` (no token): the session store answers;
+//! - `GET /metrics` (no token): Prometheus/OpenMetrics text (counts only, no user data);
 //! - `POST /sessions` `{"user": "...", "data": {...}}` → the cookie value and a ready `Set-Cookie`;
 //! - `DELETE /sessions/{sid}`: revoke one session (its live sockets close with 1008);
 //! - `DELETE /users/{uid}/sessions`: revoke every session of a user;
@@ -123,6 +124,16 @@ impl Admin {
                 return json_response(StatusCode::OK, json!({"status": "ok"}));
             }
             (&Method::GET, "/readyz") => return self.ready().await,
+            (&Method::GET, "/metrics") => {
+                let mut r = Response::new(Full::new(Bytes::from(self.gateway.metrics.render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                return r;
+            }
             _ => {}
         }
         if !self.authorized(&req) {

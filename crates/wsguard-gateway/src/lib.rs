@@ -12,6 +12,7 @@ pub mod config;
 pub mod cookie;
 pub mod echo;
 pub mod handshake;
+pub mod metrics;
 pub mod origin;
 pub mod policy;
 pub mod reason;
@@ -143,6 +144,7 @@ pub async fn start(
         registry: registry.clone(),
         settings: settings.gateway.clone(),
         shutdown: shutdown.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
     });
     let admin_state = Arc::new(admin::Admin::new(Arc::clone(&gateway), admin_token));
     let admin = tokio::spawn(admin_state.serve(admin));

@@ -20,6 +20,9 @@ use crate::reason::CloseReason;
 /// Identifies one proxied socket.
 pub type ConnId = u64;
 
+/// A request to close a socket: why, and since when (for the revocation latency metric).
+pub type CloseRequest = (CloseReason, std::time::Instant);
+
 /// What the registry knows about a socket (for the admin API's listing).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConnInfo {
@@ -40,7 +43,7 @@ pub struct ConnInfo {
 struct Entry {
     info: ConnInfo,
     created: u64,
-    close: Option<oneshot::Sender<CloseReason>>,
+    close: Option<oneshot::Sender<CloseRequest>>,
 }
 
 #[derive(Default)]
@@ -113,7 +116,7 @@ impl Registry {
         peer: SocketAddr,
         route: &str,
         now: u64,
-    ) -> (Registration, oneshot::Receiver<CloseReason>) {
+    ) -> (Registration, oneshot::Receiver<CloseRequest>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let info = ConnInfo {
@@ -164,10 +167,11 @@ impl Registry {
     }
 
     fn signal(inner: &mut Inner, ids: &[ConnId], reason: CloseReason) -> usize {
+        let now = std::time::Instant::now();
         let mut n = 0;
         for id in ids {
             if let Some(tx) = inner.conns.get_mut(id).and_then(|e| e.close.take())
-                && tx.send(reason).is_ok()
+                && tx.send((reason, now)).is_ok()
             {
                 n += 1;
             }

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::metrics::Metrics;
 use crate::policy::Verdict;
 use crate::reason::CloseReason;
 
@@ -98,7 +99,8 @@ where
 pub async fn relay<C, U>(
     mut client: WebSocketStream<C>,
     mut upstream: WebSocketStream<U>,
-    stop: oneshot::Receiver<CloseReason>,
+    stop: oneshot::Receiver<crate::registry::CloseRequest>,
+    metrics: &Metrics,
     expires_in: Option<Duration>,
     mut judge: impl FnMut(Message) -> Verdict,
 ) -> Ended
@@ -117,23 +119,25 @@ where
     loop {
         tokio::select! {
             biased;
-            reason = &mut stop => {
-                let reason = reason.unwrap_or(CloseReason::Shutdown);
-                return gateway_close(client, upstream, reason).await;
+            request = &mut stop => {
+                let (reason, asked) = request.unwrap_or((CloseReason::Shutdown, std::time::Instant::now()));
+                return gateway_close(client, upstream, reason, Some((asked, metrics))).await;
             }
             () = &mut expiry => {
-                return gateway_close(client, upstream, CloseReason::SessionExpired).await;
+                return gateway_close(client, upstream, CloseReason::SessionExpired, None).await;
             }
             msg = client.next() => match msg {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => match judge(m) {
                     Verdict::Forward(m) => {
+                        metrics.messages_up.inc();
+                        metrics.bytes_up.inc_by(m.len() as u64);
                         if upstream.send(m).await.is_err() {
                             close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
                             return Ended::ByGateway(CloseReason::UpstreamLost);
                         }
                     }
                     Verdict::Drop => {}
-                    Verdict::Close(reason) => return gateway_close(client, upstream, reason).await,
+                    Verdict::Close(reason) => return gateway_close(client, upstream, reason, None).await,
                 },
                 // Pings are answered by the client-side codec; pongs need nothing.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -163,6 +167,8 @@ where
             },
             msg = upstream.next() => match msg {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    metrics.messages_down.inc();
+                    metrics.bytes_down.inc_by(m.len() as u64);
                     if client.send(m).await.is_err() {
                         close_and_drain(&mut upstream, Some(going_away())).await;
                         return Ended::ByClient(None);
@@ -188,14 +194,30 @@ async fn gateway_close<C, U>(
     mut client: WebSocketStream<C>,
     mut upstream: WebSocketStream<U>,
     reason: CloseReason,
+    revoked_at: Option<(std::time::Instant, &Metrics)>,
 ) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    // The client's close frame first: that is the moment a revocation takes effect.
+    let sent = tokio::time::timeout(CLOSE_GRACE, client.close(Some(frame(reason)))).await;
+    if let (Ok(Ok(())), Some((asked, metrics))) = (sent, revoked_at)
+        && reason == CloseReason::SessionRevoked
+    {
+        metrics
+            .revocation_close
+            .observe(asked.elapsed().as_secs_f64());
+    }
+    let drain_client = async {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = client.next().await {}
+        })
+        .await;
+    };
     tokio::join!(
-        close_and_drain(&mut client, Some(frame(reason))),
-        close_and_drain(&mut upstream, Some(frame(reason))),
+        drain_client,
+        close_and_drain(&mut upstream, Some(frame(reason)))
     );
     Ended::ByGateway(reason)
 }

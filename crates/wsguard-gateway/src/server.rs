@@ -54,6 +54,7 @@ pub struct Gateway {
     pub(crate) registry: Registry,
     pub(crate) settings: GatewayConfig,
     pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -261,7 +262,10 @@ impl Gateway {
         }
         match self.upgrade(req, peer).await {
             Ok(r) => r,
-            Err(refusal) => refuse(refusal, peer, &path),
+            Err(refusal) => {
+                self.metrics.refused(refusal);
+                refuse(refusal, peer, &path)
+            }
         }
     }
 
@@ -400,6 +404,7 @@ impl Gateway {
             }
         }
 
+        self.metrics.accepted();
         let on_upgrade = hyper::upgrade::on(&mut req);
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -509,7 +514,8 @@ impl Gateway {
         let mut next_touch = Instant::now() + touch_every;
         let sessions = self.sessions.clone();
         let policy = messages.connection(uid.as_deref());
-        let ended = relay(client, upstream, stop, expires_in, |msg| {
+        self.metrics.open.inc();
+        let ended = relay(client, upstream, stop, &self.metrics, expires_in, |msg| {
             let verdict = policy.judge(msg);
             let Some(s) = session.as_mut() else {
                 return verdict;
@@ -529,6 +535,12 @@ impl Gateway {
             verdict
         })
         .await;
+        self.metrics.open.dec();
+        match &ended {
+            Ended::ByGateway(r) => self.metrics.closed_by_gateway(*r),
+            Ended::ByClient(code) => self.metrics.closed(*code, "client"),
+            Ended::ByUpstream(code) => self.metrics.closed(*code, "upstream"),
+        }
         if let Ended::ByGateway(reason) = &ended {
             tracing::info!(
                 event = "closed_by_gateway",

@@ -470,20 +470,26 @@ async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
-/// Waits for a close frame; returns (code, reason).
+/// Waits for a close frame, completes the closing handshake; returns (code, reason).
 async fn next_close(ws: &mut Ws) -> (u16, String) {
-    loop {
+    let got = loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
             .expect("no close in time")
         {
-            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
-            Some(Ok(Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) => break (1005, String::new()),
             Some(Ok(_)) => {}
             Some(Err(e)) => panic!("error instead of close: {e}"),
             None => panic!("ended without a close frame"),
         }
-    }
+    };
+    // Polling on sends the close reply and sees the end of the stream.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while ws.next().await.is_some() {}
+    })
+    .await;
+    got
 }
 
 #[tokio::test]
@@ -953,6 +959,26 @@ async fn revocation_closes_live_sockets() {
         2,
         "{closes:?}"
     );
+
+    // Metrics, read while bob's socket is still open.
+    let m = h
+        .http
+        .raw(
+            h.running.admin_addr,
+            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
+    assert_eq!(m.status, 200);
+    for needle in [
+        "wsguard_open_connections 1",
+        r#"wsguard_handshakes_total{outcome="accepted",reason="ok"} 3"#,
+        r#"wsguard_closes_total{code="1008",reason="session_revoked"} 2"#,
+        r#"wsguard_messages_total{direction="client_to_upstream"} 5"#,
+        r#"wsguard_messages_total{direction="upstream_to_client"} 5"#,
+        "wsguard_revocation_close_seconds_count 2",
+    ] {
+        assert!(m.body.contains(needle), "{needle} missing in\n{}", m.body);
+    }
 }
 
 #[tokio::test]

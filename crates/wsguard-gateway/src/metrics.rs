@@ -1,0 +1,173 @@
+//! Prometheus metrics, served as text at `/metrics` on the admin listener.
+//!
+//! Owns the metric set: open connections, handshakes by outcome and reason, messages and bytes
+//! relayed by direction, closes by code and reason, and the revocation → close latency
+//! histogram. Labels come only from the reason table (`reason.rs`) and fixed words, never from
+//! requests, so cardinality is bounded. Hot-path counters are plain atomics obtained once.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::reason::{CloseReason, Refusal};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Proxied sockets open now.
+    pub open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    handshakes: Family<Labels, Counter>,
+    closes: Family<Labels, Counter>,
+    /// Client → upstream messages.
+    pub messages_up: Counter<u64, AtomicU64>,
+    /// Upstream → client messages.
+    pub messages_down: Counter<u64, AtomicU64>,
+    /// Client → upstream payload bytes.
+    pub bytes_up: Counter<u64, AtomicU64>,
+    /// Upstream → client payload bytes.
+    pub bytes_down: Counter<u64, AtomicU64>,
+    /// Seconds from a revocation reaching the gateway to the close frame being written.
+    pub revocation_close: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh metric set.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("wsguard");
+        let open = Gauge::default();
+        let handshakes = Family::<Labels, Counter>::default();
+        let closes = Family::<Labels, Counter>::default();
+        let messages = Family::<Labels, Counter>::default();
+        let bytes = Family::<Labels, Counter>::default();
+        let revocation_close = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "open_connections",
+            "Proxied WebSocket connections open now",
+            open.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "Upgrade requests by outcome and reason",
+            handshakes.clone(),
+        );
+        registry.register(
+            "closes",
+            "Closed proxied connections by close code and reason",
+            closes.clone(),
+        );
+        registry.register(
+            "messages",
+            "Data messages relayed, by direction",
+            messages.clone(),
+        );
+        registry.register(
+            "bytes",
+            "Payload bytes relayed, by direction",
+            bytes.clone(),
+        );
+        registry.register(
+            "revocation_close_seconds",
+            "From a revocation reaching the gateway to the close frame written to the client",
+            revocation_close.clone(),
+        );
+        let dir = |d: &str| vec![("direction", d.to_owned())];
+        Metrics {
+            messages_up: messages.get_or_create_owned(&dir("client_to_upstream")),
+            messages_down: messages.get_or_create_owned(&dir("upstream_to_client")),
+            bytes_up: bytes.get_or_create_owned(&dir("client_to_upstream")),
+            bytes_down: bytes.get_or_create_owned(&dir("upstream_to_client")),
+            registry,
+            open,
+            handshakes,
+            closes,
+            revocation_close,
+        }
+    }
+
+    /// Counts an accepted handshake.
+    pub fn accepted(&self) {
+        self.handshakes
+            .get_or_create(&vec![
+                ("outcome", "accepted".into()),
+                ("reason", "ok".into()),
+            ])
+            .inc();
+    }
+
+    /// Counts a refused handshake.
+    pub fn refused(&self, r: Refusal) {
+        self.handshakes
+            .get_or_create(&vec![
+                ("outcome", "refused".into()),
+                ("reason", r.code().into()),
+            ])
+            .inc();
+    }
+
+    /// Counts a close: by the gateway (its reason), or by a peer (`client` / `upstream`).
+    pub fn closed(&self, code: Option<u16>, reason: &'static str) {
+        let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        self.closes
+            .get_or_create(&vec![("code", code), ("reason", reason.into())])
+            .inc();
+    }
+
+    /// Counts a gateway close.
+    pub fn closed_by_gateway(&self, r: CloseReason) {
+        self.closed(Some(r.close_code()), r.code());
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.accepted();
+        m.refused(Refusal::OriginNotAllowed);
+        m.closed_by_gateway(CloseReason::SessionRevoked);
+        m.messages_up.inc();
+        m.bytes_down.inc_by(5);
+        m.revocation_close.observe(0.0001);
+        let text = m.render();
+        for needle in [
+            "wsguard_open_connections 0",
+            r#"wsguard_handshakes_total{outcome="refused",reason="origin_not_allowed"} 1"#,
+            r#"wsguard_closes_total{code="1008",reason="session_revoked"} 1"#,
+            r#"wsguard_messages_total{direction="client_to_upstream"} 1"#,
+            r#"wsguard_bytes_total{direction="upstream_to_client"} 5"#,
+            "wsguard_revocation_close_seconds_count 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}
