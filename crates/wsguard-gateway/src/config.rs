@@ -40,6 +40,26 @@ pub struct GatewayConfig {
     pub ticket_ttl: Duration,
     /// Forward wsguard's session cookie to the upstream. Off by default.
     pub forward_session_cookie: bool,
+    /// Most proxied sockets at once (0: unlimited). Beyond: 503.
+    pub max_connections: usize,
+    /// Most sockets per client address (0: unlimited). Beyond: 429.
+    pub max_connections_per_ip: usize,
+    /// Most sockets per user (0: unlimited). Beyond: 429.
+    pub max_connections_per_user: usize,
+    /// Proxies whose `X-Forwarded-For` is believed for the client address.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Close after this long without a data message either way ("0s": never).
+    #[serde(with = "humantime_serde_secs")]
+    pub idle_timeout: Duration,
+    /// Keepalive ping interval to both peers ("0s": no pings).
+    #[serde(with = "humantime_serde_secs")]
+    pub ping_interval: Duration,
+    /// How long a peer has to answer a ping.
+    #[serde(with = "humantime_serde_secs")]
+    pub pong_timeout: Duration,
+    /// How long a peer has to accept a message (slow readers are closed with 1013).
+    #[serde(with = "humantime_serde_secs")]
+    pub send_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +75,14 @@ impl Default for GatewayConfig {
             max_headers: 64,
             ticket_ttl: Duration::from_secs(30),
             forward_session_cookie: false,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_connections_per_user: 64,
+            trusted_proxies: Vec::new(),
+            idle_timeout: Duration::from_secs(3600),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -235,6 +263,8 @@ pub fn validate(g: &GatewayConfig) -> Result<(), String> {
         ("gateway.handshake_timeout", g.handshake_timeout),
         ("gateway.upstream_timeout", g.upstream_timeout),
         ("gateway.ticket_ttl", g.ticket_ttl),
+        ("gateway.pong_timeout", g.pong_timeout),
+        ("gateway.send_timeout", g.send_timeout),
     ];
     for (key, d) in nonzero {
         if d.is_zero() {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod cookie;
 pub mod echo;
 pub mod handshake;
+pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
@@ -145,6 +146,11 @@ pub async fn start(
         settings: settings.gateway.clone(),
         shutdown: shutdown.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
+        limits: limits::Limits::new(limits::LimitConfig {
+            global: settings.gateway.max_connections,
+            per_ip: settings.gateway.max_connections_per_ip,
+            per_user: settings.gateway.max_connections_per_user,
+        }),
     });
     let admin_state = Arc::new(admin::Admin::new(Arc::clone(&gateway), admin_token));
     let admin = tokio::spawn(admin_state.serve(admin));

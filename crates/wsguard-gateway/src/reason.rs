@@ -49,8 +49,12 @@ pub enum Refusal {
     StoreUnavailable,
     /// No route for this path.
     NoRoute,
-    /// Too many connections (global or per client address / per user).
+    /// Too many connections on the whole gateway.
     TooManyConnections,
+    /// Too many connections from this client address.
+    TooManyFromClient,
+    /// Too many connections of this user.
+    TooManyForUser,
     /// The gateway is shutting down.
     ShuttingDown,
     /// The upstream refused the connection or did not answer 101.
@@ -72,6 +76,7 @@ impl Refusal {
             OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => 403,
             NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => 401,
             StoreUnavailable | ShuttingDown | TooManyConnections => 503,
+            TooManyFromClient | TooManyForUser => 429,
             NoRoute => 404,
             UpstreamFailed => 502,
             UpstreamTimeout => 504,
@@ -112,6 +117,8 @@ impl Refusal {
             StoreUnavailable => "store_unavailable",
             NoRoute => "no_route",
             TooManyConnections => "too_many_connections",
+            TooManyFromClient => "too_many_from_client",
+            TooManyForUser => "too_many_for_user",
             ShuttingDown => "shutting_down",
             UpstreamFailed => "upstream_failed",
             UpstreamTimeout => "upstream_timeout",
@@ -134,7 +141,7 @@ impl Refusal {
             NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => "unauthenticated\n",
             StoreUnavailable => "session store unavailable\n",
             NoRoute => "not found\n",
-            TooManyConnections => "too many connections\n",
+            TooManyConnections | TooManyFromClient | TooManyForUser => "too many connections\n",
             ShuttingDown => "shutting down\n",
             UpstreamFailed => "bad gateway\n",
             UpstreamTimeout => "gateway timeout\n",
@@ -179,6 +186,8 @@ impl Refusal {
             StoreUnavailable,
             NoRoute,
             TooManyConnections,
+            TooManyFromClient,
+            TooManyForUser,
             ShuttingDown,
             UpstreamFailed,
             UpstreamTimeout,
@@ -210,8 +219,10 @@ pub enum CloseReason {
     UnsupportedData,
     /// Rate limit exceeded.
     RateLimited,
-    /// No traffic within the idle timeout, or no pong in time.
+    /// No data message within the idle timeout.
     Idle,
+    /// A peer did not answer a keepalive ping in time (half-open connection).
+    NoPong,
     /// The peer could not keep up (buffers full).
     Overloaded,
 }
@@ -221,7 +232,7 @@ impl CloseReason {
     pub fn close_code(self) -> u16 {
         use CloseReason::*;
         match self {
-            SessionRevoked | SessionExpired | PolicyViolation | RateLimited | Idle => 1008,
+            SessionRevoked | SessionExpired | PolicyViolation | RateLimited | Idle | NoPong => 1008,
             UpstreamLost => 1011,
             Shutdown => 1001,
             ProtocolError => 1002,
@@ -247,6 +258,7 @@ impl CloseReason {
             UnsupportedData => "unsupported data",
             RateLimited => "rate limited",
             Idle => "idle timeout",
+            NoPong => "pong timeout",
             Overloaded => "try again later",
         }
     }
@@ -266,12 +278,13 @@ impl CloseReason {
             UnsupportedData => "unsupported_data",
             RateLimited => "rate_limited",
             Idle => "idle",
+            NoPong => "pong_timeout",
             Overloaded => "overloaded",
         }
     }
 
     /// Every close reason.
-    pub fn all() -> [CloseReason; 12] {
+    pub fn all() -> [CloseReason; 13] {
         use CloseReason::*;
         [
             SessionRevoked,
@@ -285,6 +298,7 @@ impl CloseReason {
             UnsupportedData,
             RateLimited,
             Idle,
+            NoPong,
             Overloaded,
         ]
     }

@@ -7,7 +7,7 @@
 //! client that vanishes gives the upstream 1001. It must not decide policy: the close reasons it
 //! sends come from [`CloseReason`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -94,14 +94,40 @@ where
     .await;
 }
 
+/// Liveness and backpressure settings of a relayed socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Close (1008 `idle timeout`) after this long without a data message in either direction.
+    pub idle: Option<Duration>,
+    /// Ping both peers this often.
+    pub ping: Option<Duration>,
+    /// A peer that has not answered a ping within this is gone (half-open): close both sides.
+    pub pong: Duration,
+    /// A peer that does not accept a message within this is too slow: close it (1013). Until
+    /// then the other side is simply not read (bounded buffers, natural backpressure).
+    pub send: Duration,
+}
+
+/// How often liveness is checked, given the timing.
+fn tick_period(t: &Timing) -> Option<Duration> {
+    let candidates = [t.ping, t.idle.map(|i| i / 4)];
+    candidates
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| d.max(Duration::from_millis(10)))
+}
+
 /// Relays until the end. `stop` fires when the gateway wants the socket closed; `judge` decides
 /// on every client data message (message policy, activity tracking).
+#[allow(clippy::too_many_arguments)] // each is a distinct input of one relay; a struct would only rename them
 pub async fn relay<C, U>(
     mut client: WebSocketStream<C>,
     mut upstream: WebSocketStream<U>,
     stop: oneshot::Receiver<crate::registry::CloseRequest>,
     metrics: &Metrics,
     expires_in: Option<Duration>,
+    timing: Timing,
     mut judge: impl FnMut(Message) -> Verdict,
 ) -> Ended
 where
@@ -116,31 +142,74 @@ where
         }
     };
     let mut expiry = std::pin::pin!(expiry);
+    // Liveness without per-message timers: data messages bump a counter; a ticker notices when
+    // it stopped moving, and sends pings.
+    let period = tick_period(&timing);
+    let mut ticker = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.reset();
+    let start = Instant::now();
+    let (mut activity, mut seen_activity, mut quiet_since) = (0u64, 0u64, start);
+    let (mut next_ping, mut client_pong_due, mut upstream_pong_due) = (
+        timing.ping.map(|p| start + p),
+        None::<Instant>,
+        None::<Instant>,
+    );
     loop {
         tokio::select! {
             biased;
             request = &mut stop => {
-                let (reason, asked) = request.unwrap_or((CloseReason::Shutdown, std::time::Instant::now()));
+                let (reason, asked) = request.unwrap_or((CloseReason::Shutdown, Instant::now()));
                 return gateway_close(client, upstream, reason, Some((asked, metrics))).await;
             }
             () = &mut expiry => {
                 return gateway_close(client, upstream, CloseReason::SessionExpired, None).await;
             }
+            _ = ticker.tick(), if period.is_some() => {
+                let now = Instant::now();
+                if activity != seen_activity {
+                    (seen_activity, quiet_since) = (activity, now);
+                }
+                if timing.idle.is_some_and(|idle| now.duration_since(quiet_since) >= idle) {
+                    return gateway_close(client, upstream, CloseReason::Idle, None).await;
+                }
+                if client_pong_due.is_some_and(|d| now >= d) || upstream_pong_due.is_some_and(|d| now >= d) {
+                    return gateway_close(client, upstream, CloseReason::NoPong, None).await;
+                }
+                if let (Some(p), Some(at)) = (timing.ping, next_ping) && now >= at {
+                    next_ping = Some(now + p);
+                    let ping = || Message::Ping(bytes::Bytes::from_static(b"wsguard"));
+                    let sent = tokio::time::timeout(timing.send, async {
+                        client.send(ping()).await.is_ok() && upstream.send(ping()).await.is_ok()
+                    });
+                    if !matches!(sent.await, Ok(true)) {
+                        return gateway_close(client, upstream, CloseReason::Overloaded, None).await;
+                    }
+                    client_pong_due = client_pong_due.or(Some(now + timing.pong));
+                    upstream_pong_due = upstream_pong_due.or(Some(now + timing.pong));
+                }
+            }
             msg = client.next() => match msg {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => match judge(m) {
                     Verdict::Forward(m) => {
+                        activity += 1;
                         metrics.messages_up.inc();
                         metrics.bytes_up.inc_by(m.len() as u64);
-                        if upstream.send(m).await.is_err() {
-                            close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
-                            return Ended::ByGateway(CloseReason::UpstreamLost);
+                        match tokio::time::timeout(timing.send, upstream.send(m)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => {
+                                close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
+                                return Ended::ByGateway(CloseReason::UpstreamLost);
+                            }
+                            Err(_) => return gateway_close(client, upstream, CloseReason::UpstreamLost, None).await,
                         }
                     }
                     Verdict::Drop => {}
                     Verdict::Close(reason) => return gateway_close(client, upstream, reason, None).await,
                 },
-                // Pings are answered by the client-side codec; pongs need nothing.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                // Pings are answered by the client-side codec.
+                Some(Ok(Message::Pong(_))) => client_pong_due = None,
+                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(f))) => {
                     let code = f.as_ref().map(|f| u16::from(f.code));
                     // The client-side codec has already answered the close; pass it upstream.
@@ -167,14 +236,22 @@ where
             },
             msg = upstream.next() => match msg {
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    activity += 1;
                     metrics.messages_down.inc();
                     metrics.bytes_down.inc_by(m.len() as u64);
-                    if client.send(m).await.is_err() {
-                        close_and_drain(&mut upstream, Some(going_away())).await;
-                        return Ended::ByClient(None);
+                    // A client that does not take the message in time is too slow: while we
+                    // wait, the upstream is not read, so memory stays bounded.
+                    match tokio::time::timeout(timing.send, client.send(m)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            close_and_drain(&mut upstream, Some(going_away())).await;
+                            return Ended::ByClient(None);
+                        }
+                        Err(_) => return gateway_close(client, upstream, CloseReason::Overloaded, None).await,
                     }
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Pong(_))) => upstream_pong_due = None,
+                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(f))) => {
                     let code = f.as_ref().map(|f| u16::from(f.code));
                     let _ = tokio::time::timeout(CLOSE_GRACE, upstream.flush()).await;

@@ -55,6 +55,7 @@ pub struct Gateway {
     pub(crate) settings: GatewayConfig,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) limits: crate::limits::Limits,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -132,7 +133,11 @@ pub(crate) fn refuse(refusal: Refusal, peer: SocketAddr, path: &str) -> Response
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET"));
         }
-        Refusal::StoreUnavailable | Refusal::ShuttingDown | Refusal::TooManyConnections => {
+        Refusal::StoreUnavailable
+        | Refusal::ShuttingDown
+        | Refusal::TooManyConnections
+        | Refusal::TooManyFromClient
+        | Refusal::TooManyForUser => {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
@@ -365,6 +370,18 @@ impl Gateway {
             query
         };
 
+        let client_ip = crate::limits::client_ip(
+            peer.ip(),
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes()),
+            &self.settings.trusted_proxies,
+        );
+        let slot = self
+            .limits
+            .acquire(client_ip, session.as_ref().map(|s| s.uid().as_str()))?;
+
         // Dial the upstream only now that the client has passed every check.
         let url = route.upstream_url(&path, query.as_deref());
         let upstream_req = self
@@ -438,6 +455,7 @@ impl Gateway {
             gateway
                 .run_socket(client, upstream, session, peer, &route_path, &messages)
                 .await;
+            drop(slot);
         });
         Ok(resp)
     }
@@ -515,25 +533,40 @@ impl Gateway {
         let sessions = self.sessions.clone();
         let policy = messages.connection(uid.as_deref());
         self.metrics.open.inc();
-        let ended = relay(client, upstream, stop, &self.metrics, expires_in, |msg| {
-            let verdict = policy.judge(msg);
-            let Some(s) = session.as_mut() else {
-                return verdict;
-            };
-            let now_i = Instant::now();
-            if now_i < next_touch {
-                return verdict;
-            }
-            next_touch = now_i + touch_every;
-            let sessions = sessions.clone();
-            let mut s = s.clone();
-            tokio::spawn(async move {
-                if let Err(e) = sessions.touch_if_due(&mut s, now_secs()).await {
-                    tracing::warn!(error = %e, "cannot record session activity");
+        let opt = |d: Duration| (!d.is_zero()).then_some(d);
+        let timing = crate::relay::Timing {
+            idle: opt(self.settings.idle_timeout),
+            ping: opt(self.settings.ping_interval),
+            pong: self.settings.pong_timeout,
+            send: self.settings.send_timeout,
+        };
+        let ended = relay(
+            client,
+            upstream,
+            stop,
+            &self.metrics,
+            expires_in,
+            timing,
+            |msg| {
+                let verdict = policy.judge(msg);
+                let Some(s) = session.as_mut() else {
+                    return verdict;
+                };
+                let now_i = Instant::now();
+                if now_i < next_touch {
+                    return verdict;
                 }
-            });
-            verdict
-        })
+                next_touch = now_i + touch_every;
+                let sessions = sessions.clone();
+                let mut s = s.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = sessions.touch_if_due(&mut s, now_secs()).await {
+                        tracing::warn!(error = %e, "cannot record session activity");
+                    }
+                });
+                verdict
+            },
+        )
         .await;
         self.metrics.open.dec();
         match &ended {

@@ -124,6 +124,11 @@ async fn recording_upstream() -> (SocketAddr, Recorder) {
                                     (u16::from(f.code), f.reason.to_string())
                                 }));
                         }
+                        Message::Text(t) if t.as_str() == "flood" => {
+                            let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+                            while ws.send(Message::Binary(chunk.clone())).await.is_ok() {}
+                            return;
+                        }
                         Message::Text(t) if t.as_str() == "upstream-close-4002" => {
                             let _ = ws
                                 .close(Some(CloseFrame {
@@ -1138,4 +1143,160 @@ async fn rate_limits_close_at_the_edge() {
     let mut bob = h.connect_as("/user-limited", &h.login("bob").await).await;
     bob.send(Message::text("bob")).await.unwrap();
     assert_eq!(next_text(&mut bob).await, "bob");
+}
+
+fn metric(body: &str, needle: &str) -> bool {
+    body.lines().any(|l| l.starts_with(needle))
+}
+
+#[tokio::test]
+async fn connection_limits_per_ip_and_per_user() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.max_connections_per_ip = 3;
+        s.gateway.max_connections_per_user = 2;
+    })
+    .await;
+    let alice = h.login("alice").await;
+    let a1 = h.connect_as("/", &alice).await;
+    let _a2 = h.connect_as("/", &alice).await;
+    let cookie = format!("{COOKIE}={alice}");
+    assert_eq!(
+        h.refused("/", &[("origin", ORIGIN), ("cookie", &cookie)])
+            .await,
+        429,
+        "per user"
+    );
+    let _b = h.connect_as("/", &h.login("bob").await).await;
+    let carol = format!("{COOKIE}={}", h.login("carol").await);
+    assert_eq!(
+        h.refused("/", &[("origin", ORIGIN), ("cookie", &carol)])
+            .await,
+        429,
+        "per address"
+    );
+    let r = h
+        .http
+        .raw(
+            h.running.public_addr,
+            &h.upgrade_request("/", &format!("Origin: {ORIGIN}\r\nCookie: {carol}\r\n")),
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    // X-Forwarded-For is not believed from an untrusted peer.
+    let spoof = [
+        ("origin", ORIGIN),
+        ("cookie", carol.as_str()),
+        ("x-forwarded-for", "203.0.113.7"),
+    ];
+    assert_eq!(h.refused("/", &spoof).await, 429);
+    // A place frees up when a socket closes.
+    drop(a1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        h.connect("/", &[("origin", ORIGIN), ("cookie", &carol)])
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn trusted_proxy_forwarded_for_is_the_client_address() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.max_connections_per_ip = 1;
+        s.gateway.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let t = format!("{COOKIE}={}", h.login("alice").await);
+    let from = |ip: &'static str| {
+        [
+            ("origin", ORIGIN),
+            ("cookie", t.as_str()),
+            ("x-forwarded-for", ip),
+        ]
+    };
+    let _one = h.connect("/", &from("198.51.100.1")).await.unwrap();
+    let _two = h.connect("/", &from("198.51.100.2")).await.unwrap();
+    assert_eq!(h.refused("/", &from("198.51.100.1")).await, 429);
+}
+
+#[tokio::test]
+async fn idle_sockets_are_closed() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.idle_timeout = Duration::from_millis(300);
+        s.gateway.ping_interval = Duration::ZERO;
+    })
+    .await;
+    let mut ws = h.connect_as("/", &h.login("alice").await).await;
+    assert_eq!(next_close(&mut ws).await, (1008, "idle timeout".into()));
+}
+
+#[tokio::test]
+async fn half_open_clients_are_detected_by_ping() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.idle_timeout = Duration::ZERO;
+        s.gateway.ping_interval = Duration::from_millis(100);
+        s.gateway.pong_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut ws = h.connect_as("/", &h.login("alice").await).await;
+    // Not polling the client means its pongs are never sent: to the gateway it is half-open.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(next_close(&mut ws).await, (1008, "pong timeout".into()));
+    // A client that answers pings stays (its codec answers while it waits for messages).
+    let mut ok = h.connect_as("/", &h.login("bob").await).await;
+    // The codec answers pings while it is polled for messages; it surfaces them too.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, ok.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            other => panic!("nothing but pings for 800 ms, got {other:?}"),
+        }
+    }
+    assert!(pings >= 3, "pinged every 100 ms: {pings}");
+}
+
+#[tokio::test]
+async fn slow_reader_is_closed_and_the_upstream_not_buffered() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.send_timeout = Duration::from_millis(500);
+        s.gateway.ping_interval = Duration::ZERO;
+    })
+    .await;
+    let mut ws = h.connect_as("/", &h.login("alice").await).await;
+    ws.send(Message::text("flood")).await.unwrap();
+    // Do not read: the upstream floods 64 KiB messages; the gateway stops reading it once the
+    // client's socket is full, and closes the client after send_timeout.
+    let mut closed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = h
+            .http
+            .raw(
+                h.running.admin_addr,
+                "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+            )
+            .await;
+        if metric(
+            &m.body,
+            r#"wsguard_closes_total{code="1013",reason="overloaded"} 1"#,
+        ) {
+            let relayed = m
+                .body
+                .lines()
+                .find(|l| l.starts_with(r#"wsguard_bytes_total{direction="upstream_to_client"}"#))
+                .unwrap()
+                .to_owned();
+            let bytes: f64 = relayed.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!(
+                bytes < 64.0 * 1024.0 * 1024.0,
+                "bounded: {bytes} bytes relayed to a client that reads nothing"
+            );
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "slow reader not closed");
 }
