@@ -58,16 +58,12 @@ async fn run(sockets: usize, rounds: usize) {
         gateway: GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             allowed_origins: vec![ORIGIN.into()],
+            // 1,001 sockets from one address: no per-address limit here.
+            max_connections_per_ip: 0,
+            max_connections_per_user: 0,
             ..GatewayConfig::default()
         },
-        routes: vec![RouteConfig {
-            path: "/".into(),
-            upstream: format!("ws://{echo_addr}"),
-            public: false,
-            allowed_origins: None,
-            allow_missing_origin: None,
-            messages: Default::default(),
-        }],
+        routes: vec![RouteConfig::new("/", format!("ws://{echo_addr}"))],
         admin: AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             token_file: "unused".into(),

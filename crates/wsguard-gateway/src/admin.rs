@@ -8,7 +8,10 @@
 //! - `DELETE /sessions/{sid}`: revoke one session (its live sockets close with 1008);
 //! - `DELETE /users/{uid}/sessions`: revoke every session of a user;
 //! - `GET /users/{uid}/sessions`: a user's live sessions;
-//! - `GET /connections`: live proxied sockets.
+//! - `GET /connections`: live proxied sockets;
+//! - `POST /reload`: re-read the configuration (origins, routes, limits, timeouts, keys, TLS
+//!   certificate) without dropping live sockets; an invalid file is refused and the
+//!   configuration in force stays.
 //!
 //! Bodies are bounded; the token is compared in constant time and never logged.
 
@@ -28,6 +31,7 @@ use tokio::net::TcpListener;
 use wsguard_token::{SessionData, SessionId, UserId};
 use zeroize::Zeroizing;
 
+use crate::ReloadError;
 use crate::server::Gateway;
 
 /// Largest admin request body.
@@ -37,7 +41,6 @@ const MAX_BODY: usize = 16 * 1024;
 pub struct Admin {
     gateway: Arc<Gateway>,
     token: Zeroizing<String>,
-    max_age: u64,
 }
 
 impl std::fmt::Debug for Admin {
@@ -73,12 +76,7 @@ fn now() -> u64 {
 impl Admin {
     /// Admin state over a gateway, with the bearer token.
     pub fn new(gateway: Arc<Gateway>, token: Zeroizing<String>) -> Admin {
-        let max_age = gateway.sessions.verifier().policy().max_age;
-        Admin {
-            gateway,
-            token,
-            max_age,
-        }
+        Admin { gateway, token }
     }
 
     /// Serves until the gateway shuts down.
@@ -153,6 +151,20 @@ impl Admin {
                 StatusCode::OK,
                 json!({ "connections": self.gateway.registry.list() }),
             ),
+            (&Method::POST, ["reload"]) => match self.gateway.reload() {
+                Ok(restart_required) => json_response(
+                    StatusCode::OK,
+                    json!({ "reloaded": true, "restart_required": restart_required }),
+                ),
+                Err(ReloadError::NotConfigured) => error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "this gateway was started without a configuration file to reload",
+                ),
+                Err(ReloadError::Invalid(e)) => json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({ "reloaded": false, "error": e, "note": "the configuration in force is unchanged" }),
+                ),
+            },
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
     }
@@ -203,9 +215,10 @@ impl Admin {
         };
         match self.gateway.sessions.issue(uid, data, now()).await {
             Ok(issued) => {
+                let max_age = self.gateway.sessions.verifier().policy().max_age;
                 let set_cookie = format!(
                     "{}={}; Max-Age={}; Path=/; HttpOnly; Secure; SameSite=Lax",
-                    self.gateway.cookie_name, issued.token, self.max_age
+                    self.gateway.cookie_name, issued.token, max_age
                 );
                 json_response(
                     StatusCode::CREATED,

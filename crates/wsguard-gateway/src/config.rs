@@ -1,8 +1,9 @@
 //! Gateway settings: the `[gateway]`, `[[route]]` and `[admin]` sections of `wsguard.toml`.
 //!
-//! Owns their shape, defaults and validation into [`Settings`] (parsed origins, upstream URLs,
-//! bounded durations). Errors name the key. It must not open sockets or files (the admin token
-//! file is read by the caller).
+//! Owns their shape, defaults and validation into [`Route`]s (parsed origins, upstream URLs,
+//! bounded durations). Errors name the key, and validation reports every error it finds, one
+//! per line. It must not open sockets or files (TLS files are read by [`crate::tls`], the admin
+//! token file by the caller).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ pub struct GatewayConfig {
     /// How long a peer has to accept a message (slow readers are closed with 1013).
     #[serde(with = "humantime_serde_secs")]
     pub send_timeout: Duration,
+    /// `[gateway.tls]`: terminate `wss://` with this certificate. Off by default (put wsguard
+    /// behind a TLS terminator, or set this).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +87,7 @@ impl Default for GatewayConfig {
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -107,6 +112,25 @@ pub struct RouteConfig {
     /// `[route.messages]`: what clients may send.
     #[serde(default)]
     pub messages: crate::policy::MessageConfig,
+    /// PEM CA certificates that a `wss://` upstream's certificate must chain to (instead of the
+    /// system's roots).
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+}
+
+impl RouteConfig {
+    /// An authenticated route from `path` to `upstream`, everything else at its default.
+    pub fn new(path: impl Into<String>, upstream: impl Into<String>) -> RouteConfig {
+        RouteConfig {
+            path: path.into(),
+            upstream: upstream.into(),
+            public: false,
+            allowed_origins: None,
+            allow_missing_origin: None,
+            messages: crate::policy::MessageConfig::default(),
+            upstream_ca: None,
+        }
+    }
 }
 
 /// `[admin]`.
@@ -166,6 +190,13 @@ pub struct Route {
     pub origins: OriginPolicy,
     /// The message policy (shared by the route's sockets: per-user buckets).
     pub messages: std::sync::Arc<crate::policy::RoutePolicy>,
+    /// Position of this route in the configuration (for error messages).
+    pub index: usize,
+    /// CA file for a `wss://` upstream (system roots if `None`).
+    pub upstream_ca: Option<PathBuf>,
+    /// TLS client configuration for a `wss://` upstream (set by [`crate::tls`] when the gateway
+    /// builds its state; `None` for `ws://`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Route {
@@ -191,10 +222,32 @@ impl Route {
     }
 }
 
-/// Builds the route table. Errors name the route and key.
+/// Builds the route table. Errors name the route and key; every route's errors are reported,
+/// one per line.
 pub fn routes(gateway: &GatewayConfig, routes: &[RouteConfig]) -> Result<Vec<Route>, String> {
     let mut out = Vec::with_capacity(routes.len());
+    let mut errors = Vec::new();
     for (i, r) in routes.iter().enumerate() {
+        match route(gateway, i, r, &out) {
+            Ok(route) => out.push(route),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    // Longest prefix first.
+    out.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
+    Ok(out)
+}
+
+fn route(
+    gateway: &GatewayConfig,
+    i: usize,
+    r: &RouteConfig,
+    before: &[Route],
+) -> Result<Route, String> {
+    {
         let at = |key: &str| format!("route[{i}].{key}");
         if !r.path.starts_with('/') || r.path.contains(['?', '#']) || r.path.contains("//") {
             return Err(format!(
@@ -241,24 +294,31 @@ pub fn routes(gateway: &GatewayConfig, routes: &[RouteConfig]) -> Result<Vec<Rou
         })?;
         r.messages.validate(&at("messages"))?;
         let messages = crate::policy::RoutePolicy::new(r.messages.clone());
-        if out.iter().any(|o: &Route| o.path == path) {
+        if before.iter().any(|o: &Route| o.path == path) {
             return Err(format!("{}: two routes for {path}", at("path")));
         }
-        out.push(Route {
+        if r.upstream_ca.is_some() && upstream.scheme() != "wss" {
+            return Err(format!(
+                "{}: only meaningful with a wss:// upstream",
+                at("upstream_ca")
+            ));
+        }
+        Ok(Route {
             path,
             upstream,
             public: r.public,
             origins,
             messages,
-        });
+            index: i,
+            upstream_ca: r.upstream_ca.clone(),
+            tls: None,
+        })
     }
-    // Longest prefix first.
-    out.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-    Ok(out)
 }
 
-/// Validates the `[gateway]` numbers.
+/// Validates the `[gateway]` numbers; every error, one per line.
 pub fn validate(g: &GatewayConfig) -> Result<(), String> {
+    let mut errors = Vec::new();
     let nonzero = [
         ("gateway.handshake_timeout", g.handshake_timeout),
         ("gateway.upstream_timeout", g.upstream_timeout),
@@ -268,17 +328,24 @@ pub fn validate(g: &GatewayConfig) -> Result<(), String> {
     ];
     for (key, d) in nonzero {
         if d.is_zero() {
-            return Err(format!("{key}: must be more than zero"));
+            errors.push(format!("{key}: must be more than zero"));
         }
     }
     if g.ticket_ttl > Duration::from_secs(30) {
-        return Err("gateway.ticket_ttl: must be at most 30s".into());
+        errors.push("gateway.ticket_ttl: must be at most 30s".into());
     }
     if !(1024..=1024 * 1024).contains(&g.max_header_bytes) {
-        return Err("gateway.max_header_bytes: must be between 1024 and 1048576".into());
+        errors.push("gateway.max_header_bytes: must be between 1024 and 1048576".into());
     }
     if !(8..=1024).contains(&g.max_headers) {
-        return Err("gateway.max_headers: must be between 8 and 1024".into());
+        errors.push("gateway.max_headers: must be between 8 and 1024".into());
     }
-    Ok(())
+    if let Err(e) = OriginPolicy::new(&g.allowed_origins, g.allow_missing_origin) {
+        errors.push(format!("gateway.allowed_origins: {e}"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
 }

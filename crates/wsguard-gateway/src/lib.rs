@@ -5,7 +5,8 @@
 //! relay, the registry of live sockets that revocations close, and the admin API. Pure policy
 //! (origin, cookie header, handshake, the table of reasons) lives in modules that do no I/O, so
 //! every boundary is tested without a socket. Configuration files and key files are read by the
-//! binary, not here.
+//! binary, not here; what a reload may change is swapped in whole ([`State`]), so a socket or a
+//! handshake never sees half of an old and half of a new configuration.
 
 pub mod admin;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod tickets;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,9 +54,134 @@ pub struct Running {
     public: JoinHandle<()>,
     admin: JoinHandle<()>,
     registry: Registry,
+    gateway: Arc<Gateway>,
+}
+
+/// A fresh configuration for a reload: the gateway's settings and the session verifier (keys,
+/// lifetimes), and what changed that only a restart applies (the caller knows the store and
+/// session mode; the gateway adds its listeners).
+#[derive(Debug)]
+pub struct Reload {
+    /// The new settings.
+    pub settings: Settings,
+    /// The new verifier.
+    pub verifier: wsguard_token::Verifier,
+    /// Keys whose change needs a restart.
+    pub restart_required: Vec<String>,
+}
+
+/// Reads the configuration again (the binary's config file and key file).
+pub type Loader = Arc<dyn Fn() -> Result<Reload, String> + Send + Sync>;
+
+/// Why a reload did not happen. The configuration in force is unchanged either way.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Started without a way to read the configuration again.
+    #[error("no configuration to reload")]
+    NotConfigured,
+    /// The new configuration is invalid (every error, one per line).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a reload can change, swapped in whole: routes (upstreams, origins, message policy),
+/// the ticket endpoint's origins, limits and timeouts, the TLS certificate.
+pub(crate) struct State {
+    pub(crate) routes: Vec<config::Route>,
+    pub(crate) ticket_origins: origin::OriginPolicy,
+    pub(crate) settings: GatewayConfig,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("routes", &self.routes.len())
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validates settings and builds the state they describe, reading the TLS files they name.
+/// Every error is reported, one per line, naming its key.
+pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
+    let mut errors = Vec::new();
+    if let Err(e) = config::validate(&settings.gateway) {
+        errors.push(e);
+    }
+    if settings.routes.is_empty() {
+        errors.push("route: no [[route]] configured: nothing to proxy to".into());
+    }
+    let mut routes = match config::routes(&settings.gateway, &settings.routes) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(e);
+            Vec::new()
+        }
+    };
+    for r in &mut routes {
+        if r.upstream.scheme() == "wss" {
+            let key = format!("route[{}].upstream_ca", r.index);
+            match tls::client_config(&key, r.upstream_ca.as_deref()) {
+                Ok(c) => r.tls = Some(c),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    let tls = match &settings.gateway.tls {
+        None => None,
+        Some(t) => match tls::server_config("gateway.tls", t) {
+            Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+    };
+    let ticket_origins = origin::OriginPolicy::new(
+        &settings.gateway.allowed_origins,
+        settings.gateway.allow_missing_origin,
+    );
+    match (errors.is_empty(), ticket_origins) {
+        (true, Ok(ticket_origins)) => Ok(State {
+            routes,
+            ticket_origins,
+            settings: settings.gateway.clone(),
+            tls,
+        }),
+        // An origin error is already in `errors` (config::validate checks them).
+        _ => Err(errors.join("\n")),
+    }
+}
+
+/// Checks settings as `start` and a reload would, without binding anything: every error, one
+/// per line, naming its key (for `wsguard check-config`).
+pub fn check(settings: &Settings) -> Result<(), String> {
+    build_state(settings).map(|_| ())
+}
+
+fn limit_config(g: &GatewayConfig) -> limits::LimitConfig {
+    limits::LimitConfig {
+        global: g.max_connections,
+        per_ip: g.max_connections_per_ip,
+        per_user: g.max_connections_per_user,
+    }
 }
 
 impl Running {
+    /// Gives the gateway a way to read its configuration again (`POST /reload`, SIGHUP).
+    pub fn set_loader(&self, loader: Loader) {
+        self.gateway.set_loader(loader);
+    }
+
+    /// Reads the configuration again and applies it without dropping live sockets: new
+    /// handshakes see the new routes, origins, limits, timeouts, keys and certificate; open
+    /// sockets keep the message policy they started with. An invalid configuration is refused
+    /// and the one in force stays. Returns the changed keys that need a restart.
+    pub fn reload(&self) -> Result<Vec<String>, ReloadError> {
+        self.gateway.reload()
+    }
+
     /// Starts a graceful shutdown: stop accepting, close every socket with 1001, drain.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -107,18 +234,7 @@ pub async fn start(
     settings: Settings,
     admin_token: Zeroizing<String>,
 ) -> Result<Running, StartError> {
-    config::validate(&settings.gateway).map_err(StartError::Config)?;
-    if settings.routes.is_empty() {
-        return Err(StartError::Config(
-            "route: no [[route]] configured: nothing to proxy to".into(),
-        ));
-    }
-    let routes = config::routes(&settings.gateway, &settings.routes).map_err(StartError::Config)?;
-    let ticket_origins = origin::OriginPolicy::new(
-        &settings.gateway.allowed_origins,
-        settings.gateway.allow_missing_origin,
-    )
-    .map_err(|e| StartError::Config(format!("gateway.allowed_origins: {e}")))?;
+    let state = build_state(&settings).map_err(StartError::Config)?;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -138,23 +254,19 @@ pub async fn start(
     let registry = Registry::new();
     let gateway = Arc::new(Gateway {
         sessions,
-        routes,
-        ticket_origins,
+        state: arc_swap::ArcSwap::from_pointee(state),
         cookie_name: settings.cookie_name.clone(),
+        listeners: (settings.gateway.listen, settings.admin.listen),
         tickets: Tickets::new(settings.gateway.ticket_ttl.as_millis() as u64),
         registry: registry.clone(),
-        settings: settings.gateway.clone(),
         shutdown: shutdown.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
-        limits: limits::Limits::new(limits::LimitConfig {
-            global: settings.gateway.max_connections,
-            per_ip: settings.gateway.max_connections_per_ip,
-            per_user: settings.gateway.max_connections_per_user,
-        }),
+        limits: limits::Limits::new(limit_config(&settings.gateway)),
+        loader: std::sync::Mutex::new(None),
     });
     let admin_state = Arc::new(admin::Admin::new(Arc::clone(&gateway), admin_token));
     let admin = tokio::spawn(admin_state.serve(admin));
-    let public = tokio::spawn(gateway.serve(public));
+    let public = tokio::spawn(Arc::clone(&gateway).serve(public));
     Ok(Running {
         public_addr,
         admin_addr,
@@ -162,5 +274,6 @@ pub async fn start(
         public,
         admin,
         registry,
+        gateway,
     })
 }

@@ -24,6 +24,7 @@ pub struct LimitConfig {
 
 #[derive(Default)]
 struct Counts {
+    config: LimitConfig,
     global: usize,
     ip: HashMap<IpAddr, usize>,
     user: HashMap<String, usize>,
@@ -32,15 +33,12 @@ struct Counts {
 /// The counters.
 #[derive(Clone)]
 pub struct Limits {
-    config: LimitConfig,
     counts: Arc<Mutex<Counts>>,
 }
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limits")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Limits").finish_non_exhaustive()
     }
 }
 
@@ -76,15 +74,23 @@ impl Limits {
     /// Counters for these limits.
     pub fn new(config: LimitConfig) -> Limits {
         Limits {
-            config,
-            counts: Arc::default(),
+            counts: Arc::new(Mutex::new(Counts {
+                config,
+                ..Counts::default()
+            })),
         }
+    }
+
+    /// New limits for the next handshakes (on reload). Open sockets keep their places; when a
+    /// limit is lowered below the current count, new sockets wait until enough have closed.
+    pub fn set_config(&self, config: LimitConfig) {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).config = config;
     }
 
     /// Takes a place for a socket from `ip` of `user`, or says which limit is full.
     pub fn acquire(&self, ip: IpAddr, user: Option<&str>) -> Result<Slot, Refusal> {
-        let cfg = self.config;
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let cfg = c.config;
         if cfg.global > 0 && c.global >= cfg.global {
             return Err(Refusal::TooManyConnections);
         }

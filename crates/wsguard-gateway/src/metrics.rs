@@ -25,6 +25,7 @@ pub struct Metrics {
     pub open: Gauge<i64, std::sync::atomic::AtomicI64>,
     handshakes: Family<Labels, Counter>,
     closes: Family<Labels, Counter>,
+    reloads: Family<Labels, Counter>,
     /// Client → upstream messages.
     pub messages_up: Counter<u64, AtomicU64>,
     /// Upstream → client messages.
@@ -56,6 +57,7 @@ impl Metrics {
         let open = Gauge::default();
         let handshakes = Family::<Labels, Counter>::default();
         let closes = Family::<Labels, Counter>::default();
+        let reloads = Family::<Labels, Counter>::default();
         let messages = Family::<Labels, Counter>::default();
         let bytes = Family::<Labels, Counter>::default();
         let revocation_close = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
@@ -68,6 +70,11 @@ impl Metrics {
             "handshakes",
             "Upgrade requests by outcome and reason",
             handshakes.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads by outcome (applied, refused)",
+            reloads.clone(),
         );
         registry.register(
             "closes",
@@ -99,8 +106,16 @@ impl Metrics {
             open,
             handshakes,
             closes,
+            reloads,
             revocation_close,
         }
+    }
+
+    /// Counts a configuration reload (`applied` or `refused`).
+    pub fn reloaded(&self, outcome: &'static str) {
+        self.reloads
+            .get_or_create(&vec![("outcome", outcome.into())])
+            .inc();
     }
 
     /// Counts an accepted handshake.
@@ -158,6 +173,7 @@ mod tests {
         m.messages_up.inc();
         m.bytes_down.inc_by(5);
         m.revocation_close.observe(0.0001);
+        m.reloaded("refused");
         let text = m.render();
         for needle in [
             "wsguard_open_connections 0",
@@ -166,6 +182,7 @@ mod tests {
             r#"wsguard_messages_total{direction="client_to_upstream"} 1"#,
             r#"wsguard_bytes_total{direction="upstream_to_client"} 5"#,
             "wsguard_revocation_close_seconds_count 1",
+            r#"wsguard_reloads_total{outcome="refused"} 1"#,
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

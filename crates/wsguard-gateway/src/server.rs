@@ -24,11 +24,13 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::{WebSocketStream, tungstenite};
 use wsguard_session::{AuthError, Session, Sessions};
 
-use crate::config::{GatewayConfig, Route};
+use arc_swap::ArcSwap;
+
 use crate::reason::{CloseReason, Refusal};
 use crate::registry::Registry;
 use crate::relay::{Ended, relay};
 use crate::tickets::Tickets;
+use crate::{Loader, ReloadError, State};
 use crate::{cookie, handshake};
 
 /// Headers wsguard sets on the upstream handshake; any client-sent header of these names is
@@ -47,21 +49,23 @@ type Body = Full<Bytes>;
 /// Everything the public listener needs.
 pub struct Gateway {
     pub(crate) sessions: Sessions,
-    pub(crate) routes: Vec<Route>,
-    pub(crate) ticket_origins: crate::origin::OriginPolicy,
+    /// What a reload replaces, swapped in whole.
+    pub(crate) state: ArcSwap<State>,
     pub(crate) cookie_name: String,
+    /// Public and admin listen addresses (a change needs a restart).
+    pub(crate) listeners: (SocketAddr, SocketAddr),
     pub(crate) tickets: Tickets,
     pub(crate) registry: Registry,
-    pub(crate) settings: GatewayConfig,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) limits: crate::limits::Limits,
+    pub(crate) loader: std::sync::Mutex<Option<Loader>>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("routes", &self.routes.len())
+            .field("state", &**self.state.load())
             .finish_non_exhaustive()
     }
 }
@@ -188,7 +192,28 @@ impl Gateway {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(Arc::clone(&self).connection(stream, peer));
+                    let state = self.state.load();
+                    match &state.tls {
+                        None => {
+                            tokio::spawn(Arc::clone(&self).connection(stream, peer));
+                        }
+                        Some(acceptor) => {
+                            let accept = acceptor.accept(stream);
+                            let deadline = state.settings.handshake_timeout;
+                            let gateway = Arc::clone(&self);
+                            tokio::spawn(async move {
+                                match tokio::time::timeout(deadline, accept).await {
+                                    Ok(Ok(tls)) => gateway.connection(tls, peer).await,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(peer = %peer, "TLS handshake timed out");
+                                    }
+                                }
+                            });
+                        }
+                    }
                 }
                 () = crate::shutdown_signalled(&mut shutdown) => break,
             }
@@ -196,7 +221,7 @@ impl Gateway {
         drop(listener);
         let asked = self.registry.close_all(CloseReason::Shutdown);
         tracing::info!(event = "shutdown", sockets = asked, "closing sockets");
-        let deadline = Instant::now() + self.settings.drain_timeout;
+        let deadline = Instant::now() + self.state.load().settings.drain_timeout;
         while !self.registry.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -239,8 +264,12 @@ impl Gateway {
         }
     }
 
-    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    async fn connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let io = TokioIo::new(stream);
+        let settings = &self.state.load().settings;
         let gateway = Arc::clone(&self);
         let service = hyper::service::service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
@@ -249,9 +278,9 @@ impl Gateway {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(self.settings.handshake_timeout)
-            .max_buf_size(self.settings.max_header_bytes.max(8192))
-            .max_headers(self.settings.max_headers);
+            .header_read_timeout(settings.handshake_timeout)
+            .max_buf_size(settings.max_header_bytes.max(8192))
+            .max_headers(settings.max_headers);
         if let Err(e) = builder.serve_connection(io, service).with_upgrades().await {
             tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
         }
@@ -285,6 +314,8 @@ impl Gateway {
         }
         let headers = req.headers();
         if let Err(r) = self
+            .state
+            .load()
             .ticket_origins
             .check(headers.get_all(header::ORIGIN).iter().map(|v| v.as_bytes()))
         {
@@ -336,7 +367,9 @@ impl Gateway {
     ) -> Result<Response<Body>, Refusal> {
         let up = handshake::check(req.method(), req.version(), req.headers())?;
         let path = req.uri().path().to_owned();
-        let route = self
+        // One configuration for the whole handshake, even if a reload lands meanwhile.
+        let state = self.state.load_full();
+        let route = state
             .routes
             .iter()
             .find(|r| r.matches(&path))
@@ -376,7 +409,7 @@ impl Gateway {
                 .get_all("x-forwarded-for")
                 .iter()
                 .map(|v| v.as_bytes()),
-            &self.settings.trusted_proxies,
+            &state.settings.trusted_proxies,
         );
         let slot = self
             .limits
@@ -385,7 +418,7 @@ impl Gateway {
         // Dial the upstream only now that the client has passed every check.
         let url = route.upstream_url(&path, query.as_deref());
         let upstream_req = self
-            .upstream_request(&url, headers, session.as_ref())
+            .upstream_request(&url, headers, session.as_ref(), &state)
             .map_err(|e| {
                 tracing::warn!(error = %e, "cannot build the upstream request");
                 Refusal::UpstreamFailed
@@ -394,9 +427,12 @@ impl Gateway {
             upstream_req,
             Some(ws_config()),
             true,
-            None,
+            route
+                .tls
+                .as_ref()
+                .map(|c| tokio_tungstenite::Connector::Rustls(Arc::clone(c))),
         );
-        let (upstream, response) = match tokio::time::timeout(self.settings.upstream_timeout, dial)
+        let (upstream, response) = match tokio::time::timeout(state.settings.upstream_timeout, dial)
             .await
         {
             Err(_) => return Err(Refusal::UpstreamTimeout),
@@ -465,6 +501,7 @@ impl Gateway {
         url: &str,
         client_headers: &http::HeaderMap,
         session: Option<&Session>,
+        state: &State,
     ) -> Result<Request<()>, tungstenite::Error> {
         let mut req = url.into_client_request()?;
         let h = req.headers_mut();
@@ -475,7 +512,7 @@ impl Gateway {
                 continue;
             }
             if name == header::COOKIE {
-                if self.settings.forward_session_cookie {
+                if state.settings.forward_session_cookie {
                     h.append(name, value.clone());
                 } else if let Some(rest) = value
                     .to_str()
@@ -534,11 +571,14 @@ impl Gateway {
         let policy = messages.connection(uid.as_deref());
         self.metrics.open.inc();
         let opt = |d: Duration| (!d.is_zero()).then_some(d);
-        let timing = crate::relay::Timing {
-            idle: opt(self.settings.idle_timeout),
-            ping: opt(self.settings.ping_interval),
-            pong: self.settings.pong_timeout,
-            send: self.settings.send_timeout,
+        let timing = {
+            let settings = &self.state.load().settings;
+            crate::relay::Timing {
+                idle: opt(settings.idle_timeout),
+                ping: opt(settings.ping_interval),
+                pong: settings.pong_timeout,
+                send: settings.send_timeout,
+            }
         };
         let ended = relay(
             client,
@@ -585,6 +625,64 @@ impl Gateway {
             );
         }
         drop(registration);
+    }
+}
+
+impl Gateway {
+    pub(crate) fn set_loader(&self, loader: Loader) {
+        *self.loader.lock().unwrap_or_else(|p| p.into_inner()) = Some(loader);
+    }
+
+    /// Reads the configuration again and applies it, or keeps the one in force.
+    pub(crate) fn reload(&self) -> Result<Vec<String>, ReloadError> {
+        let loader = self
+            .loader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(ReloadError::NotConfigured)?;
+        let outcome = loader().and_then(|reload| {
+            let state = crate::build_state(&reload.settings)?;
+            Ok((reload, state))
+        });
+        let (reload, state) = match outcome {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(
+                    event = "reload_refused",
+                    error = %e.replace('\n', "; "),
+                    "configuration not reloaded; the one in force stays"
+                );
+                self.metrics.reloaded("refused");
+                return Err(ReloadError::Invalid(e));
+            }
+        };
+        let mut restart_required = reload.restart_required;
+        let new = &reload.settings;
+        let old = self.state.load();
+        if new.gateway.listen != self.listeners.0 {
+            restart_required.push("gateway.listen".into());
+        }
+        if new.admin.listen != self.listeners.1 {
+            restart_required.push("admin.listen".into());
+        }
+        if new.cookie_name != self.cookie_name {
+            restart_required.push("sessions.cookie_name".into());
+        }
+        if new.gateway.ticket_ttl != old.settings.ticket_ttl {
+            restart_required.push("gateway.ticket_ttl".into());
+        }
+        self.limits.set_config(crate::limit_config(&new.gateway));
+        self.sessions.set_verifier(reload.verifier);
+        self.state.store(Arc::new(state));
+        self.metrics.reloaded("applied");
+        tracing::info!(
+            event = "reloaded",
+            routes = new.routes.len(),
+            restart_required = %restart_required.join(", "),
+            "configuration reloaded; live sockets kept"
+        );
+        Ok(restart_required)
     }
 }
 

@@ -190,6 +190,8 @@ fn closed_port() -> SocketAddr {
 
 struct Harness {
     running: Running,
+    /// The settings the gateway started with.
+    settings: Settings,
     sessions: Sessions,
     rec: Recorder,
     http: reqwest_free::Client,
@@ -284,12 +286,8 @@ async fn harness_with(
         60,
     );
     let route = |path: &str, upstream: String, public: bool| RouteConfig {
-        path: path.into(),
-        upstream,
         public,
-        allowed_origins: None,
-        allow_missing_origin: None,
-        messages: Default::default(),
+        ..RouteConfig::new(path, upstream)
     };
     let mut settings = Settings {
         gateway: GatewayConfig {
@@ -372,13 +370,14 @@ async fn harness_with(
     tweak(&mut settings);
     let running = wsguard_gateway::start(
         sessions.clone(),
-        settings,
+        settings.clone(),
         Zeroizing::new(ADMIN_TOKEN.into()),
     )
     .await
     .unwrap();
     Harness {
         running,
+        settings,
         sessions,
         rec,
         http: reqwest_free::Client,
@@ -1299,4 +1298,279 @@ async fn slow_reader_is_closed_and_the_upstream_not_buffered() {
         }
     }
     assert!(closed, "slow reader not closed");
+}
+
+/// A self-signed certificate for `localhost`, written as PEM files.
+struct TestCert {
+    _dir: tempfile::TempDir,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn test_cert() -> TestCert {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    TestCert {
+        _dir: dir,
+        cert,
+        key,
+        der: c.cert.der().clone(),
+    }
+}
+
+fn client_trusting(der: &rustls::pki_types::CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.clone()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+/// An echo upstream behind TLS with `cert`.
+async fn tls_echo_upstream(cert: &TestCert) -> SocketAddr {
+    let config = wsguard_gateway::tls::server_config(
+        "test",
+        &wsguard_gateway::tls::TlsConfig {
+            cert: cert.cert.clone(),
+            key: cert.key.clone(),
+        },
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn tls_terminated_and_wss_upstreams_verified() {
+    let gw_cert = test_cert();
+    let up_cert = test_cert();
+    let up = tls_echo_upstream(&up_cert).await;
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.tls = Some(wsguard_gateway::tls::TlsConfig {
+            cert: gw_cert.cert.clone(),
+            key: gw_cert.key.clone(),
+        });
+        s.routes.push(RouteConfig {
+            upstream_ca: Some(up_cert.cert.clone()),
+            ..RouteConfig::new("/secure", format!("wss://localhost:{}", up.port()))
+        });
+        // The same upstream, checked against the system roots: its certificate is not trusted.
+        s.routes.push(RouteConfig::new(
+            "/untrusted",
+            format!("wss://localhost:{}", up.port()),
+        ));
+    })
+    .await;
+    let token = h.login("alice").await;
+    let cookie = format!("{COOKIE}={token}");
+    let wss = |path: &str| {
+        let mut req = format!("wss://localhost:{}{path}", h.running.public_addr.port())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        req
+    };
+    let connector = || {
+        Some(tokio_tungstenite::Connector::Rustls(client_trusting(
+            &gw_cert.der,
+        )))
+    };
+
+    // wss:// client → wsguard (TLS) → wss:// upstream verified against the configured CA.
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        wss("/secure/x"),
+        None,
+        false,
+        connector(),
+    )
+    .await
+    .unwrap();
+    ws.send(Message::text("over tls both ways")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "over tls both ways");
+
+    // An upstream whose certificate does not chain to a trusted root: 502, never a tunnel.
+    match tokio_tungstenite::connect_async_tls_with_config(
+        wss("/untrusted"),
+        None,
+        false,
+        connector(),
+    )
+    .await
+    {
+        Err(WsError::Http(r)) => assert_eq!(r.status().as_u16(), 502),
+        other => panic!("expected 502, got {other:?}"),
+    }
+
+    // A client that does not trust the gateway's certificate cannot connect.
+    let other = test_cert();
+    let refused = tokio_tungstenite::connect_async_tls_with_config(
+        wss("/secure"),
+        None,
+        false,
+        Some(tokio_tungstenite::Connector::Rustls(client_trusting(
+            &other.der,
+        ))),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(WsError::Tls(_)) | Err(WsError::Io(_))),
+        "{refused:?}"
+    );
+
+    // Plain ws:// to the TLS listener gets no upgrade.
+    assert!(
+        h.connect("/secure", &[("origin", ORIGIN), ("cookie", &cookie)])
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn reload_applies_a_good_config_keeps_sockets_and_refuses_a_bad_one() {
+    let h = harness().await;
+    // Without a loader there is nothing to reload.
+    assert_eq!(h.admin("POST", "/reload", "").await.status, 501);
+
+    let next: Arc<Mutex<(Settings, Verifier)>> = Arc::new(Mutex::new((
+        h.settings.clone(),
+        (*h.sessions.verifier()).clone(),
+    )));
+    let loader_next = Arc::clone(&next);
+    h.running.set_loader(Arc::new(move || {
+        let (settings, verifier) = loader_next.lock().unwrap().clone();
+        Ok(wsguard_gateway::Reload {
+            settings,
+            verifier,
+            restart_required: Vec::new(),
+        })
+    }));
+
+    let alice = h.login("alice").await;
+    let mut live = h.connect_as("/", &alice).await;
+    const NEW: &str = "https://new.example.net";
+    let alice_cookie = format!("{COOKIE}={alice}");
+    assert_eq!(
+        h.refused("/", &[("origin", NEW), ("cookie", &alice_cookie)])
+            .await,
+        403
+    );
+
+    // A good configuration: a new origin, and new keys (the old key dropped).
+    next.lock()
+        .unwrap()
+        .0
+        .gateway
+        .allowed_origins
+        .push(NEW.into());
+    next.lock().unwrap().1 = Verifier::new(Arc::new(KeyRing::ephemeral()), policy());
+    let r = h.admin("POST", "/reload", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#""restart_required":[]"#), "{}", r.body);
+    // New handshakes see the new configuration ...
+    let bob = h.login("bob").await;
+    let bob_cookie = format!("{COOKIE}={bob}");
+    assert!(
+        h.connect("/", &[("origin", NEW), ("cookie", &bob_cookie)])
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        h.refused("/", &[("origin", ORIGIN), ("cookie", &alice_cookie)])
+            .await,
+        401,
+        "a token of the dropped key"
+    );
+    // ... and the socket opened before the reload is still relayed.
+    live.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_text(&mut live).await, "still here");
+
+    // A bad configuration is refused with every error, and the one in force stays.
+    {
+        let mut n = next.lock().unwrap();
+        n.0.gateway.allowed_origins = vec!["not an origin".into()];
+        n.0.gateway.max_headers = 1;
+    }
+    let r = h.admin("POST", "/reload", "").await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("gateway.allowed_origins"), "{}", r.body);
+    assert!(r.body.contains("gateway.max_headers"), "{}", r.body);
+    assert!(
+        h.connect("/", &[("origin", NEW), ("cookie", &bob_cookie)])
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        h.running.reload(),
+        Err(wsguard_gateway::ReloadError::Invalid(_))
+    ));
+    live.send(Message::text("and still")).await.unwrap();
+    assert_eq!(next_text(&mut live).await, "and still");
+
+    // Limits are reloaded too: one socket per user from now on.
+    {
+        let mut n = next.lock().unwrap();
+        n.0 = h.settings.clone();
+        n.0.gateway.allowed_origins.push(NEW.into());
+        n.0.gateway.max_connections_per_user = 1;
+    }
+    assert_eq!(h.running.reload().unwrap(), Vec::<String>::new());
+    let _bob = h
+        .connect("/", &[("origin", NEW), ("cookie", &bob_cookie)])
+        .await
+        .unwrap();
+    assert_eq!(
+        h.refused("/", &[("origin", NEW), ("cookie", &bob_cookie)])
+            .await,
+        429
+    );
+
+    let m = h
+        .http
+        .raw(
+            h.running.admin_addr,
+            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
+    assert!(
+        metric(&m.body, r#"wsguard_reloads_total{outcome="applied"} 2"#),
+        "{}",
+        m.body
+    );
+    assert!(
+        metric(&m.body, r#"wsguard_reloads_total{outcome="refused"} 2"#),
+        "{}",
+        m.body
+    );
 }

@@ -18,6 +18,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use wsguard_store::{Lookup, Revocation, SessionRecord, SessionStore, StoreError};
 use wsguard_token::{
     Claims, Format, Rejection, SessionData, SessionId, SignedToken, UserId, Verifier,
@@ -105,7 +107,7 @@ pub struct Issued {
 /// Sessions: a verifier, a store, and a mode.
 #[derive(Clone)]
 pub struct Sessions {
-    verifier: Verifier,
+    verifier: Arc<ArcSwap<Verifier>>,
     store: Arc<dyn SessionStore>,
     mode: Mode,
     touch_interval: u64,
@@ -114,7 +116,7 @@ pub struct Sessions {
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
-            .field("verifier", &self.verifier)
+            .field("verifier", &**self.verifier.load())
             .field("mode", &self.mode)
             .field("touch_interval", &self.touch_interval)
             .finish_non_exhaustive()
@@ -131,16 +133,22 @@ impl Sessions {
         touch_interval: u64,
     ) -> Self {
         Sessions {
-            verifier,
+            verifier: Arc::new(ArcSwap::from_pointee(verifier)),
             store,
             mode,
             touch_interval,
         }
     }
 
-    /// The verifier.
-    pub fn verifier(&self) -> &Verifier {
-        &self.verifier
+    /// The verifier in force.
+    pub fn verifier(&self) -> Arc<Verifier> {
+        self.verifier.load_full()
+    }
+
+    /// Replaces the verifier (new keys or lifetimes, on a configuration reload) for every clone
+    /// of these sessions. Tokens already verified stay verified; the next check uses the new one.
+    pub fn set_verifier(&self, verifier: Verifier) {
+        self.verifier.store(Arc::new(verifier));
     }
 
     /// The store.
@@ -155,7 +163,7 @@ impl Sessions {
 
     /// How long tombstones and user markers must be kept so they outlive every token they cover.
     fn keep_until(&self, now: u64) -> u64 {
-        let p = self.verifier.policy();
+        let p = *self.verifier.load().policy();
         now.saturating_add(p.max_age)
             .saturating_add(p.future_leeway)
     }
@@ -168,7 +176,7 @@ impl Sessions {
         now: u64,
     ) -> Result<Issued, StoreError> {
         let claims = Claims::new(SessionId::generate(), uid, data, now);
-        let expires_at = now.saturating_add(self.verifier.policy().max_age);
+        let expires_at = now.saturating_add(self.verifier.load().policy().max_age);
         if self.mode == Mode::Stateful {
             self.store
                 .create(&SessionRecord {
@@ -181,7 +189,7 @@ impl Sessions {
                 })
                 .await?;
         }
-        let token = self.verifier.issue(&claims);
+        let token = self.verifier.load().issue(&claims);
         Ok(Issued {
             token,
             claims,
@@ -191,7 +199,7 @@ impl Sessions {
 
     /// Decides whether `token` names a live session at `now`. Does not record activity.
     pub async fn authenticate(&self, token: &str, now: u64) -> Result<Session, AuthError> {
-        let signed = self.verifier.verify_signature(token, now)?;
+        let signed = self.verifier.load().verify_signature(token, now)?;
         signed.check_age(now)?;
         match self.mode {
             Mode::Stateful => self.authenticate_stateful(signed, now).await,
@@ -242,7 +250,9 @@ impl Sessions {
             data: c.data.clone(),
             created: c.created,
             last_active: c.last_active,
-            expires_at: c.created.saturating_add(self.verifier.policy().max_age),
+            expires_at: c
+                .created
+                .saturating_add(self.verifier.load().policy().max_age),
         };
         // Idle check before storing anything.
         let session = self.finish(signed, 0, now, None)?;
@@ -295,7 +305,7 @@ impl Sessions {
         let expires_at = expires_at.unwrap_or_else(|| {
             claims
                 .created
-                .saturating_add(self.verifier.policy().max_age)
+                .saturating_add(self.verifier.load().policy().max_age)
         });
         Ok(Session {
             claims,
@@ -338,7 +348,11 @@ impl Sessions {
     /// Revokes the session a token names. The token must be authentic (any lifetime: revoking an
     /// expired token's session is harmless); returns its claims.
     pub async fn revoke_token(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
-        let claims = self.verifier.verify_signature(token, now)?.into_claims();
+        let claims = self
+            .verifier
+            .load()
+            .verify_signature(token, now)?
+            .into_claims();
         self.revoke_session(&claims.sid, now).await?;
         Ok(claims)
     }

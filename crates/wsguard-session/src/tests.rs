@@ -89,7 +89,7 @@ async fn stateful_unknown_session() {
         .unwrap();
     // Same keys, other (empty) store: the session is not live there.
     let other = Sessions::new(
-        issuer.verifier().clone(),
+        (*issuer.verifier()).clone(),
         Arc::new(MemoryStore::new()),
         Mode::Stateful,
         10,
@@ -100,7 +100,7 @@ async fn stateful_unknown_session() {
     );
     // Stateless tokens (never stored) are unknown to a stateful gateway.
     let stateless = Sessions::new(
-        issuer.verifier().clone(),
+        (*issuer.verifier()).clone(),
         Arc::clone(issuer.store()),
         Mode::Stateless,
         10,

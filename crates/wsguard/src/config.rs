@@ -159,47 +159,73 @@ impl Config {
 
     /// Parses and validates config text (paths stay as written).
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(&e, text)))?;
+        let config = Config::parse_unchecked(text)?;
         config.validate()?;
         Ok(config)
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
-        for p in [
+    /// Parses config text without the checks that need more than one value (for
+    /// `check-config`, which reports every problem).
+    pub fn parse_unchecked(text: &str) -> anyhow::Result<Config> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(&e, text)))
+    }
+
+    /// Makes relative paths relative to `base` (the config file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let mut paths = vec![
             &mut self.sessions.keys_file,
             &mut self.store.path,
             &mut self.admin.token_file,
-        ] {
+        ];
+        if let Some(tls) = &mut self.gateway.tls {
+            paths.push(&mut tls.cert);
+            paths.push(&mut tls.key);
+        }
+        for r in &mut self.routes {
+            if let Some(ca) = &mut r.upstream_ca {
+                paths.push(ca);
+            }
+        }
+        for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
     }
 
-    /// Checks values that parse but make no sense together.
+    /// Checks values that parse but make no sense together: the first problem.
     pub fn validate(&self) -> anyhow::Result<()> {
+        match self.problems().into_iter().next() {
+            None => Ok(()),
+            Some(p) => bail!("{p}"),
+        }
+    }
+
+    /// Every problem with values that parse but make no sense, one line each, naming its key.
+    /// Files named by the configuration are not read here.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
         let s = &self.sessions;
         for (key, d) in [
             ("sessions.max_age", s.max_age),
             ("sessions.idle_timeout", s.idle_timeout),
         ] {
             if d.as_secs() == 0 {
-                bail!("{key}: must be at least one second");
+                out.push(format!("{key}: must be at least one second"));
             }
         }
         if s.max_age.as_secs() > 366 * 24 * 3600 {
-            bail!("sessions.max_age: must be at most a year (366 days)");
+            out.push("sessions.max_age: must be at most a year (366 days)".into());
         }
         if s.touch_interval >= s.idle_timeout {
-            bail!(
+            out.push(format!(
                 "sessions.touch_interval: must be shorter than sessions.idle_timeout ({}), or \
                  activity is never recorded in time to keep a session alive",
                 humantime::format_duration(s.idle_timeout)
-            );
+            ));
         }
         if s.future_leeway.as_secs() > 300 {
-            bail!("sessions.future_leeway: must be at most 300 seconds");
+            out.push("sessions.future_leeway: must be at most 300 seconds".into());
         }
         if s.cookie_name.is_empty()
             || s.cookie_name.len() > 64
@@ -208,21 +234,30 @@ impl Config {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         {
-            bail!(
-                "sessions.cookie_name: must be 1 to 64 characters of an RFC 6265 cookie name (letters, digits, and !#$%&'*+-.^_`|~)"
+            out.push(
+                "sessions.cookie_name: must be 1 to 64 characters of an RFC 6265 cookie name (letters, digits, and !#$%&'*+-.^_`|~)".into()
             );
         }
         if let Some(var) = &s.keys_env
             && (var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
         {
-            bail!("sessions.keys_env: must be an environment variable name ([A-Za-z0-9_]+)");
+            out.push(
+                "sessions.keys_env: must be an environment variable name ([A-Za-z0-9_]+)".into(),
+            );
         }
-        wsguard_gateway::config::validate(&self.gateway).map_err(anyhow::Error::msg)?;
-        wsguard_gateway::config::routes(&self.gateway, &self.routes).map_err(anyhow::Error::msg)?;
+        if let Err(e) = wsguard_gateway::config::validate(&self.gateway) {
+            out.extend(e.lines().map(str::to_owned));
+        }
+        if let Err(e) = wsguard_gateway::config::routes(&self.gateway, &self.routes) {
+            out.extend(e.lines().map(str::to_owned));
+        }
         if self.store.backend == Backend::Sqlite && self.store.path.as_os_str().is_empty() {
-            bail!("store.path: must not be empty with backend = \"sqlite\"");
+            out.push("store.path: must not be empty with backend = \"sqlite\"".into());
         }
-        Ok(())
+        // An invalid gateway.allowed_origins is reported once, not once per route too.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|p| seen.insert(p.clone()));
+        out
     }
 
     /// The token policy these settings describe.

@@ -4,6 +4,7 @@
 //! 2 usage or operational error) and the wiring from configuration to key ring, store and
 //! sessions. Command logic lives in the modules it calls; this file must not grow policy.
 
+mod check_cmd;
 mod config;
 mod keys;
 mod serve_cmd;
@@ -56,6 +57,9 @@ enum Command {
     /// Run the gateway: accept WebSocket upgrades, check origin and session, relay to the
     /// upstream, close revoked sessions live.
     Serve(serve_cmd::ServeArgs),
+    /// Validate a configuration file as `serve` would (including the key, certificate and CA
+    /// files it names) and explain every problem: exit 0 valid, 1 invalid.
+    CheckConfig,
     /// Run a plain WebSocket echo backend (for trying wsguard out).
     Echo(serve_cmd::EchoArgs),
     /// Connect to a WebSocket URL with a session cookie; send stdin lines, print replies.
@@ -130,6 +134,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::CheckConfig = cli.command {
+        return Ok(check_cmd::run(cli.config.as_deref()));
+    }
     let config = Config::load(cli.config.as_deref())?;
     let current_thread = || {
         tokio::runtime::Builder::new_current_thread()
@@ -144,7 +151,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?
-            .block_on(serve_cmd::serve(config, args)),
+            .block_on(serve_cmd::serve(config, cli.config, args)),
+        Command::CheckConfig => Ok(check_cmd::run(cli.config.as_deref())),
         Command::Echo(args) => current_thread()?.block_on(serve_cmd::echo(args)),
         Command::Connect(args) => current_thread()?.block_on(serve_cmd::connect(&config, args)),
     }

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use crate::config::Config;
 use crate::{keys, now, open_sessions};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Try-it-out mode: start the built-in echo backend as the upstream of route "/", create the
     /// key file if it is missing, and allow the gateway's own origin if no origin is configured.
@@ -91,13 +91,75 @@ fn admin_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     Ok(token)
 }
 
-pub async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The gateway settings a configuration describes.
+pub fn settings(config: &Config) -> wsguard_gateway::Settings {
+    wsguard_gateway::Settings {
+        gateway: config.gateway.clone(),
+        routes: config.routes.clone(),
+        admin: config.admin.clone(),
+        cookie_name: config.sessions.cookie_name.clone(),
+    }
+}
+
+/// Command-line overrides and `--demo` additions, applied at start and again on each reload.
+fn apply_args(config: &mut Config, args: &ServeArgs, demo_echo: Option<SocketAddr>) {
     if let Some(a) = args.listen {
         config.gateway.listen = a;
     }
     if let Some(a) = args.admin_listen {
         config.admin.listen = a;
     }
+    if let Some(echo_addr) = demo_echo {
+        config
+            .routes
+            .push(RouteConfig::new("/", format!("ws://{echo_addr}")));
+        if config.gateway.allowed_origins.is_empty() {
+            let port = config.gateway.listen.port();
+            config.gateway.allowed_origins = vec![
+                format!("http://localhost:{port}"),
+                format!("http://127.0.0.1:{port}"),
+            ];
+        }
+    }
+}
+
+/// Reads the configuration file and key file again, for a reload.
+fn loader(
+    path: Option<PathBuf>,
+    args: ServeArgs,
+    demo_echo: Option<SocketAddr>,
+    first: Config,
+) -> wsguard_gateway::Loader {
+    std::sync::Arc::new(move || {
+        let mut config = Config::load(path.as_deref()).map_err(|e| format!("{e:#}"))?;
+        apply_args(&mut config, &args, demo_echo);
+        let ring = keys::load(&config).map_err(|e| format!("{e:#}"))?;
+        let verifier =
+            wsguard_token::Verifier::new(std::sync::Arc::new(ring), config.token_policy());
+        let mut restart_required = Vec::new();
+        if config.store.backend != first.store.backend || config.store.path != first.store.path {
+            restart_required.push("store".to_owned());
+        }
+        if config.sessions.mode != first.sessions.mode {
+            restart_required.push("sessions.mode".to_owned());
+        }
+        if config.sessions.touch_interval != first.sessions.touch_interval {
+            restart_required.push("sessions.touch_interval".to_owned());
+        }
+        Ok(wsguard_gateway::Reload {
+            settings: settings(&config),
+            verifier,
+            restart_required,
+        })
+    })
+}
+
+pub async fn serve(
+    mut config: Config,
+    path: Option<PathBuf>,
+    args: ServeArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut demo_echo = None;
     if args.demo {
         if !config.sessions.keys_file.exists() && config.sessions.keys_env.is_none() {
             keys::keygen(
@@ -116,61 +178,58 @@ pub async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<ExitCo
         let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let echo_addr = echo.local_addr()?;
         tokio::spawn(wsguard_gateway::echo::serve(echo));
-        config.routes.push(RouteConfig {
-            path: "/".into(),
-            upstream: format!("ws://{echo_addr}"),
-            public: false,
-            allowed_origins: None,
-            allow_missing_origin: None,
-            messages: Default::default(),
-        });
-        if config.gateway.allowed_origins.is_empty() {
-            let port = config.gateway.listen.port();
-            config.gateway.allowed_origins = vec![
-                format!("http://localhost:{port}"),
-                format!("http://127.0.0.1:{port}"),
-            ];
-        }
         println!("demo: echo backend on ws://{echo_addr}");
+        demo_echo = Some(echo_addr);
     }
+    apply_args(&mut config, &args, demo_echo);
     let sessions = open_sessions(&config)?;
     let token = admin_token(&config.admin.token_file)?;
-    let settings = wsguard_gateway::Settings {
-        gateway: config.gateway.clone(),
-        routes: config.routes.clone(),
-        admin: config.admin.clone(),
-        cookie_name: config.sessions.cookie_name.clone(),
+    let running = wsguard_gateway::start(sessions, settings(&config), token).await?;
+    let scheme = if config.gateway.tls.is_some() {
+        "wss"
+    } else {
+        "ws"
     };
-    let running = wsguard_gateway::start(sessions, settings, token).await?;
     println!(
-        "wsguard listening on ws://{} (admin API on http://{})",
+        "wsguard listening on {scheme}://{} (admin API on http://{})",
         running.public_addr, running.admin_addr
     );
     for origin in &config.gateway.allowed_origins {
         println!("  allowed origin: {origin}");
     }
     let _ = std::io::stdout().flush();
-    wait_for_signal().await?;
+    running.set_loader(loader(path, args, demo_echo, config.clone()));
+    wait_for_signal(Some(&running)).await?;
     println!("shutting down: closing sockets with 1001");
     running.shutdown();
     running.wait().await;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Waits for SIGTERM or SIGINT; reloads the configuration on each SIGHUP meanwhile (the
+/// gateway logs the outcome; a bad file leaves the configuration in force).
 #[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
+async fn wait_for_signal(running: Option<&wsguard_gateway::Running>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match running {
+                Some(r) => {
+                    let _ = r.reload();
+                }
+                None => tracing::info!("SIGHUP: nothing to reload"),
+            },
+        }
     }
-    Ok(())
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
+async fn wait_for_signal(_running: Option<&wsguard_gateway::Running>) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     Ok(())
 }
@@ -183,7 +242,7 @@ pub async fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
     let _ = std::io::stdout().flush();
     tokio::select! {
         () = wsguard_gateway::echo::serve(listener) => {}
-        r = wait_for_signal() => r?,
+        r = wait_for_signal(None) => r?,
     }
     Ok(ExitCode::SUCCESS)
 }

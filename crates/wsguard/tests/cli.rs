@@ -551,3 +551,76 @@ fn store_file_is_shared_and_private() {
         );
     }
 }
+
+#[test]
+fn check_config_explains_every_error() {
+    // The README's example configuration is valid (once its key file exists).
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let example = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a toml block");
+    let env = Env::with_config(example);
+    env.cmd().arg("keygen").assert().success();
+    env.cmd()
+        .arg("check-config")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "wsguard.toml: ok (1 route, stateful mode, sqlite store)",
+        ));
+
+    // Several problems at once: each is named, with its key.
+    let env = Env::with_config(
+        "[sessions]\nidle_timeout = 30\n\n[gateway]\nallowed_origins = [\"https://ok.example\", \"ftp://x\"]\n\
+         max_headers = 2\nticket_ttl = \"1m\"\n\n[[route]]\npath = \"chat\"\nupstream = \"ws://127.0.0.1:1\"\n\n\
+         [[route]]\npath = \"/b\"\nupstream = \"http://127.0.0.1:1\"\n\n\
+         [[route]]\npath = \"/c\"\nupstream = \"wss://localhost:1\"\nupstream_ca = \"missing-ca.pem\"\n",
+    );
+    let out = env.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "sessions.touch_interval",
+        "gateway.allowed_origins",
+        "gateway.max_headers",
+        "gateway.ticket_ttl",
+        "route[0].path",
+        "route[1].upstream",
+        "sessions.keys_file",
+    ] {
+        assert!(
+            text.contains(&format!("error: {key}")) || text.contains(key),
+            "{key} missing in:\n{text}"
+        );
+    }
+    assert!(text.contains("problems found"), "{text}");
+
+    // Files named by the configuration are read: a missing CA and a missing certificate.
+    let env = Env::with_config(
+        "[gateway]\nallowed_origins = [\"https://ok.example\"]\n[gateway.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\n\
+         [[route]]\npath = \"/\"\nupstream = \"wss://localhost:1\"\nupstream_ca = \"missing-ca.pem\"\n",
+    );
+    env.cmd().arg("keygen").assert().success();
+    let out = env.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("error: route[0].upstream_ca: cannot read"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: gateway.tls.cert: cannot read"),
+        "{text}"
+    );
+    assert!(text.contains("2 problems found"), "{text}");
+
+    // A TOML syntax error names the line.
+    let env = Env::with_config("[gateway]\nlisten = \n");
+    let out = env.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("line 2"));
+}

@@ -1,6 +1,7 @@
 //! `wsguard serve` and `wsguard echo` through the real binary: a browser-like client with a
 //! cookie from `wsguard session issue`, a foreign origin refused, a CLI revoke closing the live
-//! socket (through the shared SQLite store), and SIGTERM closing sockets with 1001 and exiting 0.
+//! socket (through the shared SQLite store), SIGHUP reloading a good file and refusing a bad
+//! one without dropping the live socket, and SIGTERM closing sockets with 1001 and exiting 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
@@ -100,6 +101,35 @@ where
     }
 }
 
+fn signal(pid: i32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Polls the admin API's /metrics until `needle` appears (a state, not a timing: bounded at
+/// 10 s so a broken build fails instead of hanging).
+async fn wait_for_metric(admin_port: u16, needle: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body).await;
+        if body.lines().any(|l| l == needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("metric {needle} never appeared");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,17 +182,54 @@ async fn serve_end_to_end() {
         other => panic!("revoked cookie: {:?}", other.map(|_| ())),
     }
 
-    // SIGTERM: sockets get 1001, the process exits 0.
     let token = run(dir.path(), &["session", "issue", "--user", "bob"]);
     let mut ws = connect(&addr, ORIGIN, &token).await.expect("accepted");
     ws.send(Message::text("x")).await.unwrap();
     let _ = ws.next().await;
     let pid = i32::try_from(gateway.0.id()).unwrap();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
+
+    // SIGHUP reloads the file: a new origin is allowed, the live socket stays.
+    const NEW: &str = "https://new.example.org";
+    let config = std::fs::read_to_string(dir.path().join("wsguard.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("wsguard.toml"),
+        config.replace(
+            &format!("[\"{ORIGIN}\"]"),
+            &format!("[\"{ORIGIN}\", \"{NEW}\"]"),
+        ),
+    )
+    .unwrap();
+    assert!(connect(&addr, NEW, &token).await.is_err());
+    signal(pid, "-HUP");
+    wait_for_metric(admin_port, r#"wsguard_reloads_total{outcome="applied"} 1"#).await;
+    assert!(
+        connect(&addr, NEW, &token).await.is_ok(),
+        "new origin after SIGHUP"
+    );
+    ws.send(Message::text("after reload")).await.unwrap();
+    assert!(matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.as_str() == "after reload"));
+    // A broken file is refused; the configuration in force stays.
+    std::fs::write(
+        dir.path().join("wsguard.toml"),
+        config.replace(&format!("[\"{ORIGIN}\"]"), "[\"not an origin\"]"),
+    )
+    .unwrap();
+    signal(pid, "-HUP");
+    wait_for_metric(admin_port, r#"wsguard_reloads_total{outcome="refused"} 1"#).await;
+    assert!(
+        connect(&addr, NEW, &token).await.is_ok(),
+        "old config still in force"
+    );
+    let out = bin()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gateway.allowed_origins"));
+
+    // SIGTERM: sockets get 1001, the process exits 0.
+    signal(pid, "-TERM");
     assert_eq!(close_code(&mut ws).await.0, 1001);
     let exit = tokio::task::spawn_blocking(move || gateway.0.wait().unwrap())
         .await
