@@ -153,7 +153,7 @@ impl Default for AdminConfig {
 }
 
 /// Durations as whole seconds or humantime strings.
-mod humantime_serde_secs {
+pub(crate) mod humantime_serde_secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod cookie;
 pub mod echo;
+pub mod frames;
 pub mod handshake;
 pub mod limits;
 pub mod metrics;
@@ -120,6 +121,14 @@ pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
         }
     };
     for r in &mut routes {
+        if let Some(path) = &r.messages.config().json_schema {
+            match load_schema(path) {
+                Ok(v) => {
+                    r.messages = policy::RoutePolicy::with_schema(r.messages.config().clone(), v);
+                }
+                Err(e) => errors.push(format!("route[{}].messages.json_schema: {e}", r.index)),
+            }
+        }
         if r.upstream.scheme() == "wss" {
             let key = format!("route[{}].upstream_ca", r.index);
             match tls::client_config(&key, r.upstream_ca.as_deref()) {
@@ -152,6 +161,17 @@ pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
         // An origin error is already in `errors` (config::validate checks them).
         _ => Err(errors.join("\n")),
     }
+}
+
+/// Reads and compiles a JSON Schema file. Only references inside the file resolve: nothing is
+/// fetched from the network or other files.
+fn load_schema(path: &std::path::Path) -> Result<jsonschema::Validator, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let schema: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    jsonschema::validator_for(&schema)
+        .map_err(|e| format!("{}: not a usable JSON Schema: {e}", path.display()))
 }
 
 /// Checks settings as `start` and a reload would, without binding anything: every error, one

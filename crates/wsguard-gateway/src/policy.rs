@@ -4,9 +4,11 @@
 //! (any, text only, binary only, or JSON text within a depth bound), sender stamping (in JSON
 //! mode, a configured field of each object message is set to the authenticated user id,
 //! overwriting what the client wrote), and rate limits per connection and per user (token
-//! buckets from `governor`, messages/s and bytes/s with bursts). Size limits are enforced by
-//! the WebSocket codec before allocation (see `server::ws_config_for`). Pure except for the
-//! rate limiters' clock, which is a type parameter so tests drive it exactly.
+//! buckets from `governor`, messages/s and bytes/s with bursts), an optional JSON Schema, and
+//! the bound on client pings and pongs. Size limits are enforced by the WebSocket codec before
+//! allocation (see `server::client_ws_config`), fragment count and assembly time by
+//! [`crate::frames`]. Pure except for the rate limiters' clock, which is a type parameter so
+//! tests drive it exactly; the schema file is read by the gateway's builder, not here.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -90,6 +92,16 @@ pub struct MessageConfig {
     pub user_bytes: Option<Rate>,
     /// Close or drop when over a limit.
     pub on_limit: OnLimit,
+    /// JSON mode: a JSON Schema file every client message must satisfy (after stamping).
+    /// Only local references; nothing is fetched.
+    pub json_schema: Option<std::path::PathBuf>,
+    /// Most frames one message may span (default 64).
+    pub max_fragments: u32,
+    /// Most time from a message's first fragment to its last (default 10 s).
+    #[serde(with = "crate::config::humantime_serde_secs")]
+    pub assembly_timeout: std::time::Duration,
+    /// Pings and pongs a client may send (default 10/s, bursts of 50): ping floods are closed.
+    pub control_frames: Rate,
 }
 
 impl Default for MessageConfig {
@@ -105,6 +117,13 @@ impl Default for MessageConfig {
             user_messages: None,
             user_bytes: None,
             on_limit: OnLimit::Close,
+            json_schema: None,
+            max_fragments: 64,
+            assembly_timeout: std::time::Duration::from_secs(10),
+            control_frames: Rate {
+                per_second: 10,
+                burst: Some(50),
+            },
         }
     }
 }
@@ -132,6 +151,20 @@ impl MessageConfig {
         }
         if self.stamp_sender.as_deref().is_some_and(str::is_empty) {
             return Err(format!("{at}.stamp_sender: must not be empty"));
+        }
+        if self.json_schema.is_some() && self.kind != Kind::Json {
+            return Err(format!("{at}.json_schema: needs kind = \"json\""));
+        }
+        if self.max_fragments == 0 {
+            return Err(format!("{at}.max_fragments: must be at least 1"));
+        }
+        if self.assembly_timeout.is_zero() {
+            return Err(format!("{at}.assembly_timeout: must be more than zero"));
+        }
+        if self.control_frames.quota().is_none() {
+            return Err(format!(
+                "{at}.control_frames: per_second and burst must be more than zero"
+            ));
         }
         for (key, rate) in [
             ("connection_messages", self.connection_messages),
@@ -170,6 +203,7 @@ type Keyed<C> =
 /// A route's message policy, shared by its sockets (the per-user buckets live here).
 pub struct RoutePolicy<C: Clock = DefaultClock> {
     config: MessageConfig,
+    schema: Option<jsonschema::Validator>,
     clock: C,
     user_messages: Option<Keyed<C>>,
     user_bytes: Option<Keyed<C>>,
@@ -189,6 +223,7 @@ pub struct ConnPolicy<C: Clock = DefaultClock> {
     user: Option<String>,
     messages: Option<Direct<C>>,
     bytes: Option<Direct<C>>,
+    control: Option<Direct<C>>,
 }
 
 /// What to do with a client message.
@@ -207,6 +242,15 @@ impl RoutePolicy<DefaultClock> {
     pub fn new(config: MessageConfig) -> Arc<Self> {
         Self::with_clock(config, DefaultClock::default())
     }
+
+    /// A policy that also checks every message against a compiled JSON Schema.
+    pub fn with_schema(config: MessageConfig, schema: jsonschema::Validator) -> Arc<Self> {
+        let mut p = Self::with_clock(config, DefaultClock::default());
+        if let Some(p) = Arc::get_mut(&mut p) {
+            p.schema = Some(schema);
+        }
+        p
+    }
 }
 
 impl<C: Clock + Clone> RoutePolicy<C> {
@@ -220,6 +264,7 @@ impl<C: Clock + Clone> RoutePolicy<C> {
             user_messages: keyed(config.user_messages),
             user_bytes: keyed(config.user_bytes),
             config,
+            schema: None,
             clock,
         })
     }
@@ -247,6 +292,7 @@ impl<C: Clock + Clone> RoutePolicy<C> {
             user: user.map(str::to_owned),
             messages: direct(self.config.connection_messages),
             bytes: direct(self.config.connection_bytes),
+            control: direct(Some(self.config.control_frames)),
         }
     }
 
@@ -314,8 +360,23 @@ impl<C: Clock + Clone> ConnPolicy<C> {
         one_ok && bytes_ok && user_msg_ok && user_bytes_ok
     }
 
-    /// Judges one client data message (text or binary; others are not passed here).
+    /// Counts one control frame (ping or pong) from the client: a flood closes the socket.
+    pub fn control_frame(&self) -> Result<(), CloseReason> {
+        match &self.control {
+            Some(l) if l.check().is_err() => Err(CloseReason::ControlFlood),
+            _ => Ok(()),
+        }
+    }
+
+    /// Judges one client message: data messages against the policy; pings and pongs against
+    /// the control-frame bound (`Drop`: the codec has answered them, nothing to forward).
     pub fn judge(&self, msg: Message) -> Verdict {
+        if matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+            return match self.control_frame() {
+                Ok(()) => Verdict::Drop,
+                Err(reason) => Verdict::Close(reason),
+            };
+        }
         let cfg = &self.route.config;
         let len = match &msg {
             Message::Text(t) => t.len(),
@@ -332,35 +393,47 @@ impl<C: Clock + Clone> ConnPolicy<C> {
             (Kind::Any, _)
             | (Kind::Text, Message::Text(_))
             | (Kind::Binary, Message::Binary(_)) => Verdict::Forward(msg),
-            (Kind::Json, Message::Text(t)) => self
-                .json(t.as_bytes())
-                .map_or_else(Verdict::Close, Verdict::Forward),
+            (Kind::Json, Message::Text(t)) => match self.json(t.as_bytes()) {
+                Ok(None) => Verdict::Forward(msg),
+                Ok(Some(rewritten)) => Verdict::Forward(rewritten),
+                Err(reason) => Verdict::Close(reason),
+            },
             _ => Verdict::Close(CloseReason::UnsupportedData),
         }
     }
 
-    fn json(&self, text: &[u8]) -> Result<Message, CloseReason> {
+    /// Checks a JSON text message: `Ok(None)` to forward it as it is (no copy), `Ok(Some(_))`
+    /// to forward a rewritten one (sender stamped).
+    fn json(&self, text: &[u8]) -> Result<Option<Message>, CloseReason> {
         let cfg = &self.route.config;
         if !json_depth_within(text, cfg.json_max_depth) {
             return Err(CloseReason::PolicyViolation);
         }
-        let (Some(field), Some(user)) = (&cfg.stamp_sender, &self.user) else {
+        let stamp = match (&cfg.stamp_sender, &self.user) {
+            (Some(field), Some(user)) => Some((field, user)),
+            _ => None,
+        };
+        if stamp.is_none() && self.route.schema.is_none() {
+            // Syntax only: nothing is built.
             serde_json::from_slice::<serde::de::IgnoredAny>(text)
                 .map_err(|_| CloseReason::PolicyViolation)?;
-            return Ok(Message::Text(
-                std::str::from_utf8(text)
-                    .map_err(|_| CloseReason::InvalidPayload)?
-                    .to_owned()
-                    .into(),
-            ));
-        };
+            return Ok(None);
+        }
         let mut value: serde_json::Value =
             serde_json::from_slice(text).map_err(|_| CloseReason::PolicyViolation)?;
-        if let serde_json::Value::Object(map) = &mut value {
+        if let (Some((field, user)), serde_json::Value::Object(map)) = (stamp, &mut value) {
             map.insert(field.clone(), serde_json::Value::String(user.clone()));
         }
+        if let Some(schema) = &self.route.schema
+            && !schema.is_valid(&value)
+        {
+            return Err(CloseReason::SchemaViolation);
+        }
+        if stamp.is_none() {
+            return Ok(None);
+        }
         let out = serde_json::to_vec(&value).map_err(|_| CloseReason::PolicyViolation)?;
-        Ok(Message::Binary(Bytes::from(out)).into_text_message())
+        Ok(Some(Message::Binary(Bytes::from(out)).into_text_message()))
     }
 }
 

@@ -225,6 +225,14 @@ pub enum CloseReason {
     NoPong,
     /// The peer could not keep up (buffers full).
     Overloaded,
+    /// A message spanned more frames than the route allows.
+    TooManyFragments,
+    /// A fragmented message was not completed within the route's assembly timeout.
+    AssemblyTimeout,
+    /// More control frames (pings, pongs) than the route allows per second.
+    ControlFlood,
+    /// A message failed the route's JSON Schema.
+    SchemaViolation,
 }
 
 impl CloseReason {
@@ -232,7 +240,8 @@ impl CloseReason {
     pub fn close_code(self) -> u16 {
         use CloseReason::*;
         match self {
-            SessionRevoked | SessionExpired | PolicyViolation | RateLimited | Idle | NoPong => 1008,
+            SessionRevoked | SessionExpired | PolicyViolation | RateLimited | Idle | NoPong
+            | TooManyFragments | AssemblyTimeout | ControlFlood | SchemaViolation => 1008,
             UpstreamLost => 1011,
             Shutdown => 1001,
             ProtocolError => 1002,
@@ -260,6 +269,10 @@ impl CloseReason {
             Idle => "idle timeout",
             NoPong => "pong timeout",
             Overloaded => "try again later",
+            TooManyFragments => "too many fragments",
+            AssemblyTimeout => "message not completed in time",
+            ControlFlood => "too many control frames",
+            SchemaViolation => "message does not match the schema",
         }
     }
 
@@ -280,11 +293,15 @@ impl CloseReason {
             Idle => "idle",
             NoPong => "pong_timeout",
             Overloaded => "overloaded",
+            TooManyFragments => "too_many_fragments",
+            AssemblyTimeout => "assembly_timeout",
+            ControlFlood => "control_flood",
+            SchemaViolation => "schema_violation",
         }
     }
 
     /// Every close reason.
-    pub fn all() -> [CloseReason; 13] {
+    pub fn all() -> [CloseReason; 17] {
         use CloseReason::*;
         [
             SessionRevoked,
@@ -300,6 +317,10 @@ impl CloseReason {
             Idle,
             NoPong,
             Overloaded,
+            TooManyFragments,
+            AssemblyTimeout,
+            ControlFlood,
+            SchemaViolation,
         ]
     }
 }

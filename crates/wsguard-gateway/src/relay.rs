@@ -48,6 +48,10 @@ fn error_reason(e: &WsError) -> Option<CloseReason> {
         WsError::Capacity(_) => Some(CloseReason::MessageTooBig),
         WsError::Utf8(_) => Some(CloseReason::InvalidPayload),
         WsError::Protocol(_) | WsError::AttackAttempt => Some(CloseReason::ProtocolError),
+        // Fragment cap and assembly deadline (the frame watch on the client's stream).
+        WsError::Io(e) => {
+            crate::frames::Violation::from_io(e).map(crate::frames::Violation::reason)
+        }
         // I/O errors and resets: the peer is gone, there is no one to send a close to.
         _ => None,
     }
@@ -119,7 +123,8 @@ fn tick_period(t: &Timing) -> Option<Duration> {
 }
 
 /// Relays until the end. `stop` fires when the gateway wants the socket closed; `judge` decides
-/// on every client data message (message policy, activity tracking).
+/// on every client data message (message policy, activity tracking) and sees every client
+/// ping and pong (to bound floods; only `Verdict::Close` matters for those).
 #[allow(clippy::too_many_arguments)] // each is a distinct input of one relay; a struct would only rename them
 pub async fn relay<C, U>(
     mut client: WebSocketStream<C>,
@@ -207,9 +212,17 @@ where
                     Verdict::Drop => {}
                     Verdict::Close(reason) => return gateway_close(client, upstream, reason, None).await,
                 },
-                // Pings are answered by the client-side codec.
-                Some(Ok(Message::Pong(_))) => client_pong_due = None,
-                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
+                // Pings are answered by the client-side codec; both count against the
+                // control-frame bound (ping floods).
+                Some(Ok(m @ (Message::Ping(_) | Message::Pong(_)))) => {
+                    if m.is_pong() {
+                        client_pong_due = None;
+                    }
+                    if let Verdict::Close(reason) = judge(m) {
+                        return gateway_close(client, upstream, reason, None).await;
+                    }
+                }
+                Some(Ok(Message::Frame(_))) => {}
                 Some(Ok(Message::Close(f))) => {
                     let code = f.as_ref().map(|f| u16::from(f.code));
                     // The client-side codec has already answered the close; pass it upstream.

@@ -482,8 +482,15 @@ impl Gateway {
                     return;
                 }
             };
-            let client = WebSocketStream::from_raw_socket(
+            let watched = crate::frames::FrameWatch::new(
                 TokioIo::new(upgraded),
+                crate::frames::FrameLimits {
+                    max_fragments: messages.config().max_fragments,
+                    assembly_timeout: Some(messages.config().assembly_timeout),
+                },
+            );
+            let client = WebSocketStream::from_raw_socket(
+                watched,
                 Role::Server,
                 Some(client_ws_config(&messages)),
             )
@@ -592,6 +599,9 @@ impl Gateway {
                 let Some(s) = session.as_mut() else {
                     return verdict;
                 };
+                if !matches!(verdict, crate::policy::Verdict::Forward(_)) {
+                    return verdict;
+                }
                 let now_i = Instant::now();
                 if now_i < next_touch {
                     return verdict;

@@ -1574,3 +1574,127 @@ async fn reload_applies_a_good_config_keeps_sockets_and_refuses_a_bad_one() {
         m.body
     );
 }
+
+fn raw_frame(
+    payload: &[u8],
+    opcode: tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode,
+    fin: bool,
+) -> Message {
+    Message::Frame(
+        tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+            payload.to_vec(),
+            opcode,
+            fin,
+        ),
+    )
+}
+
+#[tokio::test]
+async fn fragments_ping_floods_and_schemas_are_bounded() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let schema_dir = tempfile::tempdir().unwrap();
+    let schema = schema_dir.path().join("chat.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","required":["text","sender"],"additionalProperties":false,
+            "properties":{"text":{"type":"string","maxLength":100},"sender":{"type":"string"}}}"#,
+    )
+    .unwrap();
+    let (rec_addr, _) = recording_upstream().await;
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.routes.push(RouteConfig {
+            messages: MessageConfig {
+                max_fragments: 3,
+                assembly_timeout: Duration::from_millis(300),
+                control_frames: Rate {
+                    per_second: 1,
+                    burst: Some(5),
+                },
+                ..Default::default()
+            },
+            ..RouteConfig::new("/frames", format!("ws://{rec_addr}"))
+        });
+        s.routes.push(RouteConfig {
+            messages: MessageConfig {
+                kind: Kind::Json,
+                stamp_sender: Some("sender".into()),
+                json_schema: Some(schema.clone()),
+                ..Default::default()
+            },
+            ..RouteConfig::new("/schema", format!("ws://{rec_addr}"))
+        });
+    })
+    .await;
+    let token = h.login("alice").await;
+    let text = OpCode::Data(Data::Text);
+    let cont = OpCode::Data(Data::Continue);
+
+    // Three fragments make one message; a fourth closes the socket.
+    let mut ws = h.connect_as("/frames", &token).await;
+    for (part, op, fin) in [
+        (&b"a"[..], text, false),
+        (b"b", cont, false),
+        (b"c", cont, true),
+    ] {
+        ws.send(raw_frame(part, op, fin)).await.unwrap();
+    }
+    assert_eq!(next_text(&mut ws).await, "abc");
+    for (part, op, fin) in [
+        (&b"a"[..], text, false),
+        (b"b", cont, false),
+        (b"c", cont, false),
+        (b"d", cont, true),
+    ] {
+        ws.send(raw_frame(part, op, fin)).await.unwrap();
+    }
+    assert_eq!(
+        next_close(&mut ws).await,
+        (1008, "too many fragments".into())
+    );
+
+    // A first fragment, then silence: closed at the assembly deadline, not at the idle timeout.
+    let mut ws = h.connect_as("/frames", &token).await;
+    ws.send(raw_frame(b"start", text, false)).await.unwrap();
+    assert_eq!(
+        next_close(&mut ws).await,
+        (1008, "message not completed in time".into())
+    );
+
+    // Pings beyond the control-frame bucket (burst 5): a flood.
+    let mut ws = h.connect_as("/frames", &token).await;
+    for _ in 0..5 {
+        ws.send(Message::Ping(bytes::Bytes::from_static(b"p")))
+            .await
+            .unwrap();
+    }
+    ws.send(Message::text("still open")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "still open");
+    for _ in 0..20 {
+        if ws
+            .send(Message::Ping(bytes::Bytes::from_static(b"p")))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        next_close(&mut ws).await,
+        (1008, "too many control frames".into())
+    );
+
+    // JSON Schema, checked after stamping: the sender is the authenticated user.
+    let mut ws = h.connect_as("/schema", &token).await;
+    ws.send(Message::text(r#"{"text":"hello","sender":"mallory"}"#))
+        .await
+        .unwrap();
+    let echoed: serde_json::Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(echoed["sender"], "alice");
+    ws.send(Message::text(r#"{"text":"hello","admin":true}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_close(&mut ws).await,
+        (1008, "message does not match the schema".into())
+    );
+}
