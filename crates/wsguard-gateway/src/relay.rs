@@ -122,13 +122,14 @@ fn tick_period(t: &Timing) -> Option<Duration> {
         .map(|d| d.max(Duration::from_millis(10)))
 }
 
-/// Relays until the end. `stop` fires when the gateway wants the socket closed; `judge` decides
+/// Relays until the end. The sockets are borrowed, not moved, so that each lives in exactly one
+/// place of the socket's task (per-connection memory). `stop` fires when the gateway wants the socket closed; `judge` decides
 /// on every client data message (message policy, activity tracking) and sees every client
 /// ping and pong (to bound floods; only `Verdict::Close` matters for those).
 #[allow(clippy::too_many_arguments)] // each is a distinct input of one relay; a struct would only rename them
 pub async fn relay<C, U>(
-    mut client: WebSocketStream<C>,
-    mut upstream: WebSocketStream<U>,
+    client: &mut WebSocketStream<C>,
+    upstream: &mut WebSocketStream<U>,
     stop: oneshot::Receiver<crate::registry::CloseRequest>,
     metrics: &Metrics,
     expires_in: Option<Duration>,
@@ -203,7 +204,7 @@ where
                         match tokio::time::timeout(timing.send, upstream.send(m)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => {
-                                close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
+                                close_and_drain(client, Some(frame(CloseReason::UpstreamLost))).await;
                                 return Ended::ByGateway(CloseReason::UpstreamLost);
                             }
                             Err(_) => return gateway_close(client, upstream, CloseReason::UpstreamLost, None).await,
@@ -226,24 +227,24 @@ where
                 Some(Ok(Message::Close(f))) => {
                     let code = f.as_ref().map(|f| u16::from(f.code));
                     // The client-side codec has already answered the close; pass it upstream.
-                    close_and_drain(&mut upstream, f).await;
+                    close_and_drain(upstream, f).await;
                     let _ = tokio::time::timeout(CLOSE_GRACE, client.flush()).await;
                     return Ended::ByClient(code);
                 }
                 Some(Err(e)) => {
                     let Some(reason) = error_reason(&e) else {
-                        close_and_drain(&mut upstream, Some(going_away())).await;
+                        close_and_drain(upstream, Some(going_away())).await;
                         return Ended::ByClient(None);
                     };
                     // Replies to what the client sent before its fault are still delivered
                     // (as the upstream itself would have): close the upstream first, relay what
                     // it sends until its close arrives, then close the client.
-                    close_relaying(&mut upstream, &mut client).await;
-                    close_and_drain(&mut client, Some(frame(reason))).await;
+                    close_relaying(upstream, client).await;
+                    close_and_drain(client, Some(frame(reason))).await;
                     return Ended::ByGateway(reason);
                 }
                 None => {
-                    close_and_drain(&mut upstream, Some(going_away())).await;
+                    close_and_drain(upstream, Some(going_away())).await;
                     return Ended::ByClient(None);
                 }
             },
@@ -257,7 +258,7 @@ where
                     match tokio::time::timeout(timing.send, client.send(m)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => {
-                            close_and_drain(&mut upstream, Some(going_away())).await;
+                            close_and_drain(upstream, Some(going_away())).await;
                             return Ended::ByClient(None);
                         }
                         Err(_) => return gateway_close(client, upstream, CloseReason::Overloaded, None).await,
@@ -268,11 +269,11 @@ where
                 Some(Ok(Message::Close(f))) => {
                     let code = f.as_ref().map(|f| u16::from(f.code));
                     let _ = tokio::time::timeout(CLOSE_GRACE, upstream.flush()).await;
-                    close_and_drain(&mut client, f).await;
+                    close_and_drain(client, f).await;
                     return Ended::ByUpstream(code);
                 }
                 Some(Err(_)) | None => {
-                    close_and_drain(&mut client, Some(frame(CloseReason::UpstreamLost))).await;
+                    close_and_drain(client, Some(frame(CloseReason::UpstreamLost))).await;
                     return Ended::ByGateway(CloseReason::UpstreamLost);
                 }
             },
@@ -281,8 +282,8 @@ where
 }
 
 async fn gateway_close<C, U>(
-    mut client: WebSocketStream<C>,
-    mut upstream: WebSocketStream<U>,
+    client: &mut WebSocketStream<C>,
+    upstream: &mut WebSocketStream<U>,
     reason: CloseReason,
     revoked_at: Option<(std::time::Instant, &Metrics)>,
 ) -> Ended
@@ -305,9 +306,6 @@ where
         })
         .await;
     };
-    tokio::join!(
-        drain_client,
-        close_and_drain(&mut upstream, Some(frame(reason)))
-    );
+    tokio::join!(drain_client, close_and_drain(upstream, Some(frame(reason))));
     Ended::ByGateway(reason)
 }

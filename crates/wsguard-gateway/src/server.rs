@@ -432,8 +432,11 @@ impl Gateway {
                 .as_ref()
                 .map(|c| tokio_tungstenite::Connector::Rustls(Arc::clone(c))),
         );
-        let (upstream, response) = match tokio::time::timeout(state.settings.upstream_timeout, dial)
-            .await
+        let (mut upstream, response) = match tokio::time::timeout(
+            state.settings.upstream_timeout,
+            dial,
+        )
+        .await
         {
             Err(_) => return Err(Refusal::UpstreamTimeout),
             Ok(Err(e)) => {
@@ -489,14 +492,21 @@ impl Gateway {
                     assembly_timeout: Some(messages.config().assembly_timeout),
                 },
             );
-            let client = WebSocketStream::from_raw_socket(
+            let mut client = WebSocketStream::from_raw_socket(
                 watched,
                 Role::Server,
                 Some(client_ws_config(&messages)),
             )
             .await;
             gateway
-                .run_socket(client, upstream, session, peer, &route_path, &messages)
+                .run_socket(
+                    &mut client,
+                    &mut upstream,
+                    session,
+                    peer,
+                    &route_path,
+                    &messages,
+                )
                 .await;
             drop(slot);
         });
@@ -548,8 +558,8 @@ impl Gateway {
 
     async fn run_socket<C, U>(
         &self,
-        client: WebSocketStream<C>,
-        upstream: WebSocketStream<U>,
+        client: &mut WebSocketStream<C>,
+        upstream: &mut WebSocketStream<U>,
         mut session: Option<Session>,
         peer: SocketAddr,
         route: &str,

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's JSON lines into the Markdown tables quoted in BENCHMARKS.md and an SVG
+chart (throughput and p99 latency per path). Standard library only; reads one results file,
+writes two files, computes ratios within the one run it is given."""
+
+import json
+import sys
+from collections import defaultdict
+
+PATHS = ["direct", "wsguard-public", "wsguard-auth", "nginx", "haproxy"]
+COLORS = {"direct": "#888888", "wsguard-public": "#1f77b4", "wsguard-auth": "#17becf",
+          "nginx": "#2ca02c", "haproxy": "#d62728"}
+
+
+def size_label(n):
+    return f"{n // 1024} KiB" if n >= 1024 else f"{n} B"
+
+
+def fmt_rate(x):
+    return f"{x / 1e3:.1f} k" if x < 1e6 else f"{x / 1e6:.2f} M"
+
+
+def main(src, md_out, svg_out):
+    rows = [json.loads(line) for line in open(src) if line.strip()]
+    echo = defaultdict(dict)
+    for r in rows:
+        if r["kind"] == "echo":
+            echo[(r["connections_requested"], r["size"])][r["path"]] = r
+    md = []
+    md.append("### Round trips (closed loop, binary messages echoed)\n")
+    md.append("Ratios are against the same cell of the same run. *added p99* is the path's p99 minus "
+              "the direct p99.\n")
+    md.append("| connections | size | path | msgs/s | vs direct | vs nginx | p50 µs | p99 µs | p99.9 µs "
+              "| max µs | added p99 µs | errors |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (conns, size) in sorted(echo):
+        cell = echo[(conns, size)]
+        direct = cell.get("direct")
+        nginx = cell.get("nginx")
+        for p in PATHS:
+            r = cell.get(p)
+            if not r:
+                continue
+            vs_d = r["messages_per_sec"] / direct["messages_per_sec"] if direct else float("nan")
+            vs_n = r["messages_per_sec"] / nginx["messages_per_sec"] if nginx else float("nan")
+            added = r["latency_p99_us"] - direct["latency_p99_us"] if direct else 0
+            md.append(f"| {conns} | {size_label(size)} | {p} | {fmt_rate(r['messages_per_sec'])} | "
+                      f"{vs_d:.2f} | {vs_n:.2f} | {r['latency_p50_us']} | {r['latency_p99_us']} | "
+                      f"{r['latency_p999_us']} | {r['latency_max_us']} | {added} | {r['errors']} |")
+    md.append("")
+
+    hs = {r["path"]: r for r in rows if r["kind"] == "handshakes"}
+    if hs:
+        md.append("### Handshakes (32 concurrent workers: connect, upgrade, close)\n")
+        md.append("| path | handshakes/s | vs nginx | p50 µs | p99 µs | refusals | errors |")
+        md.append("|---|---|---|---|---|---|---|")
+        n = hs.get("nginx", {}).get("handshakes_per_sec")
+        for p in PATHS:
+            r = hs.get(p)
+            if r:
+                ratio = f"{r['handshakes_per_sec'] / n:.2f}" if n else "—"
+                md.append(f"| {p} | {fmt_rate(r['handshakes_per_sec'])} | {ratio} | {r['latency_p50_us']} | "
+                          f"{r['latency_p99_us']} | {r['refusals']} | {r['errors']} |")
+        md.append("")
+
+    mem = {r["path"]: r for r in rows if r["kind"] == "idle_memory"}
+    if mem:
+        md.append("### Idle memory per connection (RSS of the proxy's processes, before and after)\n")
+        md.append("| path | connections | RSS before | RSS after | per connection | vs nginx |")
+        md.append("|---|---|---|---|---|---|")
+        n = mem.get("nginx", {}).get("bytes_per_connection")
+        for p in PATHS:
+            r = mem.get(p)
+            if r:
+                ratio = f"{r['bytes_per_connection'] / n:.2f}" if n else "—"
+                name = "direct (the echo backend itself)" if p == "direct" else p
+                md.append(f"| {name} | {r['connections']} | {r['rss_before_kb'] / 1024:.1f} MiB | "
+                          f"{r['rss_after_kb'] / 1024:.1f} MiB | {r['bytes_per_connection'] / 1024:.2f} KiB | {ratio} |")
+        md.append("")
+
+    rev = [r for r in rows if r["kind"] == "revocation"]
+    if rev:
+        r = rev[-1]
+        md.append("### Revocation → close frame, 1,000 other live sockets\n")
+        md.append(f"p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms, max {r['max_ms']:.3f} ms\n")
+
+    tk = [r for r in rows if r["kind"] == "tcpkali2"]
+    if tk:
+        md.append("### Cross-check: tcpkali2 (10 connections, its own message loop)\n")
+        md.append("| size | path | msgs/s (tcpkali2) | msgs/s (wsguard-bench, same cell) | p99 µs (tcpkali2) |")
+        md.append("|---|---|---|---|---|")
+        for r in tk:
+            ours = echo.get((10, r["size"]), {}).get(r["path"])
+            ours_s = fmt_rate(ours["messages_per_sec"]) if ours else "—"
+            md.append(f"| {size_label(r['size'])} | {r['path']} | {fmt_rate(r['messages_per_sec'])} | {ours_s} | "
+                      f"{r['latency_p99_us']} |")
+        md.append("")
+
+    with open(md_out, "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(svg_out, "w") as f:
+        f.write(svg(echo))
+
+
+def svg(echo):
+    cells = sorted(echo)
+    width, bar, gap, top, h = 60 + len(cells) * (len(PATHS) * 14 + 30), 14, 30, 40, 220
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{2 * h + 160}" '
+           'font-family="sans-serif" font-size="11">',
+           f'<rect width="100%" height="100%" fill="white"/>']
+
+    def panel(y0, title, value, unit):
+        out.append(f'<text x="10" y="{y0 - 15}" font-size="13">{title}</text>')
+        vmax = max((value(r) for c in cells for r in echo[c].values()), default=1) or 1
+        for i, c in enumerate(cells):
+            x0 = 50 + i * (len(PATHS) * bar + gap)
+            for j, p in enumerate(PATHS):
+                r = echo[c].get(p)
+                if not r:
+                    continue
+                v = value(r)
+                bh = max(1, int(h * v / vmax))
+                out.append(f'<rect x="{x0 + j * bar}" y="{y0 + h - bh}" width="{bar - 2}" height="{bh}" '
+                           f'fill="{COLORS[p]}"><title>{p}: {v:.0f} {unit}</title></rect>')
+            out.append(f'<text x="{x0}" y="{y0 + h + 14}">{c[0]}c {size_label(c[1])}</text>')
+        out.append(f'<line x1="45" y1="{y0 + h}" x2="{width - 5}" y2="{y0 + h}" stroke="black"/>')
+        out.append(f'<text x="5" y="{y0 + 10}">{vmax:.0f}</text>')
+
+    panel(top, "Round trips per second (higher is better)", lambda r: r["messages_per_sec"], "msgs/s")
+    panel(top + h + 70, "p99 latency, µs (lower is better)", lambda r: r["latency_p99_us"], "µs")
+    ly = 2 * h + 145
+    for j, p in enumerate(PATHS):
+        out.append(f'<rect x="{50 + j * 120}" y="{ly - 10}" width="10" height="10" fill="{COLORS[p]}"/>'
+                   f'<text x="{64 + j * 120}" y="{ly}">{p}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
