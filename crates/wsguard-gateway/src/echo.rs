@@ -37,7 +37,7 @@ pub async fn serve(listener: TcpListener) {
             let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(
                 stream,
                 pick_protocol,
-                Some(crate::server::ws_config()),
+                Some(crate::server::ws_config(4096)),
             )
             .await
             else {

@@ -24,6 +24,7 @@ pub mod relay;
 pub mod server;
 pub mod tickets;
 pub mod tls;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -140,6 +140,8 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    // Closing paths are boxed: their state is allocated only when a socket closes, so the
+    // relay's own state (alive for the whole socket) stays small.
     let mut stop = std::pin::pin!(stop);
     let expiry = async {
         match expires_in {
@@ -166,10 +168,10 @@ where
             biased;
             request = &mut stop => {
                 let (reason, asked) = request.unwrap_or((CloseReason::Shutdown, Instant::now()));
-                return gateway_close(client, upstream, reason, Some((asked, metrics))).await;
+                return Box::pin(gateway_close(client, upstream, reason, Some((asked, metrics)))).await;
             }
             () = &mut expiry => {
-                return gateway_close(client, upstream, CloseReason::SessionExpired, None).await;
+                return Box::pin(gateway_close(client, upstream, CloseReason::SessionExpired, None)).await;
             }
             _ = ticker.tick(), if period.is_some() => {
                 let now = Instant::now();
@@ -177,10 +179,10 @@ where
                     (seen_activity, quiet_since) = (activity, now);
                 }
                 if timing.idle.is_some_and(|idle| now.duration_since(quiet_since) >= idle) {
-                    return gateway_close(client, upstream, CloseReason::Idle, None).await;
+                    return Box::pin(gateway_close(client, upstream, CloseReason::Idle, None)).await;
                 }
                 if client_pong_due.is_some_and(|d| now >= d) || upstream_pong_due.is_some_and(|d| now >= d) {
-                    return gateway_close(client, upstream, CloseReason::NoPong, None).await;
+                    return Box::pin(gateway_close(client, upstream, CloseReason::NoPong, None)).await;
                 }
                 if let (Some(p), Some(at)) = (timing.ping, next_ping) && now >= at {
                     next_ping = Some(now + p);
@@ -189,7 +191,7 @@ where
                         client.send(ping()).await.is_ok() && upstream.send(ping()).await.is_ok()
                     });
                     if !matches!(sent.await, Ok(true)) {
-                        return gateway_close(client, upstream, CloseReason::Overloaded, None).await;
+                        return Box::pin(gateway_close(client, upstream, CloseReason::Overloaded, None)).await;
                     }
                     client_pong_due = client_pong_due.or(Some(now + timing.pong));
                     upstream_pong_due = upstream_pong_due.or(Some(now + timing.pong));
@@ -204,14 +206,14 @@ where
                         match tokio::time::timeout(timing.send, upstream.send(m)).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => {
-                                close_and_drain(client, Some(frame(CloseReason::UpstreamLost))).await;
+                                Box::pin(close_and_drain(client, Some(frame(CloseReason::UpstreamLost)))).await;
                                 return Ended::ByGateway(CloseReason::UpstreamLost);
                             }
-                            Err(_) => return gateway_close(client, upstream, CloseReason::UpstreamLost, None).await,
+                            Err(_) => return Box::pin(gateway_close(client, upstream, CloseReason::UpstreamLost, None)).await,
                         }
                     }
                     Verdict::Drop => {}
-                    Verdict::Close(reason) => return gateway_close(client, upstream, reason, None).await,
+                    Verdict::Close(reason) => return Box::pin(gateway_close(client, upstream, reason, None)).await,
                 },
                 // Pings are answered by the client-side codec; both count against the
                 // control-frame bound (ping floods).
@@ -220,31 +222,31 @@ where
                         client_pong_due = None;
                     }
                     if let Verdict::Close(reason) = judge(m) {
-                        return gateway_close(client, upstream, reason, None).await;
+                        return Box::pin(gateway_close(client, upstream, reason, None)).await;
                     }
                 }
                 Some(Ok(Message::Frame(_))) => {}
                 Some(Ok(Message::Close(f))) => {
                     let code = f.as_ref().map(|f| u16::from(f.code));
                     // The client-side codec has already answered the close; pass it upstream.
-                    close_and_drain(upstream, f).await;
+                    Box::pin(close_and_drain(upstream, f)).await;
                     let _ = tokio::time::timeout(CLOSE_GRACE, client.flush()).await;
                     return Ended::ByClient(code);
                 }
                 Some(Err(e)) => {
                     let Some(reason) = error_reason(&e) else {
-                        close_and_drain(upstream, Some(going_away())).await;
+                        Box::pin(close_and_drain(upstream, Some(going_away()))).await;
                         return Ended::ByClient(None);
                     };
                     // Replies to what the client sent before its fault are still delivered
                     // (as the upstream itself would have): close the upstream first, relay what
                     // it sends until its close arrives, then close the client.
-                    close_relaying(upstream, client).await;
-                    close_and_drain(client, Some(frame(reason))).await;
+                    Box::pin(close_relaying(upstream, client)).await;
+                    Box::pin(close_and_drain(client, Some(frame(reason)))).await;
                     return Ended::ByGateway(reason);
                 }
                 None => {
-                    close_and_drain(upstream, Some(going_away())).await;
+                    Box::pin(close_and_drain(upstream, Some(going_away()))).await;
                     return Ended::ByClient(None);
                 }
             },
@@ -258,10 +260,10 @@ where
                     match tokio::time::timeout(timing.send, client.send(m)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => {
-                            close_and_drain(upstream, Some(going_away())).await;
+                            Box::pin(close_and_drain(upstream, Some(going_away()))).await;
                             return Ended::ByClient(None);
                         }
-                        Err(_) => return gateway_close(client, upstream, CloseReason::Overloaded, None).await,
+                        Err(_) => return Box::pin(gateway_close(client, upstream, CloseReason::Overloaded, None)).await,
                     }
                 }
                 Some(Ok(Message::Pong(_))) => upstream_pong_due = None,
@@ -269,11 +271,11 @@ where
                 Some(Ok(Message::Close(f))) => {
                     let code = f.as_ref().map(|f| u16::from(f.code));
                     let _ = tokio::time::timeout(CLOSE_GRACE, upstream.flush()).await;
-                    close_and_drain(client, f).await;
+                    Box::pin(close_and_drain(client, f)).await;
                     return Ended::ByUpstream(code);
                 }
                 Some(Err(_)) | None => {
-                    close_and_drain(client, Some(frame(CloseReason::UpstreamLost))).await;
+                    Box::pin(close_and_drain(client, Some(frame(CloseReason::UpstreamLost)))).await;
                     return Ended::ByGateway(CloseReason::UpstreamLost);
                 }
             },

@@ -84,16 +84,18 @@ fn now_ms() -> u64 {
 
 /// WebSocket settings for a route's client sockets: the route's size limits, which the codec
 /// checks against each frame's declared length before allocating (→ 1009).
-fn client_ws_config(policy: &crate::policy::RoutePolicy) -> WebSocketConfig {
-    ws_config()
+fn client_ws_config(policy: &crate::policy::RoutePolicy, read_buffer: usize) -> WebSocketConfig {
+    ws_config(read_buffer)
         .max_message_size(Some(policy.config().max_message_bytes))
         .max_frame_size(Some(policy.max_frame_bytes()))
 }
 
-/// Per-socket WebSocket settings. Small read buffers: memory per idle socket stays low.
-pub(crate) fn ws_config() -> WebSocketConfig {
+/// Per-socket WebSocket settings. `read_buffer` is both what each socket allocates up front and
+/// the most one read takes (`gateway.read_buffer_bytes`): small keeps idle sockets cheap; a
+/// larger one reads large messages in fewer system calls.
+pub(crate) fn ws_config(read_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(0)
         // One whole frame must fit the write buffer (tungstenite serialises a frame before
         // writing it); the buffer only grows as large as the frames that pass through.
@@ -423,32 +425,22 @@ impl Gateway {
                 tracing::warn!(error = %e, "cannot build the upstream request");
                 Refusal::UpstreamFailed
             })?;
-        let dial = tokio_tungstenite::connect_async_tls_with_config(
+        let dial = crate::upstream::dial(
+            &route.upstream,
             upstream_req,
-            Some(ws_config()),
-            true,
-            route
-                .tls
-                .as_ref()
-                .map(|c| tokio_tungstenite::Connector::Rustls(Arc::clone(c))),
+            route.tls.as_ref(),
+            ws_config(state.settings.read_buffer_bytes),
         );
-        let (mut upstream, response) = match tokio::time::timeout(
-            state.settings.upstream_timeout,
-            dial,
-        )
-        .await
-        {
-            Err(_) => return Err(Refusal::UpstreamTimeout),
-            Ok(Err(e)) => {
-                tracing::warn!(event = "upstream_failed", error = %upstream_error(&e), route = %route.path);
-                return Err(Refusal::UpstreamFailed);
-            }
-            Ok(Ok(ok)) => ok,
-        };
-        let protocol = response
-            .headers()
-            .get(header::SEC_WEBSOCKET_PROTOCOL)
-            .cloned();
+        let (mut upstream, response) =
+            match tokio::time::timeout(state.settings.upstream_timeout, dial).await {
+                Err(_) => return Err(Refusal::UpstreamTimeout),
+                Ok(Err(e)) => {
+                    tracing::warn!(event = "upstream_failed", error = %e, route = %route.path);
+                    return Err(Refusal::UpstreamFailed);
+                }
+                Ok(Ok(ok)) => ok,
+            };
+        let protocol = response.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
         if let Some(p) = &protocol {
             // The upstream may only pick one of the client's offers.
             if !up.protocols.iter().any(|o| o.as_bytes() == p.as_bytes()) {
@@ -477,6 +469,7 @@ impl Gateway {
         let gateway = Arc::clone(self);
         let route_path = route.path.clone();
         let messages = Arc::clone(&route.messages);
+        let read_buffer = state.settings.read_buffer_bytes;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -495,7 +488,7 @@ impl Gateway {
             let mut client = WebSocketStream::from_raw_socket(
                 watched,
                 Role::Server,
-                Some(client_ws_config(&messages)),
+                Some(client_ws_config(&messages, read_buffer)),
             )
             .await;
             gateway
@@ -572,7 +565,7 @@ impl Gateway {
         let (registration, stop) = self.registry.register(session.as_ref(), peer, route, now);
         // A revocation between authentication and registration would be missed: check again.
         if let Some(s) = &session
-            && let Err(r) = self.sessions.still_live(s, now).await
+            && let Err(r) = Box::pin(self.sessions.still_live(s, now)).await
         {
             tracing::info!(event = "closed_by_gateway", reason = "session_revoked", peer = %peer, detail = %r);
             self.registry
@@ -597,7 +590,9 @@ impl Gateway {
                 send: settings.send_timeout,
             }
         };
-        let ended = relay(
+        // Boxed: the relay lives as long as the socket, the states around it do not, and a
+        // separate allocation keeps them from being laid out side by side (memory per socket).
+        let ended = Box::pin(relay(
             client,
             upstream,
             stop,
@@ -626,7 +621,7 @@ impl Gateway {
                 });
                 verdict
             },
-        )
+        ))
         .await;
         self.metrics.open.dec();
         match &ended {
@@ -723,13 +718,4 @@ fn is_hop_or_owned(name: &HeaderName) -> bool {
             | "sec-websocket-extensions"
             | "sec-websocket-accept"
     ) || name.as_str().starts_with("x-wsguard-")
-}
-
-/// An upstream error without anything attacker-controlled in it.
-fn upstream_error(e: &tungstenite::Error) -> String {
-    match e {
-        tungstenite::Error::Http(r) => format!("upstream answered {} instead of 101", r.status()),
-        tungstenite::Error::Io(e) => format!("i/o: {}", e.kind()),
-        other => other.to_string().chars().take(200).collect(),
-    }
 }

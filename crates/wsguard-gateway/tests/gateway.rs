@@ -170,6 +170,28 @@ async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                     "silent" => {
                         tokio::time::sleep(Duration::from_secs(30)).await;
                     }
+                    // A 101 whose Sec-WebSocket-Accept does not answer the key.
+                    "bad_accept" => {
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf).await;
+                        let _ = s
+                            .write_all(
+                                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                                  Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBhbnN3ZXI=\r\n\r\n",
+                            )
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    // A valid 101 that picks a subprotocol nobody offered.
+                    "foreign_protocol" => {
+                        let pick = |_: &Request, mut r: Response| {
+                            r.headers_mut()
+                                .insert("sec-websocket-protocol", "surprise".parse().unwrap());
+                            Ok(r)
+                        };
+                        let _ = tokio_tungstenite::accept_hdr_async(s, pick).await;
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
                     "drop_after_first" => {
                         let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
                         let _ = ws.next().await;
@@ -353,6 +375,16 @@ async fn harness_with(
             route(
                 "/slow",
                 format!("ws://{}", raw_upstream("silent").await),
+                false,
+            ),
+            route(
+                "/bad-accept",
+                format!("ws://{}", raw_upstream("bad_accept").await),
+                false,
+            ),
+            route(
+                "/foreign-protocol",
+                format!("ws://{}", raw_upstream("foreign_protocol").await),
                 false,
             ),
             route(
@@ -862,6 +894,21 @@ async fn upstream_failures() {
     assert_eq!(h.refused("/down", &hdrs).await, 502);
     assert_eq!(h.refused("/non101", &hdrs).await, 502);
     assert_eq!(h.refused("/slow", &hdrs).await, 504);
+    assert_eq!(
+        h.refused("/bad-accept", &hdrs).await,
+        502,
+        "101 with a wrong accept"
+    );
+    let offered = [
+        ("origin", ORIGIN),
+        ("cookie", cookie.as_str()),
+        ("sec-websocket-protocol", "chat.v1"),
+    ];
+    assert_eq!(
+        h.refused("/foreign-protocol", &offered).await,
+        502,
+        "subprotocol not offered"
+    );
     let mut ws = h.connect_as("/crash", &token).await;
     ws.send(Message::text("boom")).await.unwrap();
     let (code, _) = next_close(&mut ws).await;
