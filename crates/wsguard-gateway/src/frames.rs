@@ -4,8 +4,9 @@
 //!
 //! Owns [`FrameWatch`], an `AsyncRead + AsyncWrite` wrapper that reads each frame's header as
 //! the bytes go by (payloads are skipped by arithmetic, never copied or buffered) and fails the
-//! read with a [`Violation`] when a fragmented message has too many fragments or takes too long
-//! to complete, including when the client simply stops sending mid-message. It does not judge
+//! read with a [`Violation`] when a fragmented message has too many fragments, or when any
+//! message (fragmented, or one frame trickled in slowly) takes too long to complete from its
+//! first byte, including when the client simply stops sending mid-message. It does not judge
 //! anything else: masking, opcodes, UTF-8 and sizes are the codec's; the relay turns a
 //! violation into a close frame.
 
@@ -178,24 +179,30 @@ impl<S> FrameWatch<S> {
     }
 
     fn observe(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         let limits = self.limits;
         let mut violation = self.violation;
-        let (mut start, mut finish) = (false, false);
         self.parser.feed(bytes, |event| match event {
-            Event::Started => (start, finish) = (true, false),
             Event::Continued(n) | Event::Finished(n)
                 if limits.max_fragments > 0 && n > limits.max_fragments =>
             {
                 violation = violation.or(Some(Violation::TooManyFragments));
             }
-            Event::Finished(_) => (start, finish) = (false, true),
-            Event::Continued(_) | Event::None => {}
+            _ => {}
         });
         self.violation = violation;
-        if finish {
+        // A message is in progress from its first byte until its last: a partial header or
+        // payload, or a fragmented message not yet finished. The deadline runs from the moment
+        // it starts, however its bytes are spread over reads.
+        let busy =
+            self.parser.fragments > 0 || self.parser.payload_left > 0 || self.parser.have > 0;
+        if !busy {
             self.armed = false;
-        }
-        if start && let Some(after) = self.limits.assembly_timeout {
+        } else if !self.armed
+            && let Some(after) = self.limits.assembly_timeout
+        {
             let at = Instant::now() + after;
             match &mut self.deadline {
                 Some(sleep) => sleep.as_mut().reset(at),
@@ -396,5 +403,15 @@ mod tests {
         // A message completed before the pause disarms the deadline.
         let done = vec![fragments(3), Vec::new(), frame(true, 2, 1)];
         assert!(read_all(done, LIMITS).await.is_ok());
+        // One unfragmented frame whose payload stops halfway: the same deadline.
+        let big = frame(true, 2, 1000);
+        let halfway = vec![big[..500].to_vec(), Vec::new(), big[500..].to_vec()];
+        assert_eq!(
+            read_all(halfway, LIMITS).await,
+            Err(Violation::AssemblyTimeout)
+        );
+        // Even a header cut in two.
+        let cut = vec![big[..1].to_vec(), Vec::new(), big[1..].to_vec()];
+        assert_eq!(read_all(cut, LIMITS).await, Err(Violation::AssemblyTimeout));
     }
 }

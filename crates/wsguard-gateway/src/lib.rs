@@ -203,6 +203,13 @@ impl Running {
         self.gateway.reload()
     }
 
+    /// Runs one housekeeping round now (it also runs on its own every 30 s): drops expired
+    /// tickets and idle rate buckets, and purges expired sessions from the store. Returns
+    /// (tickets dropped, store rows purged).
+    pub async fn sweep(&self) -> (usize, usize) {
+        self.gateway.sweep(true).await
+    }
+
     /// Starts a graceful shutdown: stop accepting, close every socket with 1001, drain.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);

@@ -41,6 +41,11 @@ pub const SESSION_HEADER: &str = "x-wsguard-session";
 /// Session data (JSON) header.
 pub const DATA_HEADER: &str = "x-wsguard-data";
 
+/// How often expired tickets and idle rate buckets are dropped.
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
+/// Expired sessions are purged from the store every this many housekeeping rounds (10 min).
+const STORE_PURGE_EVERY: u32 = 20;
+
 /// Path of the ticket endpoint on the public listener.
 pub const TICKET_PATH: &str = "/wsguard/ticket";
 
@@ -182,6 +187,7 @@ impl Gateway {
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         let mut shutdown = self.shutdown.subscribe();
         let revocations = tokio::spawn(Arc::clone(&self).follow_revocations());
+        let housekeeping = tokio::spawn(Arc::clone(&self).housekeeping());
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -228,6 +234,39 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         revocations.abort();
+        housekeeping.abort();
+    }
+
+    /// Every [`HOUSEKEEPING`]: drops expired tickets and full per-user rate buckets; every
+    /// [`STORE_PURGE_EVERY`] rounds, purges expired sessions and tombstones from the store, so
+    /// nothing grows without bound.
+    async fn housekeeping(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut round = 0u32;
+        loop {
+            tick.tick().await;
+            round = round.wrapping_add(1);
+            self.sweep(round.is_multiple_of(STORE_PURGE_EVERY)).await;
+        }
+    }
+
+    /// One housekeeping round; returns (expired tickets dropped, store rows purged).
+    pub(crate) async fn sweep(&self, purge_store: bool) -> (usize, usize) {
+        let tickets = self.tickets.purge(now_ms());
+        for route in &self.state.load().routes {
+            route.messages.shrink();
+        }
+        let mut purged = 0;
+        if purge_store {
+            match self.sessions.store().purge(now_secs()).await {
+                Ok(n) => purged = n,
+                Err(e) => tracing::warn!(error = %e, "cannot purge expired sessions"),
+            }
+        }
+        tracing::debug!(expired_tickets = tickets, purged, "housekeeping");
+        (tickets, purged)
     }
 
     /// Closes live sockets as revocations arrive (from this process or, through the store,

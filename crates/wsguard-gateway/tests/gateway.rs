@@ -1745,3 +1745,31 @@ async fn fragments_ping_floods_and_schemas_are_bounded() {
         (1008, "message does not match the schema".into())
     );
 }
+
+#[tokio::test]
+async fn housekeeping_drops_expired_tickets_and_purges_the_store() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.ticket_ttl = Duration::from_millis(50);
+    })
+    .await;
+    let token = h.login("alice").await;
+    let post = format!(
+        "POST /wsguard/ticket HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\nCookie: {COOKIE}={token}\r\nContent-Length: 0\r\n\r\n"
+    );
+    for _ in 0..3 {
+        assert_eq!(h.http.raw(h.running.public_addr, &post).await.status, 200);
+    }
+    assert_eq!(h.running.sweep().await.0, 0, "nothing has expired yet");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.running.sweep().await.0, 3, "the three tickets expired");
+    // A revoked session leaves a tombstone until the token's max age: not purged early.
+    let sid = h
+        .sessions
+        .authenticate(&token, now())
+        .await
+        .unwrap()
+        .sid()
+        .clone();
+    h.sessions.revoke_session(&sid, now()).await.unwrap();
+    assert_eq!(h.running.sweep().await.1, 0);
+}
