@@ -20,6 +20,14 @@ def fmt_rate(x):
     return f"{x / 1e3:.1f} k" if x < 1e6 else f"{x / 1e6:.2f} M"
 
 
+def cpu_per_msg(r):
+    """Proxy CPU microseconds per round trip, over warmup + window."""
+    if "proxy_cpu_s" not in r or not r["messages_per_sec"]:
+        return None
+    msgs = r["messages_per_sec"] * (r["duration_s"] + r["warmup_s"])
+    return r["proxy_cpu_s"] * 1e6 / msgs
+
+
 def main(src, md_out, svg_out):
     rows = [json.loads(line) for line in open(src) if line.strip()]
     echo = defaultdict(dict)
@@ -30,9 +38,11 @@ def main(src, md_out, svg_out):
     md.append("### Round trips (closed loop, binary messages echoed)\n")
     md.append("Ratios are against the same cell of the same run. *added p99* is the path's p99 minus "
               "the direct p99.\n")
-    md.append("| connections | size | path | msgs/s | vs direct | vs nginx | p50 µs | p99 µs | p99.9 µs "
-              "| max µs | added p99 µs | errors |")
-    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    md.append("*proxy CPU µs/msg* is the proxy's CPU time (user + system) over the run, warmup included, "
+              "per round trip (for `direct`: the echo backend's). Each round trip crosses the proxy twice.\n")
+    md.append("| connections | size | path | msgs/s | vs direct | vs nginx | proxy CPU µs/msg | vs nginx "
+              "| p50 µs | p99 µs | p99.9 µs | max µs | added p99 µs | errors |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (conns, size) in sorted(echo):
         cell = echo[(conns, size)]
         direct = cell.get("direct")
@@ -44,9 +54,14 @@ def main(src, md_out, svg_out):
             vs_d = r["messages_per_sec"] / direct["messages_per_sec"] if direct else float("nan")
             vs_n = r["messages_per_sec"] / nginx["messages_per_sec"] if nginx else float("nan")
             added = r["latency_p99_us"] - direct["latency_p99_us"] if direct else 0
+            cpu = cpu_per_msg(r)
+            ncpu = cpu_per_msg(nginx) if nginx else None
+            cpu_s = f"{cpu:.2f}" if cpu is not None else "—"
+            cpu_vs = f"{cpu / ncpu:.2f}" if cpu is not None and ncpu else "—"
             md.append(f"| {conns} | {size_label(size)} | {p} | {fmt_rate(r['messages_per_sec'])} | "
-                      f"{vs_d:.2f} | {vs_n:.2f} | {r['latency_p50_us']} | {r['latency_p99_us']} | "
-                      f"{r['latency_p999_us']} | {r['latency_max_us']} | {added} | {r['errors']} |")
+                      f"{vs_d:.2f} | {vs_n:.2f} | {cpu_s} | {cpu_vs} | {r['latency_p50_us']} | "
+                      f"{r['latency_p99_us']} | {r['latency_p999_us']} | {r['latency_max_us']} | {added} | "
+                      f"{r['errors']} |")
     md.append("")
 
     hs = {r["path"]: r for r in rows if r["kind"] == "handshakes"}

@@ -157,29 +157,11 @@ declare -A url=(
 )
 paths="direct wsguard-public wsguard-auth nginx haproxy"
 headers=(-H "Origin: http://bench.local" -H "Cookie: wsguard_session=$token")
+# Client sockets spread over several source addresses (one ephemeral port range each).
+sources=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
 genrun() { TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$gen" "$@"; }
 record() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2])); print(json.dumps(d))' "$1" "$2" >> "$results"; }
 
-# --- throughput and latency ---------------------------------------------------------------
-for conns in $CONNS; do
-    for size in $SIZES; do
-        for p in $paths; do
-            echo "echo: $p, $conns connections, $size B" >&2
-            r=$(genrun echo --url "${url[$p]}" "${headers[@]}" --connections "$conns" --size "$size" \
-                --binary --duration "$DURATION" --warmup "$WARMUP" --json)
-            record "{\"kind\":\"echo\",\"path\":\"$p\"}" "$r"
-        done
-    done
-done
-
-# --- handshakes/s -------------------------------------------------------------------------
-for p in $paths; do
-    echo "handshakes: $p" >&2
-    r=$(genrun handshakes --url "${url[$p]}" "${headers[@]}" --connections 32 --duration "$DURATION" --json)
-    record "{\"kind\":\"handshakes\",\"path\":\"$p\"}" "$r"
-done
-
-# --- idle memory per proxied connection ---------------------------------------------------
 rss_kb() { local t=0; for pid in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status"))); done; echo "$t"; }
 pids_of() {
     case $1 in
@@ -189,21 +171,52 @@ pids_of() {
         direct) pgrep -f "wsguard echo --listen 127.0.0.1:$echo_port" | tr '\n' ' ' ;;
     esac
 }
+
+# --- throughput and latency ---------------------------------------------------------------
+# CPU time (user + system, clock ticks) of a path's proxy processes; with the load generator
+# and the echo backend sharing one core, round trips/s can be capped by that core, so the proxy's
+# CPU per message is the fairer measure of its cost.
+cpu_ticks() { local t=0; for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$t"; }
+hz=$(getconf CLK_TCK)
+for conns in $CONNS; do
+    for size in $SIZES; do
+        for p in $paths; do
+            echo "echo: $p, $conns connections, $size B" >&2
+            # shellcheck disable=SC2046
+            c0=$(cpu_ticks $(pids_of "$p"))
+            r=$(genrun echo --url "${url[$p]}" "${headers[@]}" --connections "$conns" --size "$size" \
+                --binary --duration "$DURATION" --warmup "$WARMUP" --json)
+            # shellcheck disable=SC2046
+            c1=$(cpu_ticks $(pids_of "$p"))
+            record "{\"kind\":\"echo\",\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
+        done
+    done
+done
+
+# --- idle memory per proxied connection ---------------------------------------------------
 for p in $paths; do
     echo "idle memory: $p, $IDLE_CONNS connections" >&2
     # shellcheck disable=SC2046
     before=$(rss_kb $(pids_of "$p"))
     fifo="$work/hold-$p"; mkfifo "$fifo"
-    genrun hold --url "${url[$p]}" "${headers[@]}" --connections "$IDLE_CONNS" --ignore-stdin >"$fifo" 2>"$work/hold-$p.err" &
+    genrun hold --url "${url[$p]}" "${headers[@]}" --sources "$sources" --connections "$IDLE_CONNS" --ignore-stdin >"$fifo" 2>"$work/hold-$p.err" &
     hold=$!
     read -r ready n < "$fifo"
     sleep 2   # let the proxies settle (lazy allocations, ping timers)
     # shellcheck disable=SC2046
     after=$(rss_kb $(pids_of "$p"))
     kill -TERM "$hold"; wait "$hold" || true
+    [ "$n" -gt 0 ] || { echo "hold through $p opened nothing:" >&2; cat "$work/hold-$p.err" >&2; }
     record "{\"kind\":\"idle_memory\",\"path\":\"$p\"}" \
         "{\"connections\":$n,\"rss_before_kb\":$before,\"rss_after_kb\":$after,\"bytes_per_connection\":$(( (after - before) * 1024 / (n > 0 ? n : 1) ))}"
     sleep 1
+done
+
+# --- handshakes/s -------------------------------------------------------------------------
+for p in $paths; do
+    echo "handshakes: $p" >&2
+    r=$(genrun handshakes --url "${url[$p]}" "${headers[@]}" --sources "$sources" --connections 32 --duration "$DURATION" --json)
+    record "{\"kind\":\"handshakes\",\"path\":\"$p\"}" "$r"
 done
 
 # --- revocation → close with 1,000 live sockets (in-process harness) -------------------------
@@ -217,7 +230,7 @@ for size in 64 1024; do
         hp=${url[$p]#ws://}; hp=${hp%%/*}
         echo "tcpkali2: $p, $size B" >&2
         r=$(TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$tk2" --websocket -c 10 -w 1 -T "${DURATION%s}s" \
-            --warmup "${WARMUP%s}s" -s "$size" -q "$hp" 2>&1 | tr -d "\r" || true)
+            --warmup "${WARMUP%s}s" -s "$size" "$hp" 2>&1 | tr -d "\r" || true)
         rate=$(sed -n 's/^Requests Rate: *\([0-9.]*\).*/\1/p' <<<"$r")
         p99=$(sed -n 's/.*P99: *\([0-9]*\).*/\1/p' <<<"$r" | tail -1)
         record "{\"kind\":\"tcpkali2\",\"path\":\"$p\"}" "{\"size\":$size,\"connections\":10,\"messages_per_sec\":${rate:-0},\"latency_p99_us\":${p99:-0}}"

@@ -17,9 +17,29 @@ pub enum CookieError {
     Invalid,
 }
 
+/// Which bytes a session cookie value may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieValues {
+    /// RFC 6265 cookie-octets only (every v1 token is made of them). The default.
+    Strict,
+    /// Also the raw JSON of the "SecureSession" tutorial's legacy tokens (quotes, commas,
+    /// backslashes, inner spaces), as browsers send them. Only while `accept_legacy_tokens` is
+    /// on; still printable ASCII only, and `;` still ends the value.
+    LegacyJson,
+}
+
 /// RFC 6265 cookie-octet.
 fn is_cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+impl CookieValues {
+    fn allows(self, b: u8) -> bool {
+        match self {
+            CookieValues::Strict => is_cookie_octet(b),
+            CookieValues::LegacyJson => (0x20..=0x7e).contains(&b),
+        }
+    }
 }
 
 /// Pairs of one header value: (name, value) with surrounding spaces trimmed.
@@ -35,6 +55,7 @@ fn pairs(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 pub fn session_cookie<'a>(
     headers: impl Iterator<Item = &'a [u8]>,
     name: &str,
+    values: CookieValues,
 ) -> Result<Option<&'a str>, CookieError> {
     let mut found: Option<&'a [u8]> = None;
     for header in headers {
@@ -49,14 +70,14 @@ pub fn session_cookie<'a>(
         }
     }
     let Some(v) = found else { return Ok(None) };
-    let v = match v {
-        [b'"', inner @ .., b'"'] => inner,
-        v => v,
+    let v = match (values, v) {
+        (CookieValues::Strict, [b'"', inner @ .., b'"']) => inner,
+        (_, v) => v,
     };
-    if v.is_empty() || !v.iter().copied().all(is_cookie_octet) {
+    if v.is_empty() || !v.iter().copied().all(|b| values.allows(b)) {
         return Err(CookieError::Invalid);
     }
-    // Cookie-octets are ASCII, so this cannot fail.
+    // Both sets are ASCII, so this cannot fail.
     std::str::from_utf8(v)
         .map(Some)
         .map_err(|_| CookieError::Invalid)
@@ -82,7 +103,11 @@ mod tests {
     const NAME: &str = "wsguard_session";
 
     fn get<'a>(headers: &[&'a str]) -> Result<Option<&'a str>, CookieError> {
-        session_cookie(headers.iter().map(|h| h.as_bytes()), NAME)
+        session_cookie(
+            headers.iter().map(|h| h.as_bytes()),
+            NAME,
+            CookieValues::Strict,
+        )
     }
 
     #[test]
@@ -119,7 +144,32 @@ mod tests {
         );
         // Junk in other cookies is not our business.
         let junk = [&b"other=\xff\xfe; x; ;;; wsguard_session=tok"[..]];
-        assert_eq!(session_cookie(junk.into_iter(), NAME), Ok(Some("tok")));
+        assert_eq!(
+            session_cookie(junk.into_iter(), NAME, CookieValues::Strict),
+            Ok(Some("tok"))
+        );
+    }
+
+    #[test]
+    fn legacy_json_values_only_when_asked() {
+        let legacy = r#"wsguard_session={"sid":"a b","uid":"u,1"}.00ff; other=1"#;
+        let get = |values| session_cookie([legacy.as_bytes()].into_iter(), NAME, values);
+        assert_eq!(get(CookieValues::Strict), Err(CookieError::Invalid));
+        assert_eq!(
+            get(CookieValues::LegacyJson),
+            Ok(Some(r#"{"sid":"a b","uid":"u,1"}.00ff"#))
+        );
+        // Still no control bytes or non-ASCII, and duplicates are still refused.
+        let bad = [&b"wsguard_session={\"a\":\"\x01\"}"[..]];
+        assert_eq!(
+            session_cookie(bad.into_iter(), NAME, CookieValues::LegacyJson),
+            Err(CookieError::Invalid)
+        );
+        let two = [&b"wsguard_session={}; wsguard_session={}"[..]];
+        assert_eq!(
+            session_cookie(two.into_iter(), NAME, CookieValues::LegacyJson),
+            Err(CookieError::Duplicate)
+        );
     }
 
     #[test]
@@ -138,7 +188,8 @@ mod tests {
     proptest! {
         #[test]
         fn never_panics(a in proptest::collection::vec(any::<u8>(), 0..200), b in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = session_cookie([a.as_slice(), b.as_slice()].into_iter(), NAME);
+            let _ = session_cookie([a.as_slice(), b.as_slice()].into_iter(), NAME, CookieValues::Strict);
+            let _ = session_cookie([a.as_slice(), b.as_slice()].into_iter(), NAME, CookieValues::LegacyJson);
             let _ = strip_cookie(&String::from_utf8_lossy(&a), NAME);
         }
     }

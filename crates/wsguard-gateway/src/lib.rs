@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod readahead;
 pub mod reason;
 pub mod registry;
 pub mod relay;

@@ -365,10 +365,11 @@ impl Gateway {
         let token = match cookie::session_cookie(
             headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
             &self.cookie_name,
+            self.cookie_values(),
         ) {
             Ok(Some(t)) => t.to_owned(),
             Ok(None) => return refuse(Refusal::NoCredentials, peer, path),
-            Err(_) => return refuse(Refusal::CookieAmbiguous, peer, path),
+            Err(e) => return refuse(cookie_refusal(e), peer, path),
         };
         if let Err(r) = self.authenticate(&token).await {
             return refuse(r, peer, path);
@@ -433,8 +434,9 @@ impl Gateway {
             let token = cookie::session_cookie(
                 headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
                 &self.cookie_name,
+                self.cookie_values(),
             )
-            .map_err(|_| Refusal::CookieAmbiguous)?
+            .map_err(cookie_refusal)?
             .ok_or(Refusal::NoCredentials)?;
             Some(self.authenticate(token).await?)
         };
@@ -518,7 +520,7 @@ impl Gateway {
                 }
             };
             let watched = crate::frames::FrameWatch::new(
-                TokioIo::new(upgraded),
+                crate::readahead::ReadAhead::new(TokioIo::new(upgraded)),
                 crate::frames::FrameLimits {
                     max_fragments: messages.config().max_fragments,
                     assembly_timeout: Some(messages.config().assembly_timeout),
@@ -682,7 +684,26 @@ impl Gateway {
     }
 }
 
+/// A duplicate session cookie is ambiguous; an unusable value is a malformed token.
+fn cookie_refusal(e: cookie::CookieError) -> Refusal {
+    match e {
+        cookie::CookieError::Duplicate => Refusal::CookieAmbiguous,
+        cookie::CookieError::Invalid => Refusal::Session(wsguard_token::Rejection::Malformed(
+            wsguard_token::Malformed::Encoding,
+        )),
+    }
+}
+
 impl Gateway {
+    /// Strict cookie values, unless legacy tutorial tokens (raw JSON) are accepted.
+    fn cookie_values(&self) -> cookie::CookieValues {
+        if self.sessions.verifier().policy().accept_legacy_tokens {
+            cookie::CookieValues::LegacyJson
+        } else {
+            cookie::CookieValues::Strict
+        }
+    }
+
     pub(crate) fn set_loader(&self, loader: Loader) {
         *self.loader.lock().unwrap_or_else(|p| p.into_inner()) = Some(loader);
     }

@@ -74,7 +74,7 @@ impl AsyncWrite for UpstreamIo {
 }
 
 /// The upstream WebSocket.
-pub type UpstreamSocket = WebSocketStream<TokioIo<Upgraded>>;
+pub type UpstreamSocket = WebSocketStream<crate::readahead::ReadAhead<TokioIo<Upgraded>>>;
 
 /// Why the upstream could not be reached. Logged (never shown to the client, who gets 502).
 #[derive(Debug, thiserror::Error)]
@@ -175,11 +175,20 @@ pub async fn dial(
     if h.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(key.as_bytes()) {
         return Err(DialError::BadAnswer("wrong Sec-WebSocket-Accept"));
     }
+    // wsguard offers no extension upstream (permessage-deflate is not negotiated): an answer
+    // that enables one would send frames the codec cannot read.
+    if h.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(DialError::BadAnswer("extension not offered"));
+    }
     let headers = std::mem::take(response.headers_mut());
     let upgraded = hyper::upgrade::on(&mut response)
         .await
         .map_err(|e| DialError::Http(e.to_string()))?;
-    let socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, Some(config)).await;
+    let socket = WebSocketStream::from_raw_socket(
+        crate::readahead::ReadAhead::new(TokioIo::new(upgraded)),
+        Role::Client,
+        Some(config),
+    )
+    .await;
     Ok((socket, headers))
 }

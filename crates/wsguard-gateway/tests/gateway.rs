@@ -192,6 +192,18 @@ async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                         let _ = tokio_tungstenite::accept_hdr_async(s, pick).await;
                         tokio::time::sleep(Duration::from_secs(5)).await;
                     }
+                    // A valid 101 that turns on an extension nobody offered.
+                    "foreign_extension" => {
+                        let pick = |_: &Request, mut r: Response| {
+                            r.headers_mut().insert(
+                                "sec-websocket-extensions",
+                                "permessage-deflate".parse().unwrap(),
+                            );
+                            Ok(r)
+                        };
+                        let _ = tokio_tungstenite::accept_hdr_async(s, pick).await;
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
                     "drop_after_first" => {
                         let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
                         let _ = ws.next().await;
@@ -385,6 +397,11 @@ async fn harness_with(
             route(
                 "/foreign-protocol",
                 format!("ws://{}", raw_upstream("foreign_protocol").await),
+                false,
+            ),
+            route(
+                "/foreign-extension",
+                format!("ws://{}", raw_upstream("foreign_extension").await),
                 false,
             ),
             route(
@@ -1772,4 +1789,60 @@ async fn housekeeping_drops_expired_tickets_and_purges_the_store() {
         .clone();
     h.sessions.revoke_session(&sid, now()).await.unwrap();
     assert_eq!(h.running.sweep().await.1, 0);
+}
+
+/// The "SecureSession" tutorial's token, minted by Python's standard library as its code does.
+fn python_legacy_token(secret: &str, uid: &str) -> String {
+    let script = r#"
+import hashlib, hmac, json, secrets, sys, time
+secret, uid = sys.argv[1], sys.argv[2]
+now = int(time.time())
+data = {"sid": secrets.token_urlsafe(32), "uid": uid, "data": {"name": "Ada L"},
+        "created": now, "last_active": now}
+payload = json.dumps(data, separators=(",", ":"))
+print(payload + "." + hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest())
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, secret, uid])
+        .output()
+        .expect("python3 is needed for this test");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn legacy_cookies_work_only_when_legacy_tokens_are_accepted() {
+    const SECRET: &str = "tutorial-secret-0123456789abcdef0123456789";
+    let legacy_policy = TokenPolicy {
+        accept_legacy_tokens: true,
+        ..policy()
+    };
+    let token = python_legacy_token(SECRET, "ada");
+    // The raw JSON travels in the Cookie header as browsers send it (quotes, commas, a space).
+    let cookie = format!("{COOKIE}={token}");
+    let hdrs = [("origin", ORIGIN), ("cookie", cookie.as_str())];
+
+    let h = harness_with(Arc::new(MemoryStore::new()), legacy_policy, |_| {}).await;
+    h.sessions.set_verifier(Verifier::new(
+        Arc::new(KeyRing::ephemeral().with_legacy_secret(SECRET.as_bytes())),
+        legacy_policy,
+    ));
+    let mut ws = h.connect("/", &hdrs).await.expect("legacy cookie accepted");
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "hi");
+    assert_eq!(
+        h.rec.header("x-wsguard-user"),
+        vec!["ada".to_owned()]
+    );
+    // Tampered (the user id changed): refused.
+    let forged = format!("{COOKIE}={}", token.replace("\"ada\"", "\"bob\""));
+    assert_eq!(
+        h.refused("/", &[("origin", ORIGIN), ("cookie", &forged)])
+            .await,
+        401
+    );
+
+    // Legacy tokens off (the default): the same cookie is refused.
+    let strict = harness().await;
+    assert_eq!(strict.refused("/", &hdrs).await, 401);
 }
