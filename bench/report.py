@@ -4,6 +4,7 @@ chart (throughput and p99 latency per path). Standard library only; reads one re
 writes two files, computes ratios within the one run it is given."""
 
 import json
+import statistics
 import sys
 from collections import defaultdict
 
@@ -30,19 +31,34 @@ def cpu_per_msg(r):
 
 def main(src, md_out, svg_out):
     rows = [json.loads(line) for line in open(src) if line.strip()]
-    echo = defaultdict(dict)
+    runs = defaultdict(list)
     for r in rows:
         if r["kind"] == "echo":
-            echo[(r["connections_requested"], r["size"])][r["path"]] = r
+            runs[(r["connections_requested"], r["size"], r["path"])].append(r)
+    # One row per cell and path: the median of each figure over the rounds.
+    echo = defaultdict(dict)
+    rounds = 0
+    for (conns, size, path), rs in runs.items():
+        rounds = max(rounds, len(rs))
+        med = dict(rs[0])
+        for k in ("messages_per_sec", "latency_p50_us", "latency_p99_us", "latency_p999_us",
+                  "latency_max_us", "proxy_cpu_s"):
+            vals = [x[k] for x in rs if x.get(k) is not None]
+            if vals:
+                med[k] = statistics.median(vals)
+        med["errors"] = sum(x["errors"] for x in rs)
+        med["rate_range"] = (min(x["messages_per_sec"] for x in rs), max(x["messages_per_sec"] for x in rs))
+        echo[(conns, size)][path] = med
     md = []
     md.append("### Round trips (closed loop, binary messages echoed)\n")
-    md.append("Ratios are against the same cell of the same run. *added p99* is the path's p99 minus "
-              "the direct p99.\n")
+    md.append(f"Each figure is the median of {rounds} rounds (paths alternated within each cell, the "
+              "whole matrix repeated); *range* is the lowest and highest msgs/s of the rounds. Ratios are "
+              "against the same cell of the same run. *added p99* is the path's p99 minus the direct p99.\n")
     md.append("*proxy CPU µs/msg* is the proxy's CPU time (user + system) over the run, warmup included, "
               "per round trip (for `direct`: the echo backend's). Each round trip crosses the proxy twice.\n")
-    md.append("| connections | size | path | msgs/s | vs direct | vs nginx | proxy CPU µs/msg | vs nginx "
+    md.append("| connections | size | path | msgs/s | range | vs direct | vs nginx | proxy CPU µs/msg | vs nginx "
               "| p50 µs | p99 µs | p99.9 µs | max µs | added p99 µs | errors |")
-    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (conns, size) in sorted(echo):
         cell = echo[(conns, size)]
         direct = cell.get("direct")
@@ -58,8 +74,9 @@ def main(src, md_out, svg_out):
             ncpu = cpu_per_msg(nginx) if nginx else None
             cpu_s = f"{cpu:.2f}" if cpu is not None else "—"
             cpu_vs = f"{cpu / ncpu:.2f}" if cpu is not None and ncpu else "—"
+            lo, hi = r["rate_range"]
             md.append(f"| {conns} | {size_label(size)} | {p} | {fmt_rate(r['messages_per_sec'])} | "
-                      f"{vs_d:.2f} | {vs_n:.2f} | {cpu_s} | {cpu_vs} | {r['latency_p50_us']} | "
+                      f"{lo / 1e3:.0f}–{hi / 1e3:.0f} k | {vs_d:.2f} | {vs_n:.2f} | {cpu_s} | {cpu_vs} | {r['latency_p50_us']} | "
                       f"{r['latency_p99_us']} | {r['latency_p999_us']} | {r['latency_max_us']} | {added} | "
                       f"{r['errors']} |")
     md.append("")

@@ -5,8 +5,9 @@
 #
 # Fairness: every proxy is pinned to CPU $PROXY_CPU with one worker/thread; the load generator
 # and the echo backend share CPU $LOAD_CPU. Paths are alternated inside each (size, connections)
-# cell, so slow drifts of a shared machine hit every path alike. Round trips are closed loop
-# (each connection sends its next message when the echo of the previous one is back).
+# cell, and the whole matrix is run $ROUNDS times (default 3); the report gives each cell's
+# median. Round trips are closed loop (each connection sends its next message when the echo of
+# the previous one is back).
 #
 # Measures: messages/s and latency (p50/p99/p99.9/max) for 64 B / 1 KiB / 64 KiB messages over
 # 10 and 1,000 connections; handshakes/s (wsguard: with cookie verification against the SQLite
@@ -14,21 +15,22 @@
 # connections; revocation → close latency with 1,000 live sockets; and the public-route
 # throughput again with tcpkali2 (an independent generator, crates.io) as a cross-check.
 #
-# Usage: bench/run.sh                 (full run, about 10 minutes on 2 cores)
+# Usage: bench/run.sh                 (full run, about 15 minutes on 2 cores)
 #        QUICK=1 bench/run.sh         (short smoke run: 1 s per cell)
 # Output: bench/results/latest.{jsonl,md,svg}; the .md table is what BENCHMARKS.md quotes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-DURATION=${DURATION:-5s}
+DURATION=${DURATION:-4s}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-1s}
 SIZES=${SIZES:-"64 1024 65536"}
 CONNS=${CONNS:-"10 1000"}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-if [ -n "${QUICK:-}" ]; then DURATION=1s; WARMUP=1s; IDLE_CONNS=1000; fi
+if [ -n "${QUICK:-}" ]; then DURATION=1s; WARMUP=1s; IDLE_CONNS=1000; ROUNDS=1; fi
 
 # --- what the run needs -------------------------------------------------------------------
 need=()
@@ -56,6 +58,7 @@ results="$out/latest.jsonl"
 : > "$results"
 cleanup() {
     kill $(jobs -p) 2>/dev/null || true
+    pkill -f "^$gen " 2>/dev/null || true
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$work"
@@ -93,10 +96,13 @@ upstream = "ws://127.0.0.1:$echo_port"
 max_message_bytes = 1048576
 TOML
 (cd "$work" && "$wsguard" keygen >/dev/null)
-(cd "$work" && TOKIO_WORKER_THREADS=1 WSGUARD_LOG=warn exec taskset -c "$PROXY_CPU" "$wsguard" serve >"$work/wsguard.log" 2>&1) &
-wait_port "$gw_port"
+start_wsguard() {
+    (cd "$work" && TOKIO_WORKER_THREADS=1 WSGUARD_LOG=warn exec taskset -c "$PROXY_CPU" "$wsguard" serve >>"$work/wsguard.log" 2>&1) &
+    wsguard_pid=$!
+    wait_port "$gw_port"
+}
+start_wsguard
 token=$(cd "$work" && "$wsguard" session issue --user bench)
-wsguard_pid=$(pgrep -f "wsguard serve" -n)
 
 cat > "$work/nginx.conf" <<NGINX
 daemon off;
@@ -126,8 +132,12 @@ http {
     }
 }
 NGINX
-taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx.conf" &
-wait_port "$nginx_port"
+start_nginx() {
+    taskset -c "$PROXY_CPU" nginx -p "$work" -c "$work/nginx.conf" &
+    nginx_pid=$!
+    wait_port "$nginx_port"
+}
+start_nginx
 
 cat > "$work/haproxy.cfg" <<HAPROXY
 global
@@ -145,8 +155,23 @@ frontend ws
 backend echo
     server s1 127.0.0.1:$echo_port
 HAPROXY
-taskset -c "$PROXY_CPU" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
-wait_port "$haproxy_port"
+start_haproxy() {
+    taskset -c "$PROXY_CPU" haproxy -db -f "$work/haproxy.cfg" >>"$work/haproxy.log" 2>&1 &
+    haproxy_pid=$!
+    wait_port "$haproxy_port"
+}
+start_haproxy
+# A fresh process of a path's proxy (idle memory is measured on fresh processes: memory a
+# process has already grown to would hide the cost of new connections).
+restart() {
+    case $1 in
+        wsguard-*) kill -TERM "$wsguard_pid"; wait "$wsguard_pid" 2>/dev/null || true; start_wsguard ;;
+        nginx) kill -QUIT "$nginx_pid"; wait "$nginx_pid" 2>/dev/null || true; start_nginx ;;
+        haproxy) kill -TERM "$haproxy_pid"; wait "$haproxy_pid" 2>/dev/null || true; start_haproxy ;;
+        direct) ;;
+    esac
+    sleep 0.5
+}
 
 declare -A url=(
     [direct]="ws://127.0.0.1:$echo_port/"
@@ -166,8 +191,8 @@ rss_kb() { local t=0; for pid in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "
 pids_of() {
     case $1 in
         wsguard-*) echo "$wsguard_pid" ;;
-        nginx) pgrep -f "nginx: (master|worker)" | tr '\n' ' ' ;;
-        haproxy) pgrep -x haproxy | tr '\n' ' ' ;;
+        nginx) echo "$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" ;;
+        haproxy) echo "$haproxy_pid" ;;
         direct) pgrep -f "wsguard echo --listen 127.0.0.1:$echo_port" | tr '\n' ' ' ;;
     esac
 }
@@ -178,28 +203,33 @@ pids_of() {
 # CPU per message is the fairer measure of its cost.
 cpu_ticks() { local t=0; for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
+for round in $(seq "$ROUNDS"); do
 for conns in $CONNS; do
     for size in $SIZES; do
         for p in $paths; do
-            echo "echo: $p, $conns connections, $size B" >&2
+            echo "echo (round $round): $p, $conns connections, $size B" >&2
             # shellcheck disable=SC2046
             c0=$(cpu_ticks $(pids_of "$p"))
             r=$(genrun echo --url "${url[$p]}" "${headers[@]}" --connections "$conns" --size "$size" \
                 --binary --duration "$DURATION" --warmup "$WARMUP" --json)
             # shellcheck disable=SC2046
             c1=$(cpu_ticks $(pids_of "$p"))
-            record "{\"kind\":\"echo\",\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
+            record "{\"kind\":\"echo\",\"round\":$round,\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
         done
     done
+done
 done
 
 # --- idle memory per proxied connection ---------------------------------------------------
 for p in $paths; do
     echo "idle memory: $p, $IDLE_CONNS connections" >&2
+    restart "$p"
     # shellcheck disable=SC2046
     before=$(rss_kb $(pids_of "$p"))
     fifo="$work/hold-$p"; mkfifo "$fifo"
-    genrun hold --url "${url[$p]}" "${headers[@]}" --sources "$sources" --connections "$IDLE_CONNS" --ignore-stdin >"$fifo" 2>"$work/hold-$p.err" &
+    # Started directly (not through a shell function), so that $! is the generator itself.
+    TOKIO_WORKER_THREADS=1 taskset -c "$LOAD_CPU" "$gen" hold --url "${url[$p]}" "${headers[@]}" \
+        --sources "$sources" --connections "$IDLE_CONNS" --ignore-stdin >"$fifo" 2>"$work/hold-$p.err" &
     hold=$!
     read -r ready n < "$fifo"
     sleep 2   # let the proxies settle (lazy allocations, ping timers)

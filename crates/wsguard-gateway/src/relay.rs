@@ -98,6 +98,24 @@ where
     .await;
 }
 
+/// Sends `m`, giving the peer `limit` to take it. The deadline timer is armed only if the send
+/// does not complete at once (the common case costs no timer).
+async fn send_within<S>(
+    limit: Duration,
+    ws: &mut WebSocketStream<S>,
+    m: Message,
+) -> Result<Result<(), WsError>, tokio::time::error::Elapsed>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut send = std::pin::pin!(ws.send(m));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(r) => Ok(r),
+        std::task::Poll::Pending => tokio::time::timeout(limit, send).await,
+    }
+}
+
 /// Liveness and backpressure settings of a relayed socket.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -203,7 +221,7 @@ where
                         activity += 1;
                         metrics.messages_up.inc();
                         metrics.bytes_up.inc_by(m.len() as u64);
-                        match tokio::time::timeout(timing.send, upstream.send(m)).await {
+                        match send_within(timing.send, upstream, m).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => {
                                 Box::pin(close_and_drain(client, Some(frame(CloseReason::UpstreamLost)))).await;
@@ -257,7 +275,7 @@ where
                     metrics.bytes_down.inc_by(m.len() as u64);
                     // A client that does not take the message in time is too slow: while we
                     // wait, the upstream is not read, so memory stays bounded.
-                    match tokio::time::timeout(timing.send, client.send(m)).await {
+                    match send_within(timing.send, client, m).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => {
                             Box::pin(close_and_drain(upstream, Some(going_away()))).await;

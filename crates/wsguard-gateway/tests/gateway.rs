@@ -1830,10 +1830,7 @@ async fn legacy_cookies_work_only_when_legacy_tokens_are_accepted() {
     let mut ws = h.connect("/", &hdrs).await.expect("legacy cookie accepted");
     ws.send(Message::text("hi")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "hi");
-    assert_eq!(
-        h.rec.header("x-wsguard-user"),
-        vec!["ada".to_owned()]
-    );
+    assert_eq!(h.rec.header("x-wsguard-user"), vec!["ada".to_owned()]);
     // Tampered (the user id changed): refused.
     let forged = format!("{COOKIE}={}", token.replace("\"ada\"", "\"bob\""));
     assert_eq!(
