@@ -90,7 +90,7 @@ impl Default for GatewayConfig {
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 512,
             tls: None,
         }
     }
