@@ -136,30 +136,51 @@ def main(src, md_out, svg_out):
 
 def svg(echo):
     cells = sorted(echo)
-    width, bar, gap, top, h = 60 + len(cells) * (len(PATHS) * 14 + 30), 14, 30, 40, 220
+    width, bar, gap, top, h = 70 + len(cells) * (len(PATHS) * 14 + 30), 14, 30, 40, 220
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{2 * h + 160}" '
            'font-family="sans-serif" font-size="11">',
            f'<rect width="100%" height="100%" fill="white"/>']
 
-    def panel(y0, title, value, unit):
+    import math
+
+    def panel(y0, title, value, unit, log=False):
         out.append(f'<text x="10" y="{y0 - 15}" font-size="13">{title}</text>')
-        vmax = max((value(r) for c in cells for r in echo[c].values()), default=1) or 1
+        vals = [value(r) for c in cells for r in echo[c].values()]
+        vmax = max(vals, default=1) or 1
+        lo = 10 ** math.floor(math.log10(max(min(vals, default=1), 1)))
+        hi = 10 ** math.ceil(math.log10(vmax))
+
+        def height(v):
+            if log:
+                return max(1, int(h * (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))))
+            return max(1, int(h * v / vmax))
+
         for i, c in enumerate(cells):
-            x0 = 50 + i * (len(PATHS) * bar + gap)
+            x0 = 60 + i * (len(PATHS) * bar + gap)
             for j, p in enumerate(PATHS):
                 r = echo[c].get(p)
                 if not r:
                     continue
                 v = value(r)
-                bh = max(1, int(h * v / vmax))
+                bh = height(v)
                 out.append(f'<rect x="{x0 + j * bar}" y="{y0 + h - bh}" width="{bar - 2}" height="{bh}" '
                            f'fill="{COLORS[p]}"><title>{p}: {v:.0f} {unit}</title></rect>')
             out.append(f'<text x="{x0}" y="{y0 + h + 14}">{c[0]}c {size_label(c[1])}</text>')
         out.append(f'<line x1="45" y1="{y0 + h}" x2="{width - 5}" y2="{y0 + h}" stroke="black"/>')
-        out.append(f'<text x="5" y="{y0 + 10}">{vmax:.0f}</text>')
+        if log:
+            t = lo
+            while t <= hi:
+                y = y0 + h - height(t)
+                label = f"{t / 1000:.0f} ms" if t >= 1000 else f"{t:.0f} µs"
+                out.append(f'<line x1="45" y1="{y}" x2="{width - 5}" y2="{y}" stroke="#dddddd"/>'
+                           f'<text x="2" y="{y + 4}">{label}</text>')
+                t *= 10
+        else:
+            out.append(f'<text x="5" y="{y0 + 10}">{vmax / 1000:.0f} k</text>')
 
     panel(top, "Round trips per second (higher is better)", lambda r: r["messages_per_sec"], "msgs/s")
-    panel(top + h + 70, "p99 latency, µs (lower is better)", lambda r: r["latency_p99_us"], "µs")
+    panel(top + h + 70, "p99 latency, log scale (lower is better)", lambda r: r["latency_p99_us"], "µs",
+          log=True)
     ly = 2 * h + 145
     for j, p in enumerate(PATHS):
         out.append(f'<rect x="{50 + j * 120}" y="{ly - 10}" width="10" height="10" fill="{COLORS[p]}"/>'
