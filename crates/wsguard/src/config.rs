@@ -185,6 +185,9 @@ impl Config {
             if let Some(ca) = &mut r.upstream_ca {
                 paths.push(ca);
             }
+            if let Some(schema) = &mut r.messages.json_schema {
+                paths.push(schema);
+            }
         }
         for p in paths {
             if p.is_relative() {
@@ -363,6 +366,22 @@ mod tests {
         std::fs::write(&path, "[store]\npath = \"data/s.db\"\n").unwrap();
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.store.path, dir.path().join("data/s.db"));
+        std::fs::write(
+            &path,
+            "[gateway.tls]\ncert = \"c.pem\"\nkey = \"/abs/k.pem\"\n[[route]]\npath = \"/\"\n\
+             upstream = \"wss://x\"\nupstream_ca = \"ca.pem\"\n[route.messages]\nkind = \"json\"\n\
+             json_schema = \"s.json\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        let tls = c.gateway.tls.as_ref().unwrap();
+        assert_eq!(tls.cert, dir.path().join("c.pem"));
+        assert_eq!(tls.key, PathBuf::from("/abs/k.pem"));
+        assert_eq!(c.routes[0].upstream_ca, Some(dir.path().join("ca.pem")));
+        assert_eq!(
+            c.routes[0].messages.json_schema,
+            Some(dir.path().join("s.json"))
+        );
         assert_eq!(c.sessions.keys_file, dir.path().join("wsguard-keys.toml"));
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
     }
