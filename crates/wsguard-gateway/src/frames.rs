@@ -29,6 +29,9 @@ pub enum Violation {
     /// A fragmented message was not completed in time.
     #[error("message not completed in time")]
     AssemblyTimeout,
+    /// A text frame still arriving already holds invalid UTF-8.
+    #[error("invalid UTF-8 in a text frame")]
+    InvalidUtf8,
 }
 
 impl Violation {
@@ -37,6 +40,7 @@ impl Violation {
         match self {
             Violation::TooManyFragments => CloseReason::TooManyFragments,
             Violation::AssemblyTimeout => CloseReason::AssemblyTimeout,
+            Violation::InvalidUtf8 => CloseReason::InvalidPayload,
         }
     }
 
@@ -63,6 +67,67 @@ struct Parser {
     payload_left: u64,
     /// Fragments of the message in progress (0: none in progress).
     fragments: u32,
+    /// The message in progress is text.
+    text: bool,
+    /// The frame in progress carries text (a text frame, or a continuation of a text message).
+    frame_text: bool,
+    /// The frame's masking key (client frames are masked) and how far into its payload we are.
+    mask: [u8; 4],
+    payload_pos: u64,
+    /// UTF-8 of a text frame that arrives over several reads, checked as it arrives.
+    utf8: Utf8,
+}
+
+/// Incremental UTF-8 check (the well-formed sequences of Unicode's table 3-7), so that invalid
+/// text inside a frame still in flight is refused at once rather than when the frame completes.
+/// Only frames that span reads are checked here; whole frames are checked by the codec.
+#[derive(Debug, Default, Clone, Copy)]
+struct Utf8 {
+    /// Continuation bytes still expected, and the range the next one must fall in.
+    need: u8,
+    lo: u8,
+    hi: u8,
+    /// Started mid-message: skip continuation bytes left over from earlier frames.
+    resync: bool,
+}
+
+impl Utf8 {
+    fn fresh(mid_message: bool) -> Utf8 {
+        Utf8 {
+            resync: mid_message,
+            ..Utf8::default()
+        }
+    }
+
+    /// Feeds one byte; false if the text can no longer be valid UTF-8.
+    fn step(&mut self, b: u8) -> bool {
+        if self.need > 0 {
+            if b < self.lo || b > self.hi {
+                return false;
+            }
+            self.need -= 1;
+            (self.lo, self.hi) = (0x80, 0xbf);
+            return true;
+        }
+        if self.resync {
+            if (0x80..=0xbf).contains(&b) {
+                return true;
+            }
+            self.resync = false;
+        }
+        (self.need, self.lo, self.hi) = match b {
+            0x00..=0x7f => return true,
+            0xc2..=0xdf => (1, 0x80, 0xbf),
+            0xe0 => (2, 0xa0, 0xbf),
+            0xe1..=0xec | 0xee..=0xef => (2, 0x80, 0xbf),
+            0xed => (2, 0x80, 0x9f),
+            0xf0 => (3, 0x90, 0xbf),
+            0xf1..=0xf3 => (3, 0x80, 0xbf),
+            0xf4 => (3, 0x80, 0x8f),
+            _ => return false,
+        };
+        true
+    }
 }
 
 /// What a completed header means for the message in progress.
@@ -104,13 +169,24 @@ impl Parser {
         }
     }
 
-    /// Feeds bytes; calls `on` for each completed header.
-    fn feed(&mut self, mut bytes: &[u8], mut on: impl FnMut(Event)) {
+    /// Feeds bytes; calls `on` for each completed header. False if a text frame in flight
+    /// already holds invalid UTF-8.
+    fn feed(&mut self, mut bytes: &[u8], mut on: impl FnMut(Event)) -> bool {
         while !bytes.is_empty() {
             if self.payload_left > 0 {
                 let skip = usize::try_from(self.payload_left)
                     .unwrap_or(usize::MAX)
                     .min(bytes.len());
+                // A text frame that does not complete in this read: check what has arrived.
+                if self.frame_text && (skip as u64) < self.payload_left {
+                    for (i, b) in bytes[..skip].iter().enumerate() {
+                        let k = self.mask[((self.payload_pos + i as u64) % 4) as usize];
+                        if !self.utf8.step(b ^ k) {
+                            return false;
+                        }
+                    }
+                }
+                self.payload_pos += skip as u64;
                 self.payload_left -= skip as u64;
                 bytes = &bytes[skip..];
                 continue;
@@ -128,6 +204,25 @@ impl Parser {
             let fin = self.header[0] & 0x80 != 0;
             let opcode = self.header[0] & 0x0f;
             self.payload_left = self.payload_len();
+            let hl = self.header_len();
+            self.mask = if self.header[1] & 0x80 != 0 {
+                [
+                    self.header[hl - 4],
+                    self.header[hl - 3],
+                    self.header[hl - 2],
+                    self.header[hl - 1],
+                ]
+            } else {
+                [0; 4]
+            };
+            self.payload_pos = 0;
+            match opcode {
+                1 => self.text = true,
+                2 => self.text = false,
+                _ => {}
+            }
+            self.frame_text = opcode == 1 || (opcode == 0 && self.text);
+            self.utf8 = Utf8::fresh(opcode == 0);
             self.have = 0;
             let event = match (opcode, fin) {
                 // Control frames may come between fragments; they are not fragments.
@@ -150,6 +245,7 @@ impl Parser {
             };
             on(event);
         }
+        true
     }
 }
 
@@ -184,7 +280,7 @@ impl<S> FrameWatch<S> {
         }
         let limits = self.limits;
         let mut violation = self.violation;
-        self.parser.feed(bytes, |event| match event {
+        let utf8_ok = self.parser.feed(bytes, |event| match event {
             Event::Continued(n) | Event::Finished(n)
                 if limits.max_fragments > 0 && n > limits.max_fragments =>
             {
@@ -192,6 +288,9 @@ impl<S> FrameWatch<S> {
             }
             _ => {}
         });
+        if !utf8_ok {
+            violation = violation.or(Some(Violation::InvalidUtf8));
+        }
         self.violation = violation;
         // A message is in progress from its first byte until its last: a partial header or
         // payload, or a fragmented message not yet finished. The deadline runs from the moment
@@ -274,7 +373,7 @@ mod tests {
         let mut p = Parser::default();
         let mut out = Vec::new();
         for c in bytes.chunks(chunk) {
-            p.feed(c, |e| out.push(e));
+            assert!(p.feed(c, |e| out.push(e)));
         }
         out
     }
@@ -302,6 +401,67 @@ mod tests {
 
     /// Reads everything `stream` sends (an empty part is an hour's pause on the paused test
     /// clock) through a watch: the byte count, or the violation.
+    #[test]
+    fn utf8_check_matches_std_at_every_split() {
+        let samples: [&[u8]; 9] = [
+            "héllo wörld ✓ 𝄞".as_bytes(),
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited",
+            b"\xf4\x90\x80\x80",
+            b"\xc0\xaf",
+            b"\xe0\x80\xaf",
+            b"\xf0\x8f\xbf\xbf",
+            b"\xed\x9f\xbf\xee\x80\x80",
+            b"\xff",
+            b"ok\xf0\x9f\x98",
+        ];
+        for text in samples {
+            let mut u = Utf8::fresh(false);
+            let ok = text.iter().all(|b| u.step(*b));
+            // Valid, or a valid prefix cut short (complete later): never a false refusal.
+            let valid_prefix = match std::str::from_utf8(text) {
+                Ok(_) => true,
+                Err(e) => e.error_len().is_none(),
+            };
+            assert_eq!(ok, valid_prefix, "{text:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_utf8_in_a_frame_still_arriving_is_refused_at_once() {
+        let mut text = b"valid start ".to_vec();
+        text.extend_from_slice(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80");
+        text.extend_from_slice(b" and the rest");
+        // A masked frame with a non-zero key, sent in chops with pauses between them.
+        let key = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut f = vec![0x81u8, 0x80 | text.len() as u8];
+        f.extend_from_slice(&key);
+        f.extend(text.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        let chops = vec![
+            f[..10].to_vec(),
+            Vec::new(),
+            f[10..32].to_vec(),
+            Vec::new(),
+            f[32..].to_vec(),
+        ];
+        // No assembly deadline here: the pauses are long, the refusal must come from the text.
+        let patient = FrameLimits {
+            assembly_timeout: None,
+            ..LIMITS
+        };
+        assert_eq!(read_all(chops, patient).await, Err(Violation::InvalidUtf8));
+        // Valid text in the same chops passes, and binary frames are never read as text.
+        let good = "κόσμε and more κόσμε and more".as_bytes();
+        let mut g = vec![0x81u8, 0x80 | good.len() as u8];
+        g.extend_from_slice(&key);
+        g.extend(good.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        let chops = vec![g[..9].to_vec(), Vec::new(), g[9..].to_vec()];
+        assert!(read_all(chops, patient).await.is_ok());
+        let mut bin = f.clone();
+        bin[0] = 0x82;
+        let chops = vec![bin[..10].to_vec(), Vec::new(), bin[10..].to_vec()];
+        assert!(read_all(chops, patient).await.is_ok());
+    }
+
     async fn read_all(stream: Vec<Vec<u8>>, limits: FrameLimits) -> Result<usize, Violation> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut tx, rx) = tokio::io::duplex(1 << 20);
