@@ -1843,3 +1843,38 @@ async fn legacy_cookies_work_only_when_legacy_tokens_are_accepted() {
     let strict = harness().await;
     assert_eq!(strict.refused("/", &hdrs).await, 401);
 }
+
+#[tokio::test]
+async fn slow_handshakes_are_cut_at_the_deadline() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.handshake_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // Slowloris: a request head that never ends. The gateway hangs up; it does not wait forever.
+    let mut s = TcpStream::connect(h.running.public_addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // a 408 before the close is fine
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "connection still open long after the handshake deadline"
+    );
+    // A complete handshake on a fresh connection is unaffected.
+    assert!(
+        h.connect_as("/", &h.login("alice").await)
+            .await
+            .send(Message::text("x"))
+            .await
+            .is_ok()
+    );
+}
