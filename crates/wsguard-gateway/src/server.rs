@@ -371,10 +371,11 @@ impl Gateway {
             Ok(None) => return refuse(Refusal::NoCredentials, peer, path),
             Err(e) => return refuse(cookie_refusal(e), peer, path),
         };
-        if let Err(r) = self.authenticate(&token).await {
-            return refuse(r, peer, path);
-        }
-        match self.tickets.issue(&token, now_ms()) {
+        let session = match self.authenticate(&token).await {
+            Ok(s) => s,
+            Err(r) => return refuse(r, peer, path),
+        };
+        match self.tickets.issue(session.uid().as_str(), &token, now_ms()) {
             Ok(ticket) => {
                 let body =
                     serde_json::json!({ "ticket": ticket, "expires_in_ms": self.tickets.ttl_ms() });
@@ -387,7 +388,12 @@ impl Gateway {
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 r
             }
-            Err(_) => refuse(Refusal::TooManyConnections, peer, path),
+            Err(crate::tickets::TicketError::UserFull) => {
+                refuse(Refusal::TooManyForUser, peer, path)
+            }
+            Err(crate::tickets::TicketError::Full) => {
+                refuse(Refusal::TooManyConnections, peer, path)
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //! Owns the ticket table: a random 256-bit ticket maps to the cookie it was issued for and an
 //! expiry (at most 30 s). Redeeming removes it, so a ticket works once; the caller then
 //! re-authenticates the cookie, so a session revoked after the ticket was issued is still refused.
-//! The table is bounded. Time is a parameter (milliseconds); no I/O besides the OS random source.
+//! The table is bounded, in all and per user (so one user cannot fill it for everyone). Time is a
+//! parameter (milliseconds); no I/O besides the OS random source.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,20 +17,57 @@ pub const MAX_TTL_MS: u64 = 30_000;
 /// Most tickets outstanding at once; beyond this, issuing fails until some expire or are used.
 pub const MAX_OUTSTANDING: usize = 100_000;
 
+/// Most tickets one user may have outstanding.
+pub const MAX_PER_USER: usize = 16;
+
 /// The ticket table.
 pub struct Tickets {
     ttl_ms: u64,
-    table: Mutex<HashMap<String, Entry>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    tickets: HashMap<String, Entry>,
+    per_user: HashMap<String, usize>,
 }
 
 struct Entry {
+    user: String,
     cookie: Zeroizing<String>,
     expires_at_ms: u64,
 }
 
+impl Table {
+    fn forget_user(&mut self, user: &str) {
+        if let Some(n) = self.per_user.get_mut(user) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(user);
+            }
+        }
+    }
+
+    /// Drops expired tickets; returns how many.
+    fn purge(&mut self, now_ms: u64) -> usize {
+        let expired: Vec<String> = self
+            .tickets
+            .iter()
+            .filter(|(_, e)| e.expires_at_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &expired {
+            if let Some(e) = self.tickets.remove(k) {
+                self.forget_user(&e.user);
+            }
+        }
+        expired.len()
+    }
+}
+
 impl std::fmt::Debug for Tickets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.table.lock().map(|t| t.len()).unwrap_or(0);
+        let n = self.table.lock().map(|t| t.tickets.len()).unwrap_or(0);
         f.debug_struct("Tickets")
             .field("ttl_ms", &self.ttl_ms)
             .field("outstanding", &n)
@@ -43,6 +81,9 @@ pub enum TicketError {
     /// Too many tickets outstanding.
     #[error("too many outstanding tickets")]
     Full,
+    /// This user has too many tickets outstanding.
+    #[error("too many outstanding tickets for this user")]
+    UserFull,
 }
 
 impl Tickets {
@@ -50,7 +91,7 @@ impl Tickets {
     pub fn new(ttl_ms: u64) -> Tickets {
         Tickets {
             ttl_ms: ttl_ms.clamp(1, MAX_TTL_MS),
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
         }
     }
 
@@ -59,8 +100,9 @@ impl Tickets {
         self.ttl_ms
     }
 
-    /// Issues a ticket for `cookie` (an already authenticated session cookie) at `now_ms`.
-    pub fn issue(&self, cookie: &str, now_ms: u64) -> Result<String, TicketError> {
+    /// Issues a ticket for `cookie` (an already authenticated session cookie of `user`) at
+    /// `now_ms`.
+    pub fn issue(&self, user: &str, cookie: &str, now_ms: u64) -> Result<String, TicketError> {
         let mut bytes = [0u8; 32];
         // The OS random source failing is not recoverable for a security gateway.
         #[allow(clippy::expect_used)]
@@ -68,19 +110,30 @@ impl Tickets {
         let ticket =
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if table.len() >= MAX_OUTSTANDING {
-            table.retain(|_, e| e.expires_at_ms > now_ms);
-            if table.len() >= MAX_OUTSTANDING {
-                return Err(TicketError::Full);
+        let full = |t: &Table| {
+            if t.per_user.get(user).copied().unwrap_or(0) >= MAX_PER_USER {
+                Some(TicketError::UserFull)
+            } else if t.tickets.len() >= MAX_OUTSTANDING {
+                Some(TicketError::Full)
+            } else {
+                None
+            }
+        };
+        if full(&table).is_some() {
+            table.purge(now_ms);
+            if let Some(e) = full(&table) {
+                return Err(e);
             }
         }
-        table.insert(
+        table.tickets.insert(
             ticket.clone(),
             Entry {
+                user: user.to_owned(),
                 cookie: Zeroizing::new(cookie.to_owned()),
                 expires_at_ms: now_ms + self.ttl_ms,
             },
         );
+        *table.per_user.entry(user.to_owned()).or_default() += 1;
         Ok(ticket)
     }
 
@@ -91,16 +144,17 @@ impl Tickets {
             return None;
         }
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = table.remove(ticket)?;
+        let entry = table.tickets.remove(ticket)?;
+        table.forget_user(&entry.user);
         (now_ms < entry.expires_at_ms).then_some(entry.cookie)
     }
 
     /// Drops expired tickets; returns how many.
     pub fn purge(&self, now_ms: u64) -> usize {
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let before = table.len();
-        table.retain(|_, e| e.expires_at_ms > now_ms);
-        before - table.len()
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .purge(now_ms)
     }
 }
 
@@ -111,7 +165,7 @@ mod tests {
     #[test]
     fn single_use() {
         let t = Tickets::new(30_000);
-        let ticket = t.issue("cookie", 1000).unwrap();
+        let ticket = t.issue("u", "cookie", 1000).unwrap();
         assert_eq!(ticket.len(), 43);
         assert_eq!(t.redeem(&ticket, 1001).unwrap().as_str(), "cookie");
         assert!(t.redeem(&ticket, 1002).is_none(), "second use");
@@ -120,16 +174,34 @@ mod tests {
     #[test]
     fn expires_exactly() {
         let t = Tickets::new(30_000);
-        let a = t.issue("c", 0).unwrap();
-        let b = t.issue("c", 0).unwrap();
+        let a = t.issue("u", "c", 0).unwrap();
+        let b = t.issue("u", "c", 0).unwrap();
         assert!(
             t.redeem(&a, 29_999).is_some(),
             "valid through the last millisecond"
         );
         assert!(t.redeem(&b, 30_000).is_none());
-        let c = t.issue("c", 0).unwrap();
+        let c = t.issue("u", "c", 0).unwrap();
         assert_eq!(t.purge(30_000), 1);
         assert!(t.redeem(&c, 1).is_none());
+    }
+
+    #[test]
+    fn one_user_cannot_fill_the_table() {
+        let t = Tickets::new(1000);
+        let mine: Vec<String> = (0..MAX_PER_USER)
+            .map(|_| t.issue("mallory", "c", 0).unwrap())
+            .collect();
+        assert_eq!(t.issue("mallory", "c", 0), Err(TicketError::UserFull));
+        assert!(t.issue("alice", "c", 0).is_ok(), "others are not affected");
+        // A used ticket frees a place; so does expiry.
+        assert!(t.redeem(&mine[0], 1).is_some());
+        assert!(t.issue("mallory", "c", 1).is_ok());
+        assert_eq!(t.issue("mallory", "c", 1), Err(TicketError::UserFull));
+        assert!(
+            t.issue("mallory", "c", 1000).is_ok(),
+            "expired ones are purged when full"
+        );
     }
 
     #[test]
@@ -138,7 +210,7 @@ mod tests {
         let t = Tickets::new(1000);
         assert!(t.redeem("", 0).is_none());
         assert!(t.redeem(&"x".repeat(10_000), 0).is_none());
-        let ticket = t.issue("c", 0).unwrap();
+        let ticket = t.issue("u", "c", 0).unwrap();
         assert!(t.redeem(&ticket.to_uppercase(), 0).is_none() || ticket == ticket.to_uppercase());
     }
 }
