@@ -245,28 +245,28 @@ impl RoutePolicy<DefaultClock> {
 
     /// A policy that also checks every message against a compiled JSON Schema.
     pub fn with_schema(config: MessageConfig, schema: jsonschema::Validator) -> Arc<Self> {
-        let mut p = Self::with_clock(config, DefaultClock::default());
-        if let Some(p) = Arc::get_mut(&mut p) {
-            p.schema = Some(schema);
-        }
-        p
+        Arc::new(Self::build(config, Some(schema), DefaultClock::default()))
     }
 }
 
 impl<C: Clock + Clone> RoutePolicy<C> {
     /// A policy on the given clock.
     pub fn with_clock(config: MessageConfig, clock: C) -> Arc<Self> {
+        Arc::new(Self::build(config, None, clock))
+    }
+
+    fn build(config: MessageConfig, schema: Option<jsonschema::Validator>, clock: C) -> Self {
         let keyed = |r: Option<Rate>| {
             r.and_then(Rate::quota)
                 .map(|q| RateLimiter::new(q, DefaultKeyedStateStore::default(), clock.clone()))
         };
-        Arc::new(RoutePolicy {
+        RoutePolicy {
             user_messages: keyed(config.user_messages),
             user_bytes: keyed(config.user_bytes),
             config,
-            schema: None,
+            schema,
             clock,
-        })
+        }
     }
 
     /// The configuration.
