@@ -61,9 +61,6 @@ pub struct GatewayConfig {
     /// How long a peer has to accept a message (slow readers are closed with 1013).
     #[serde(with = "humantime_serde_secs")]
     pub send_timeout: Duration,
-    /// Read buffer of each WebSocket, both sides, bytes: allocated per socket up front and the
-    /// most one read takes. Small keeps idle sockets cheap; raise it for large messages.
-    pub read_buffer_bytes: usize,
     /// `[gateway.tls]`: terminate `wss://` with this certificate. Off by default (put wsguard
     /// behind a TLS terminator, or set this).
     pub tls: Option<crate::tls::TlsConfig>,
@@ -90,7 +87,6 @@ impl Default for GatewayConfig {
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
-            read_buffer_bytes: 512,
             tls: None,
         }
     }
@@ -340,9 +336,6 @@ pub fn validate(g: &GatewayConfig) -> Result<(), String> {
     }
     if !(1024..=1024 * 1024).contains(&g.max_header_bytes) {
         errors.push("gateway.max_header_bytes: must be between 1024 and 1048576".into());
-    }
-    if !(256..=1 << 20).contains(&g.read_buffer_bytes) {
-        errors.push("gateway.read_buffer_bytes: must be between 256 and 1048576".into());
     }
     if !(8..=1024).contains(&g.max_headers) {
         errors.push("gateway.max_headers: must be between 8 and 1024".into());

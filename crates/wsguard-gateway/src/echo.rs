@@ -37,7 +37,13 @@ pub async fn serve(listener: TcpListener) {
             let Ok(mut ws) = tokio_tungstenite::accept_hdr_async_with_config(
                 stream,
                 pick_protocol,
-                Some(crate::server::ws_config(4096)),
+                Some(
+                    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                        .read_buffer_size(4096)
+                        .write_buffer_size(0)
+                        .max_message_size(Some(64 << 20))
+                        .max_frame_size(Some(16 << 20)),
+                ),
             )
             .await
             else {

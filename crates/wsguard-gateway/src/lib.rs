@@ -8,59 +8,15 @@
 //! binary, not here; what a reload may change is swapped in whole ([`State`]), so a socket or a
 //! handshake never sees half of an old and half of a new configuration.
 
-/// `AsyncWrite` for a wrapper that only watches reads: every write goes straight to the
-/// wrapped stream in its field `inner`.
-macro_rules! write_through {
-    ($wrapper:ident) => {
-        impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for $wrapper<S> {
-            fn poll_write(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-            }
-
-            fn poll_flush(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-            }
-
-            fn poll_shutdown(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-            }
-
-            fn poll_write_vectored(
-                self: std::pin::Pin<&mut Self>,
-                cx: &mut std::task::Context<'_>,
-                bufs: &[std::io::IoSlice<'_>],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.inner.is_write_vectored()
-            }
-        }
-    };
-}
-
 pub mod admin;
 pub mod config;
 pub mod cookie;
 pub mod echo;
-pub mod frames;
 pub mod handshake;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
-pub mod readahead;
 pub mod reason;
 pub mod registry;
 pub mod relay;
@@ -68,6 +24,7 @@ pub mod server;
 pub mod tickets;
 pub mod tls;
 pub mod upstream;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,21 +5,18 @@
 //! mode, a configured field of each object message is set to the authenticated user id,
 //! overwriting what the client wrote), and rate limits per connection and per user (token
 //! buckets from `governor`, messages/s and bytes/s with bursts), an optional JSON Schema, and
-//! the bound on client pings and pongs. Size limits are enforced by the WebSocket codec before
-//! allocation (see `server::client_ws_config`), fragment count and assembly time by
-//! [`crate::frames`]. Pure except for the rate limiters' clock, which is a type parameter so
+//! the bound on client pings and pongs. Size limits, fragment count and assembly time are the
+//! relay's (checked on frame headers before anything is buffered). Pure except for the rate limiters' clock, which is a type parameter so
 //! tests drive it exactly; the schema file is read by the gateway's builder, not here.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed, keyed::DefaultKeyedStateStore};
 use governor::{Quota, RateLimiter};
 use serde::Deserialize;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::reason::CloseReason;
 
@@ -226,12 +223,27 @@ pub struct ConnPolicy<C: Clock = DefaultClock> {
     control: Option<Direct<C>>,
 }
 
+/// What a client sent, as the policy sees it: whole messages (borrowed, unmasked; text is
+/// already checked UTF-8), and control frames (pings and pongs) only as a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen<'a> {
+    /// A text message.
+    Text(&'a [u8]),
+    /// A binary message.
+    Binary(&'a [u8]),
+    /// A ping or a pong.
+    Control,
+}
+
 /// What to do with a client message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Forward this (possibly rewritten) message.
-    Forward(Message),
-    /// Drop it silently (rate limited with `on_limit = "drop"`).
+    /// Forward it as it is.
+    Forward,
+    /// Forward this text instead (the sender stamped).
+    Rewrite(Vec<u8>),
+    /// Drop it silently (rate limited with `on_limit = "drop"`; pings and pongs, which the
+    /// gateway answers itself).
     Drop,
     /// Close the socket.
     Close(CloseReason),
@@ -369,33 +381,30 @@ impl<C: Clock + Clone> ConnPolicy<C> {
     }
 
     /// Judges one client message: data messages against the policy; pings and pongs against
-    /// the control-frame bound (`Drop`: the codec has answered them, nothing to forward).
-    pub fn judge(&self, msg: Message) -> Verdict {
-        if matches!(msg, Message::Ping(_) | Message::Pong(_)) {
-            return match self.control_frame() {
-                Ok(()) => Verdict::Drop,
-                Err(reason) => Verdict::Close(reason),
-            };
-        }
-        let cfg = &self.route.config;
-        let len = match &msg {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-            _ => 0,
+    /// the control-frame bound (`Drop`: the gateway has answered them, nothing to forward).
+    pub fn judge(&self, seen: Seen<'_>) -> Verdict {
+        let (text, payload) = match seen {
+            Seen::Control => {
+                return match self.control_frame() {
+                    Ok(()) => Verdict::Drop,
+                    Err(reason) => Verdict::Close(reason),
+                };
+            }
+            Seen::Text(t) => (true, t),
+            Seen::Binary(b) => (false, b),
         };
-        if !self.rate_ok(len) {
+        let cfg = &self.route.config;
+        if !self.rate_ok(payload.len()) {
             return match cfg.on_limit {
                 OnLimit::Close => Verdict::Close(CloseReason::RateLimited),
                 OnLimit::Drop => Verdict::Drop,
             };
         }
-        match (cfg.kind, &msg) {
-            (Kind::Any, _)
-            | (Kind::Text, Message::Text(_))
-            | (Kind::Binary, Message::Binary(_)) => Verdict::Forward(msg),
-            (Kind::Json, Message::Text(t)) => match self.json(t.as_bytes()) {
-                Ok(None) => Verdict::Forward(msg),
-                Ok(Some(rewritten)) => Verdict::Forward(rewritten),
+        match (cfg.kind, text) {
+            (Kind::Any, _) | (Kind::Text, true) | (Kind::Binary, false) => Verdict::Forward,
+            (Kind::Json, true) => match self.json(payload) {
+                Ok(None) => Verdict::Forward,
+                Ok(Some(rewritten)) => Verdict::Rewrite(rewritten),
                 Err(reason) => Verdict::Close(reason),
             },
             _ => Verdict::Close(CloseReason::UnsupportedData),
@@ -404,7 +413,7 @@ impl<C: Clock + Clone> ConnPolicy<C> {
 
     /// Checks a JSON text message: `Ok(None)` to forward it as it is (no copy), `Ok(Some(_))`
     /// to forward a rewritten one (sender stamped).
-    fn json(&self, text: &[u8]) -> Result<Option<Message>, CloseReason> {
+    fn json(&self, text: &[u8]) -> Result<Option<Vec<u8>>, CloseReason> {
         let cfg = &self.route.config;
         if !json_depth_within(text, cfg.json_max_depth) {
             return Err(CloseReason::PolicyViolation);
@@ -421,36 +430,23 @@ impl<C: Clock + Clone> ConnPolicy<C> {
         }
         let mut value: serde_json::Value =
             serde_json::from_slice(text).map_err(|_| CloseReason::PolicyViolation)?;
+        let mut stamped = false;
         if let (Some((field, user)), serde_json::Value::Object(map)) = (stamp, &mut value) {
             map.insert(field.clone(), serde_json::Value::String(user.clone()));
+            stamped = true;
         }
         if let Some(schema) = &self.route.schema
             && !schema.is_valid(&value)
         {
             return Err(CloseReason::SchemaViolation);
         }
-        if stamp.is_none() {
+        if !stamped {
             return Ok(None);
         }
-        let out = serde_json::to_vec(&value).map_err(|_| CloseReason::PolicyViolation)?;
-        Ok(Some(Message::Binary(Bytes::from(out)).into_text_message()))
-    }
-}
-
-trait IntoText {
-    fn into_text_message(self) -> Message;
-}
-
-impl IntoText for Message {
-    /// serde_json output is UTF-8; turn the bytes into a text message without re-validating twice.
-    fn into_text_message(self) -> Message {
-        match self {
-            Message::Binary(b) => match tokio_tungstenite::tungstenite::Utf8Bytes::try_from(b) {
-                Ok(t) => Message::Text(t),
-                Err(_) => Message::Close(None),
-            },
-            m => m,
-        }
+        // serde_json writes UTF-8.
+        serde_json::to_vec(&value)
+            .map(Some)
+            .map_err(|_| CloseReason::PolicyViolation)
     }
 }
 
@@ -467,8 +463,8 @@ mod tests {
         (RoutePolicy::with_clock(cfg, clock.clone()), clock)
     }
 
-    fn text(s: &str) -> Message {
-        Message::text(s)
+    fn text(s: &str) -> Seen<'_> {
+        Seen::Text(s.as_bytes())
     }
 
     #[test]
@@ -478,9 +474,9 @@ mod tests {
             ..Default::default()
         });
         let c = p.connection(Some("alice"));
-        assert_eq!(c.judge(text("hi")), Verdict::Forward(text("hi")));
+        assert_eq!(c.judge(text("hi")), Verdict::Forward);
         assert_eq!(
-            c.judge(Message::binary(vec![1u8])),
+            c.judge(Seen::Binary(&[1u8])),
             Verdict::Close(CloseReason::UnsupportedData)
         );
         let (p, _) = policy(MessageConfig {
@@ -502,7 +498,7 @@ mod tests {
         });
         let c = p.connection(Some("alice"));
         for ok in [r#"{"a":[1,{"b":2}]}"#, "1", r#""[[[[""#, "[]"] {
-            assert_eq!(c.judge(text(ok)), Verdict::Forward(text(ok)), "{ok}");
+            assert_eq!(c.judge(text(ok)), Verdict::Forward, "{ok}");
         }
         for bad in [
             r#"{"a":[1,{"b":[2]}]}"#,
@@ -518,7 +514,7 @@ mod tests {
             );
         }
         assert_eq!(
-            c.judge(Message::binary(vec![b'1'])),
+            c.judge(Seen::Binary(b"1")),
             Verdict::Close(CloseReason::UnsupportedData)
         );
         let deep = "[".repeat(100_000);
@@ -537,15 +533,14 @@ mod tests {
         };
         let (p, _) = policy(cfg);
         let c = p.connection(Some("alice"));
-        let Verdict::Forward(Message::Text(t)) = c.judge(text(r#"{"sender":"bob","msg":"hi"}"#))
-        else {
-            panic!("not forwarded")
+        let Verdict::Rewrite(t) = c.judge(text(r#"{"sender":"bob","msg":"hi"}"#)) else {
+            panic!("not rewritten")
         };
-        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&t).unwrap();
         assert_eq!(v["sender"], "alice");
         assert_eq!(v["msg"], "hi");
         // Non-object JSON passes unchanged.
-        assert_eq!(c.judge(text("[1]")), Verdict::Forward(text("[1]")));
+        assert_eq!(c.judge(text("[1]")), Verdict::Forward);
     }
 
     #[test]
@@ -560,7 +555,7 @@ mod tests {
         let (p, clock) = policy(cfg);
         let c = p.connection(Some("alice"));
         for _ in 0..3 {
-            assert_eq!(c.judge(text("x")), Verdict::Forward(text("x")));
+            assert_eq!(c.judge(text("x")), Verdict::Forward);
         }
         assert_eq!(
             c.judge(text("x")),
@@ -574,11 +569,7 @@ mod tests {
             "1 ms before a token"
         );
         clock.advance(Duration::from_millis(1));
-        assert_eq!(
-            c.judge(text("x")),
-            Verdict::Forward(text("x")),
-            "one token per 100 ms"
-        );
+        assert_eq!(c.judge(text("x")), Verdict::Forward, "one token per 100 ms");
     }
 
     #[test]
@@ -595,14 +586,11 @@ mod tests {
         cfg.validate("route[0].messages").unwrap();
         let (p, clock) = policy(cfg);
         let c = p.connection(None);
-        assert_eq!(c.judge(text("123456")), Verdict::Forward(text("123456")));
+        assert_eq!(c.judge(text("123456")), Verdict::Forward);
         assert_eq!(c.judge(text("12345")), Verdict::Drop, "6 + 5 > 10");
-        assert_eq!(c.judge(text("1234")), Verdict::Forward(text("1234")));
+        assert_eq!(c.judge(text("1234")), Verdict::Forward);
         clock.advance(Duration::from_secs(1));
-        assert_eq!(
-            c.judge(text("1234567890")),
-            Verdict::Forward(text("1234567890"))
-        );
+        assert_eq!(c.judge(text("1234567890")), Verdict::Forward);
     }
 
     #[test]
@@ -620,11 +608,11 @@ mod tests {
             p.connection(Some("alice")),
             p.connection(Some("bob")),
         );
-        assert!(matches!(a.judge(text("1")), Verdict::Forward(_)));
-        assert!(matches!(b.judge(text("2")), Verdict::Forward(_)));
+        assert!(matches!(a.judge(text("1")), Verdict::Forward));
+        assert!(matches!(b.judge(text("2")), Verdict::Forward));
         assert_eq!(a.judge(text("3")), Verdict::Close(CloseReason::RateLimited));
         assert!(
-            matches!(other.judge(text("x")), Verdict::Forward(_)),
+            matches!(other.judge(text("x")), Verdict::Forward),
             "per user"
         );
     }

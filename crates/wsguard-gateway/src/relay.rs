@@ -1,28 +1,70 @@
-//! The relay: moves messages between an accepted client socket and its upstream socket until
-//! one side closes, the gateway asks it to close (revocation, expiry, shutdown), or a peer
-//! breaks the protocol.
+//! The relay: moves frames between an accepted client socket and its upstream socket until one
+//! side closes, the gateway asks it to close (revocation, expiry, shutdown), or a peer breaks
+//! the protocol.
 //!
-//! Owns close-code mapping for relay errors and the closing handshake in both directions:
-//! close codes and reasons pass through; an upstream that vanishes gives the client 1011; a
-//! client that vanishes gives the upstream 1001. It must not decide policy: the close reasons it
-//! sends come from [`CloseReason`].
+//! Owns the data path and the closing handshake in both directions. Bytes are read into a
+//! scratch buffer shared by the thread (one system call takes what the kernel holds), frames
+//! are checked where they lie (header rules, sizes, fragment count, UTF-8 as it arrives) and
+//! forwarded from there: a client frame gets a fresh mask from the gateway, an upstream frame
+//! goes out as it came. Only an incomplete frame, a fragmented client message (assembled so the
+//! policy judges whole messages) or bytes a slow peer has not taken are kept per socket, in
+//! buffers sized to them and freed when drained, so an idle socket holds no buffer at all.
+//! Close codes and reasons pass through; an upstream that vanishes gives the client 1011; a
+//! client that vanishes gives the upstream 1001. It must not decide policy: it asks `judge`
+//! about each client message and takes its close reasons from [`CloseReason`].
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio::time::Sleep;
 
 use crate::metrics::Metrics;
-use crate::policy::Verdict;
+use crate::policy::{Seen, Verdict};
 use crate::reason::CloseReason;
+use crate::wire::{self, Op};
 
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Largest single read.
+const SCRATCH: usize = 64 * 1024;
+
+/// Most bytes of answers (pongs) kept for a peer that does not read them.
+const MAX_REPLIES: usize = 64 * 1024;
+
+/// Read rounds per wake-up before yielding to other sockets.
+const ROUNDS: usize = 16;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+    static MASK_STATE: Cell<u64> = Cell::new({
+        let mut seed = [0u8; 8];
+        // Masks protect intermediaries on the upstream path from client-chosen bytes: they need
+        // to be unpredictable to clients, which never see them, not secret from the upstream.
+        let _ = getrandom::fill(&mut seed);
+        u64::from_ne_bytes(seed) | 1
+    });
+}
+
+/// A fresh masking key (xorshift64*, seeded from the OS per thread).
+fn mask_key() -> [u8; 4] {
+    MASK_STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let b = (v >> 32) as u32;
+        b.to_ne_bytes()
+    })
+}
 
 /// How a relayed connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,87 +75,6 @@ pub enum Ended {
     ByUpstream(Option<u16>),
     /// The gateway closed it.
     ByGateway(CloseReason),
-}
-
-fn frame(reason: CloseReason) -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::from(reason.close_code()),
-        reason: reason.text().into(),
-    }
-}
-
-/// Maps a read error from a peer to the close reason the gateway answers it with.
-fn error_reason(e: &WsError) -> Option<CloseReason> {
-    match e {
-        WsError::Capacity(_) => Some(CloseReason::MessageTooBig),
-        WsError::Utf8(_) => Some(CloseReason::InvalidPayload),
-        WsError::Protocol(_) | WsError::AttackAttempt => Some(CloseReason::ProtocolError),
-        // Fragment cap and assembly deadline (the frame watch on the client's stream).
-        WsError::Io(e) => {
-            crate::frames::Violation::from_io(e).map(crate::frames::Violation::reason)
-        }
-        // I/O errors and resets: the peer is gone, there is no one to send a close to.
-        _ => None,
-    }
-}
-
-/// Sends a close frame and waits (bounded) for the peer's reply, discarding anything else.
-async fn close_and_drain<S>(ws: &mut WebSocketStream<S>, frame: Option<CloseFrame>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if ws.close(frame).await.is_err() {
-            return;
-        }
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
-}
-
-fn going_away() -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::Away,
-        reason: "client gone".into(),
-    }
-}
-
-/// Closes `upstream` (1001) and forwards its remaining data messages to `client` until the
-/// upstream's close arrives, bounded by [`CLOSE_GRACE`].
-async fn close_relaying<C, U>(upstream: &mut WebSocketStream<U>, client: &mut WebSocketStream<C>)
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if upstream.close(Some(going_away())).await.is_err() {
-            return;
-        }
-        while let Some(Ok(m)) = upstream.next().await {
-            if (m.is_text() || m.is_binary()) && client.send(m).await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-}
-
-/// Sends `m`, giving the peer `limit` to take it. The deadline timer is armed only if the send
-/// does not complete at once (the common case costs no timer).
-async fn send_within<S>(
-    limit: Duration,
-    ws: &mut WebSocketStream<S>,
-    m: Message,
-) -> Result<Result<(), WsError>, tokio::time::error::Elapsed>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut send = std::pin::pin!(ws.send(m));
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(send.as_mut().poll(cx))).await;
-    match first {
-        std::task::Poll::Ready(r) => Ok(r),
-        std::task::Poll::Pending => tokio::time::timeout(limit, send).await,
-    }
 }
 
 /// Liveness and backpressure settings of a relayed socket.
@@ -130,6 +91,28 @@ pub struct Timing {
     pub send: Duration,
 }
 
+/// Frame and message bounds for the client's side (the upstream's side is trusted more: its
+/// frames are checked against the protocol and [`UPSTREAM_LIMITS`] only).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest frame.
+    pub max_frame: u64,
+    /// Largest message after reassembly.
+    pub max_message: u64,
+    /// Most frames one message may span (0: no bound).
+    pub max_fragments: u32,
+    /// Most time from a message's first byte to its last.
+    pub assembly: Option<Duration>,
+}
+
+/// Bounds on what an upstream may send: large, but not unbounded.
+pub const UPSTREAM_LIMITS: Limits = Limits {
+    max_frame: 16 << 20,
+    max_message: 64 << 20,
+    max_fragments: 0,
+    assembly: None,
+};
+
 /// How often liveness is checked, given the timing.
 fn tick_period(t: &Timing) -> Option<Duration> {
     let candidates = [t.ping, t.idle.map(|i| i / 4)];
@@ -140,192 +123,975 @@ fn tick_period(t: &Timing) -> Option<Duration> {
         .map(|d| d.max(Duration::from_millis(10)))
 }
 
+/// What reading a side does with its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Forward data, answer pings.
+    Relay,
+    /// Read and discard until the peer's close (a closing handshake in progress).
+    Discard,
+    /// Do not read.
+    Off,
+}
+
+/// A data message in progress on one side.
+#[derive(Debug, Clone, Copy)]
+struct Msg {
+    text: bool,
+    fragments: u32,
+    len: u64,
+}
+
+/// One peer: its socket and what is kept for it between reads and writes.
+struct Side<S> {
+    io: S,
+    from: wire::From,
+    limits: Limits,
+    reading: Reading,
+    /// Read but not yet processed (an incomplete frame and what follows); usually empty.
+    partial: Vec<u8>,
+    /// Payload bytes of the frame at the head of `partial` already unmasked and checked.
+    scanned: usize,
+    /// Waiting to be written to this peer; usually empty.
+    tx: Vec<u8>,
+    /// The fragmented message in progress, if any.
+    msg: Option<Msg>,
+    utf8: wire::Utf8,
+    /// A fragmented client message being assembled (client side only).
+    assembled: Vec<u8>,
+    /// Its close frame has arrived, or it is gone.
+    done: bool,
+}
+
+impl<S> Side<S> {
+    fn new(io: S, from: wire::From, limits: Limits) -> Self {
+        Side {
+            io,
+            from,
+            limits,
+            reading: Reading::Relay,
+            partial: Vec::new(),
+            scanned: 0,
+            tx: Vec::new(),
+            msg: None,
+            utf8: wire::Utf8::default(),
+            assembled: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// A message (or a frame of one) is partly received.
+    fn busy(&self) -> bool {
+        !self.partial.is_empty() || self.msg.is_some()
+    }
+
+    /// Queues a frame to this peer (masked if the peer is a server).
+    fn queue(&mut self, op: Op, payload: &[u8]) {
+        let mask = (self.from == wire::From::Server).then(mask_key);
+        wire::encode(&mut self.tx, true, op, mask, payload);
+    }
+
+    fn queue_close(&mut self, code: Option<u16>, reason: &str) {
+        match code {
+            Some(c) => {
+                let (p, n) = wire::close_payload(c, reason);
+                self.queue(Op::Close, &p[..n]);
+            }
+            None => self.queue(Op::Close, &[]),
+        }
+    }
+}
+
+/// Something that ends relaying as usual.
+#[derive(Debug)]
+enum Event {
+    /// A peer's (valid) close frame: code and reason.
+    Close(Peer, Option<u16>, String),
+    /// A peer broke the protocol or a bound.
+    Fault(Peer, CloseReason),
+    /// The policy closes the socket.
+    Policy(CloseReason),
+    /// A peer's stream ended or failed.
+    Gone(Peer),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Client,
+    Upstream,
+}
+
+/// Both sides and what the relay tracks about them.
+struct Conn<'m, C, U, J> {
+    client: Side<C>,
+    upstream: Side<U>,
+    metrics: &'m Metrics,
+    judge: J,
+    activity: u64,
+    client_pong: bool,
+    upstream_pong: bool,
+}
+
+/// What one frame turned out to be, once checked.
+enum Frame {
+    /// Forward the bytes where they lie (remasked if needed).
+    InPlace,
+    /// Already queued (or dropped); skip its bytes.
+    Skip,
+    /// Stop here.
+    End(Event),
+}
+
+/// Every wire-format fault is a protocol error (1002).
+fn fault_for(_: wire::Malformed) -> CloseReason {
+    CloseReason::ProtocolError
+}
+
+fn close_reason_for(code: u16) -> CloseReason {
+    if code == 1007 {
+        CloseReason::InvalidPayload
+    } else {
+        CloseReason::ProtocolError
+    }
+}
+
+/// Writes as much of `buf` as `io` takes now. `Ok(n)`: bytes taken (may be short: the peer is
+/// slow and a wake-up is registered).
+fn write_now<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match Pin::new(&mut *io).poll_write(cx, &buf[done..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => done += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
+    }
+    Ok(done)
+}
+
+/// Writes what is queued for a side; `Err` if its socket failed (what was queued is dropped).
+fn flush<S: AsyncWrite + Unpin>(side: &mut Side<S>, cx: &mut Context<'_>) -> io::Result<()> {
+    let r = flush_inner(side, cx);
+    if r.is_err() {
+        side.tx = Vec::new();
+    }
+    r
+}
+
+fn flush_inner<S: AsyncWrite + Unpin>(side: &mut Side<S>, cx: &mut Context<'_>) -> io::Result<()> {
+    if side.tx.is_empty() {
+        return Ok(());
+    }
+    let n = write_now(&mut side.io, cx, &side.tx)?;
+    if n == side.tx.len() {
+        // Freed, not kept: an idle socket holds no buffer.
+        side.tx = Vec::new();
+        if let Poll::Ready(Err(e)) = Pin::new(&mut side.io).poll_flush(cx) {
+            return Err(e);
+        }
+    } else {
+        side.tx.drain(..n);
+    }
+    Ok(())
+}
+
+impl<C, U, J> Conn<'_, C, U, J>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    /// Relays until something needs the relay's attention, or nothing can move.
+    fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        for _ in 0..ROUNDS {
+            if !self.client.done && flush(&mut self.client, cx).is_err() {
+                self.client.done = true;
+                return Poll::Ready(Event::Gone(Peer::Client));
+            }
+            if !self.upstream.done && flush(&mut self.upstream, cx).is_err() {
+                self.upstream.done = true;
+                return Poll::Ready(Event::Gone(Peer::Upstream));
+            }
+            let mut moved = false;
+            // A side is read only while what it sends can be written (backpressure); a side
+            // being drained for its close is read regardless.
+            if readable(&self.client, &self.upstream) {
+                match self.round(Peer::Client, cx) {
+                    Poll::Ready(Some(ev)) => return Poll::Ready(ev),
+                    Poll::Ready(None) => moved = true,
+                    Poll::Pending => {}
+                }
+            }
+            if readable(&self.upstream, &self.client) {
+                match self.round(Peer::Upstream, cx) {
+                    Poll::Ready(Some(ev)) => return Poll::Ready(ev),
+                    Poll::Ready(None) => moved = true,
+                    Poll::Pending => {}
+                }
+            }
+            if !moved {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// One read from `from` and everything it completes. `Ready(None)`: progress, go on.
+    fn round(&mut self, from: Peer, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        SCRATCH_BUF.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            match from {
+                Peer::Client => {
+                    let (src, dst) = (&mut self.client, &mut self.upstream);
+                    let mut ctx = Ctx {
+                        metrics: self.metrics,
+                        judge: &mut self.judge,
+                        activity: &mut self.activity,
+                        pong: &mut self.client_pong,
+                    };
+                    round(Peer::Client, src, dst, &mut ctx, &mut scratch, cx)
+                }
+                Peer::Upstream => {
+                    let (src, dst) = (&mut self.upstream, &mut self.client);
+                    let mut ctx = Ctx {
+                        metrics: self.metrics,
+                        judge: &mut self.judge,
+                        activity: &mut self.activity,
+                        pong: &mut self.upstream_pong,
+                    };
+                    round(Peer::Upstream, src, dst, &mut ctx, &mut scratch, cx)
+                }
+            }
+        })
+    }
+}
+
+fn readable<S, D>(src: &Side<S>, dst: &Side<D>) -> bool {
+    !src.done
+        && match src.reading {
+            Reading::Relay => dst.tx.is_empty(),
+            Reading::Discard => true,
+            Reading::Off => false,
+        }
+}
+
+/// What a round needs besides the two sides.
+struct Ctx<'a, J> {
+    metrics: &'a Metrics,
+    judge: &'a mut J,
+    activity: &'a mut u64,
+    pong: &'a mut bool,
+}
+
+fn round<S, D, J>(
+    peer: Peer,
+    src: &mut Side<S>,
+    dst: &mut Side<D>,
+    ctx: &mut Ctx<'_, J>,
+    scratch: &mut [u8],
+    cx: &mut Context<'_>,
+) -> Poll<Option<Event>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    D: AsyncRead + AsyncWrite + Unpin,
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    // Read: into the scratch buffer, or after the incomplete frame kept from earlier.
+    let in_scratch = src.partial.is_empty();
+    let n = if in_scratch {
+        let mut rb = ReadBuf::new(scratch);
+        match Pin::new(&mut src.io).poll_read(cx, &mut rb) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(Some(Event::Gone(peer))),
+            Poll::Ready(Ok(())) => rb.filled().len(),
+        }
+    } else {
+        let want = match wire::parse_header(&src.partial, src.from) {
+            Ok(Some(h)) => (h.header_len as u64 + h.len).saturating_sub(src.partial.len() as u64),
+            _ => 16,
+        };
+        // Zeroed first (no unsafe code); this path only serves frames split across reads.
+        let len = src.partial.len();
+        let chunk = (want as usize).clamp(4096, SCRATCH);
+        src.partial.resize(len + chunk, 0);
+        let mut rb = ReadBuf::new(&mut src.partial[len..]);
+        let r = Pin::new(&mut src.io).poll_read(cx, &mut rb);
+        let n = rb.filled().len();
+        src.partial.truncate(len + n);
+        match r {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(Some(Event::Gone(peer))),
+            Poll::Ready(Ok(())) => n,
+        }
+    };
+    if n == 0 {
+        return Poll::Ready(Some(Event::Gone(peer)));
+    }
+    let mut partial = std::mem::take(&mut src.partial);
+    let buf: &mut [u8] = if in_scratch {
+        &mut scratch[..n]
+    } else {
+        &mut partial[..]
+    };
+    let (consumed, out, event) = frames(peer, src, dst, ctx, buf);
+    // Forward what was checked (in order: the in-place bytes, then anything queued after).
+    let mut written = 0;
+    if out > 0 {
+        if dst.tx.is_empty() {
+            match write_now(&mut dst.io, cx, &buf[..out]) {
+                Ok(w) => written = w,
+                Err(_) => return Poll::Ready(Some(Event::Gone(other(peer)))),
+            }
+            // A no-op on TCP; TLS may hold records until flushed.
+            if written == out
+                && let Poll::Ready(Err(_)) = Pin::new(&mut dst.io).poll_flush(cx)
+            {
+                return Poll::Ready(Some(Event::Gone(other(peer))));
+            }
+        }
+        if written < out {
+            let rest = &buf[written..out];
+            dst.tx.splice(0..0, rest.iter().copied());
+        }
+    }
+    if event.is_none() && consumed < buf.len() {
+        if in_scratch {
+            src.partial = buf[consumed..].to_vec();
+        } else {
+            partial.drain(..consumed);
+            src.partial = partial;
+        }
+    } else {
+        src.scanned = 0;
+    }
+    if written == out
+        && !dst.tx.is_empty()
+        && let Err(_e) = flush(dst, cx)
+    {
+        return Poll::Ready(Some(Event::Gone(other(peer))));
+    }
+    if !src.tx.is_empty() {
+        if src.tx.len() > MAX_REPLIES {
+            return Poll::Ready(Some(Event::Fault(peer, CloseReason::Overloaded)));
+        }
+        if flush(src, cx).is_err() {
+            return Poll::Ready(Some(Event::Gone(peer)));
+        }
+    }
+    Poll::Ready(event)
+}
+
+fn other(p: Peer) -> Peer {
+    match p {
+        Peer::Client => Peer::Upstream,
+        Peer::Upstream => Peer::Client,
+    }
+}
+
+/// Checks the frames in `buf` (the bytes of one read, after anything kept from before).
+/// Returns how many bytes were consumed, how many bytes at the start of `buf` are now frames to
+/// forward as they lie (forwarded frames are moved down over skipped ones), and what stopped it.
+fn frames<S, D, J>(
+    peer: Peer,
+    src: &mut Side<S>,
+    dst: &mut Side<D>,
+    ctx: &mut Ctx<'_, J>,
+    buf: &mut [u8],
+) -> (usize, usize, Option<Event>)
+where
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    let (mut pos, mut out) = (0usize, 0usize);
+    // Once something is queued for `dst`, later frames must queue behind it.
+    let mut queued = false;
+    while pos < buf.len() {
+        let h = match wire::parse_header(&buf[pos..], src.from) {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(m) => return (pos, out, Some(Event::Fault(peer, fault_for(m)))),
+        };
+        if let Err(r) = check_header(src, &h) {
+            return (pos, out, Some(Event::Fault(peer, r)));
+        }
+        let total = h.header_len + h.len as usize;
+        let body = pos + h.header_len;
+        let avail = (buf.len() - body).min(h.len as usize);
+        // Unmask and check what has arrived (text fails fast, even inside a frame).
+        if src.scanned == 0 || avail > src.scanned {
+            if src.scanned == 0 && matches!(h.op, Op::Text | Op::Binary) {
+                src.utf8 = wire::Utf8::default();
+            }
+            let piece = &mut buf[body + src.scanned..body + avail];
+            if let Some(k) = h.mask {
+                wire::apply_mask(piece, k, src.scanned);
+            }
+            if is_text(src, &h) && !src.utf8.feed(piece) {
+                return (
+                    pos,
+                    out,
+                    Some(Event::Fault(peer, CloseReason::InvalidPayload)),
+                );
+            }
+            src.scanned = avail;
+        }
+        if avail < h.len as usize {
+            break;
+        }
+        src.scanned = 0;
+        let frame = one_frame(peer, src, dst, ctx, &h, &mut buf[pos..pos + total]);
+        match frame {
+            Frame::InPlace if !queued => {
+                if out != pos {
+                    buf.copy_within(pos..pos + total, out);
+                }
+                out += total;
+            }
+            Frame::InPlace => dst.tx.extend_from_slice(&buf[pos..pos + total]),
+            Frame::Skip => {
+                queued |= !dst.tx.is_empty();
+            }
+            Frame::End(ev) => return (pos + total, out, Some(ev)),
+        }
+        pos += total;
+    }
+    (pos, out, None)
+}
+
+fn is_text<S>(src: &Side<S>, h: &wire::Header) -> bool {
+    match h.op {
+        Op::Text => true,
+        Op::Continue => src.msg.is_some_and(|m| m.text),
+        _ => false,
+    }
+}
+
+/// Header rules beyond the wire format: sizes, fragment order and count.
+fn check_header<S>(src: &Side<S>, h: &wire::Header) -> Result<(), CloseReason> {
+    let l = src.limits;
+    if h.len > l.max_frame {
+        return Err(CloseReason::MessageTooBig);
+    }
+    match (h.op, src.msg) {
+        (Op::Continue, None) | (Op::Text | Op::Binary, Some(_)) => Err(CloseReason::ProtocolError),
+        (Op::Continue, Some(m)) => {
+            if m.len + h.len > l.max_message {
+                Err(CloseReason::MessageTooBig)
+            } else if l.max_fragments > 0 && m.fragments >= l.max_fragments {
+                Err(CloseReason::TooManyFragments)
+            } else {
+                Ok(())
+            }
+        }
+        (Op::Text | Op::Binary, None) if h.len > l.max_message => Err(CloseReason::MessageTooBig),
+        _ => Ok(()),
+    }
+}
+
+/// Acts on one complete frame (`frame`: header and unmasked payload).
+fn one_frame<S, D, J>(
+    peer: Peer,
+    src: &mut Side<S>,
+    dst: &mut Side<D>,
+    ctx: &mut Ctx<'_, J>,
+    h: &wire::Header,
+    frame: &mut [u8],
+) -> Frame
+where
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    let payload_at = h.header_len;
+    match h.op {
+        Op::Ping | Op::Pong => {
+            if peer == Peer::Client
+                && let Verdict::Close(r) = (ctx.judge)(Seen::Control)
+            {
+                return Frame::End(Event::Policy(r));
+            }
+            if h.op == Op::Ping {
+                if src.reading == Reading::Relay {
+                    src.queue(Op::Pong, &frame[payload_at..]);
+                }
+            } else {
+                *ctx.pong = true;
+            }
+            Frame::Skip
+        }
+        Op::Close => match wire::close_code(&frame[payload_at..]) {
+            Err(code) => Frame::End(Event::Fault(peer, close_reason_for(code))),
+            Ok(code) => {
+                let reason =
+                    String::from_utf8_lossy(&frame[payload_at + 2.min(frame.len() - payload_at)..]);
+                Frame::End(Event::Close(peer, code, reason.into_owned()))
+            }
+        },
+        Op::Text | Op::Binary | Op::Continue => {
+            let text = is_text(src, h);
+            let fragmented = !h.fin || h.op == Op::Continue;
+            if fragmented {
+                let m = src.msg.get_or_insert(Msg {
+                    text,
+                    fragments: 0,
+                    len: 0,
+                });
+                m.fragments += 1;
+                m.len += h.len;
+                if h.fin {
+                    src.msg = None;
+                    if text && !src.utf8.complete() {
+                        return Frame::End(Event::Fault(peer, CloseReason::InvalidPayload));
+                    }
+                }
+            } else if text && !src.utf8.complete() {
+                return Frame::End(Event::Fault(peer, CloseReason::InvalidPayload));
+            }
+            if src.reading == Reading::Discard {
+                src.assembled = Vec::new();
+                return Frame::Skip;
+            }
+            match peer {
+                Peer::Upstream => {
+                    // Upstream frames go out as they came (servers do not mask).
+                    if h.fin {
+                        *ctx.activity += 1;
+                        ctx.metrics.messages_down.inc();
+                    }
+                    ctx.metrics.bytes_down.inc_by(h.len);
+                    Frame::InPlace
+                }
+                Peer::Client if fragmented => {
+                    src.assembled.extend_from_slice(&frame[payload_at..]);
+                    if !h.fin {
+                        return Frame::Skip;
+                    }
+                    let mut whole = std::mem::take(&mut src.assembled);
+                    forward_message(dst, ctx, text, &mut whole, None)
+                }
+                Peer::Client => {
+                    let (head, payload) = frame.split_at_mut(payload_at);
+                    forward_message(dst, ctx, text, payload, Some(head))
+                }
+            }
+        }
+    }
+}
+
+/// Judges a whole client message and forwards it: in place (a fresh mask written into `head`)
+/// when it is one unfragmented frame, else queued as one new frame.
+fn forward_message<D, J>(
+    dst: &mut Side<D>,
+    ctx: &mut Ctx<'_, J>,
+    text: bool,
+    payload: &mut [u8],
+    head: Option<&mut [u8]>,
+) -> Frame
+where
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    let seen = if text {
+        Seen::Text(payload)
+    } else {
+        Seen::Binary(payload)
+    };
+    let op = if text { Op::Text } else { Op::Binary };
+    match (ctx.judge)(seen) {
+        Verdict::Forward => {
+            *ctx.activity += 1;
+            ctx.metrics.messages_up.inc();
+            ctx.metrics.bytes_up.inc_by(payload.len() as u64);
+            match head {
+                Some(head) => {
+                    let key = mask_key();
+                    let at = head.len() - 4;
+                    head[at..].copy_from_slice(&key);
+                    wire::apply_mask(payload, key, 0);
+                    Frame::InPlace
+                }
+                None => {
+                    wire::encode(&mut dst.tx, true, op, Some(mask_key()), payload);
+                    Frame::Skip
+                }
+            }
+        }
+        Verdict::Rewrite(t) => {
+            *ctx.activity += 1;
+            ctx.metrics.messages_up.inc();
+            ctx.metrics.bytes_up.inc_by(t.len() as u64);
+            wire::encode(&mut dst.tx, true, Op::Text, Some(mask_key()), &t);
+            Frame::Skip
+        }
+        Verdict::Drop => Frame::Skip,
+        Verdict::Close(r) => Frame::End(Event::Policy(r)),
+    }
+}
+
+/// A timer that may or may not be armed; an unarmed one never fires.
+struct Deadline {
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl Deadline {
+    fn new() -> Self {
+        Deadline {
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    /// Arms it `after` from now, unless already armed.
+    fn arm(&mut self, after: Duration) {
+        if self.armed {
+            return;
+        }
+        let at = tokio::time::Instant::now() + after;
+        match &mut self.sleep {
+            Some(s) => s.as_mut().reset(at),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.armed = true;
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    fn set(&mut self, on: bool, after: Option<Duration>) {
+        match (on, after) {
+            (true, Some(a)) => self.arm(a),
+            _ => self.disarm(),
+        }
+    }
+
+    fn poll_fire(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match (&mut self.sleep, self.armed) {
+            (Some(s), true) => {
+                let r = s.as_mut().poll(cx);
+                if r.is_ready() {
+                    self.armed = false;
+                }
+                r
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
 /// Relays until the end. The sockets are borrowed, not moved, so that each lives in exactly one
-/// place of the socket's task (per-connection memory). `stop` fires when the gateway wants the socket closed; `judge` decides
-/// on every client data message (message policy, activity tracking) and sees every client
-/// ping and pong (to bound floods; only `Verdict::Close` matters for those).
+/// place of the socket's task (per-connection memory). `stop` fires when the gateway wants the
+/// socket closed; `judge` decides on every client data message (message policy, activity
+/// tracking) and sees every client ping and pong (to bound floods; only `Verdict::Close`
+/// matters for those).
 #[allow(clippy::too_many_arguments)] // each is a distinct input of one relay; a struct would only rename them
 pub async fn relay<C, U>(
-    client: &mut WebSocketStream<C>,
-    upstream: &mut WebSocketStream<U>,
+    client: &mut C,
+    upstream: &mut U,
     stop: oneshot::Receiver<crate::registry::CloseRequest>,
     metrics: &Metrics,
     expires_in: Option<Duration>,
     timing: Timing,
-    mut judge: impl FnMut(Message) -> Verdict,
+    limits: Limits,
+    judge: impl FnMut(Seen<'_>) -> Verdict,
 ) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    // Closing paths are boxed: their state is allocated only when a socket closes, so the
-    // relay's own state (alive for the whole socket) stays small.
-    let mut stop = std::pin::pin!(stop);
-    let expiry = async {
-        match expires_in {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
+    let mut conn = Conn {
+        client: Side::new(client, wire::From::Client, limits),
+        upstream: Side::new(upstream, wire::From::Server, UPSTREAM_LIMITS),
+        metrics,
+        judge,
+        activity: 0,
+        client_pong: false,
+        upstream_pong: false,
     };
-    let mut expiry = std::pin::pin!(expiry);
-    // Liveness without per-message timers: data messages bump a counter; a ticker notices when
-    // it stopped moving, and sends pings.
-    let period = tick_period(&timing);
-    let mut ticker = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.reset();
+    let mut stop = std::pin::pin!(stop);
+    // One timer for expiry and liveness: it fires at whichever comes first.
     let start = Instant::now();
-    let (mut activity, mut seen_activity, mut quiet_since) = (0u64, 0u64, start);
+    let expires_at = expires_in.map(|d| start + d);
+    let period = tick_period(&timing);
+    let mut next_tick = period.map(|p| start + p);
+    let wake_at = |tick: Option<Instant>| match (tick, expires_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let first = wake_at(next_tick).map_or_else(far, tokio::time::Instant::from_std);
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(first));
+    let (mut seen_activity, mut quiet_since) = (0u64, start);
     let (mut next_ping, mut client_pong_due, mut upstream_pong_due) = (
         timing.ping.map(|p| start + p),
         None::<Instant>,
         None::<Instant>,
     );
-    loop {
-        tokio::select! {
-            biased;
-            request = &mut stop => {
-                let (reason, asked) = request.unwrap_or((CloseReason::Shutdown, Instant::now()));
-                return Box::pin(gateway_close(client, upstream, reason, Some((asked, metrics)))).await;
+    // Armed only while needed: a peer slow to take what is queued for it, a client message
+    // partly received.
+    let (mut client_slow, mut upstream_slow, mut assembly) =
+        (Deadline::new(), Deadline::new(), Deadline::new());
+    let reason = loop {
+        let step = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = stop.as_mut().poll(cx) {
+                let (reason, asked) = r.unwrap_or((CloseReason::Shutdown, Instant::now()));
+                return Poll::Ready(Step::Stop(reason, Some(asked)));
             }
-            () = &mut expiry => {
-                return Box::pin(gateway_close(client, upstream, CloseReason::SessionExpired, None)).await;
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Timer);
             }
-            _ = ticker.tick(), if period.is_some() => {
+            if let Poll::Ready(ev) = conn.poll_events(cx) {
+                return Poll::Ready(Step::Event(ev));
+            }
+            // Nothing can move: arm (or disarm) the deadlines that say how long it may stay so.
+            client_slow.set(!conn.client.tx.is_empty(), Some(timing.send));
+            upstream_slow.set(!conn.upstream.tx.is_empty(), Some(timing.send));
+            assembly.set(conn.client.busy(), conn.client.limits.assembly);
+            if client_slow.poll_fire(cx).is_ready() {
+                return Poll::Ready(Step::Stop(CloseReason::Overloaded, None));
+            }
+            if upstream_slow.poll_fire(cx).is_ready() {
+                return Poll::Ready(Step::Stop(CloseReason::UpstreamLost, None));
+            }
+            if assembly.poll_fire(cx).is_ready() {
+                return Poll::Ready(Step::Fault(CloseReason::AssemblyTimeout));
+            }
+            Poll::Pending
+        })
+        .await;
+        if std::mem::take(&mut conn.client_pong) {
+            client_pong_due = None;
+        }
+        if std::mem::take(&mut conn.upstream_pong) {
+            upstream_pong_due = None;
+        }
+        match step {
+            Step::Stop(reason, asked) => {
+                return Box::pin(gateway_close(&mut conn, reason, asked)).await;
+            }
+            Step::Fault(reason) => break Event::Fault(Peer::Client, reason),
+            Step::Event(ev) => break ev,
+            Step::Timer => {
                 let now = Instant::now();
-                if activity != seen_activity {
-                    (seen_activity, quiet_since) = (activity, now);
+                if expires_at.is_some_and(|e| now >= e) {
+                    return Box::pin(gateway_close(&mut conn, CloseReason::SessionExpired, None))
+                        .await;
                 }
-                if timing.idle.is_some_and(|idle| now.duration_since(quiet_since) >= idle) {
-                    return Box::pin(gateway_close(client, upstream, CloseReason::Idle, None)).await;
+                if conn.activity != seen_activity {
+                    (seen_activity, quiet_since) = (conn.activity, now);
                 }
-                if client_pong_due.is_some_and(|d| now >= d) || upstream_pong_due.is_some_and(|d| now >= d) {
-                    return Box::pin(gateway_close(client, upstream, CloseReason::NoPong, None)).await;
+                if timing
+                    .idle
+                    .is_some_and(|idle| now.duration_since(quiet_since) >= idle)
+                {
+                    return Box::pin(gateway_close(&mut conn, CloseReason::Idle, None)).await;
                 }
-                if let (Some(p), Some(at)) = (timing.ping, next_ping) && now >= at {
+                if client_pong_due.is_some_and(|d| now >= d)
+                    || upstream_pong_due.is_some_and(|d| now >= d)
+                {
+                    return Box::pin(gateway_close(&mut conn, CloseReason::NoPong, None)).await;
+                }
+                if let (Some(p), Some(at)) = (timing.ping, next_ping)
+                    && now >= at
+                {
                     next_ping = Some(now + p);
-                    let ping = || Message::Ping(bytes::Bytes::from_static(b"wsguard"));
-                    let sent = tokio::time::timeout(timing.send, async {
-                        client.send(ping()).await.is_ok() && upstream.send(ping()).await.is_ok()
-                    });
-                    if !matches!(sent.await, Ok(true)) {
-                        return Box::pin(gateway_close(client, upstream, CloseReason::Overloaded, None)).await;
-                    }
+                    conn.client.queue(Op::Ping, b"wsguard");
+                    conn.upstream.queue(Op::Ping, b"wsguard");
                     client_pong_due = client_pong_due.or(Some(now + timing.pong));
                     upstream_pong_due = upstream_pong_due.or(Some(now + timing.pong));
                 }
+                next_tick = period.map(|p| now + p);
+                let at = wake_at(next_tick).map_or_else(far, tokio::time::Instant::from_std);
+                timer.as_mut().reset(at);
             }
-            msg = client.next() => match msg {
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => match judge(m) {
-                    Verdict::Forward(m) => {
-                        activity += 1;
-                        metrics.messages_up.inc();
-                        metrics.bytes_up.inc_by(m.len() as u64);
-                        match send_within(timing.send, upstream, m).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => {
-                                Box::pin(close_and_drain(client, Some(frame(CloseReason::UpstreamLost)))).await;
-                                return Ended::ByGateway(CloseReason::UpstreamLost);
-                            }
-                            Err(_) => return Box::pin(gateway_close(client, upstream, CloseReason::UpstreamLost, None)).await,
-                        }
-                    }
-                    Verdict::Drop => {}
-                    Verdict::Close(reason) => return Box::pin(gateway_close(client, upstream, reason, None)).await,
-                },
-                // Pings are answered by the client-side codec; both count against the
-                // control-frame bound (ping floods).
-                Some(Ok(m @ (Message::Ping(_) | Message::Pong(_)))) => {
-                    if m.is_pong() {
-                        client_pong_due = None;
-                    }
-                    if let Verdict::Close(reason) = judge(m) {
-                        return Box::pin(gateway_close(client, upstream, reason, None)).await;
-                    }
-                }
-                Some(Ok(Message::Frame(_))) => {}
-                Some(Ok(Message::Close(f))) => {
-                    let code = f.as_ref().map(|f| u16::from(f.code));
-                    // The client-side codec has already answered the close; pass it upstream.
-                    Box::pin(close_and_drain(upstream, f)).await;
-                    let _ = tokio::time::timeout(CLOSE_GRACE, client.flush()).await;
-                    return Ended::ByClient(code);
-                }
-                Some(Err(e)) => {
-                    let Some(reason) = error_reason(&e) else {
-                        Box::pin(close_and_drain(upstream, Some(going_away()))).await;
-                        return Ended::ByClient(None);
-                    };
-                    // Replies to what the client sent before its fault are still delivered
-                    // (as the upstream itself would have): close the upstream first, relay what
-                    // it sends until its close arrives, then close the client.
-                    Box::pin(close_relaying(upstream, client)).await;
-                    Box::pin(close_and_drain(client, Some(frame(reason)))).await;
-                    return Ended::ByGateway(reason);
-                }
-                None => {
-                    Box::pin(close_and_drain(upstream, Some(going_away()))).await;
-                    return Ended::ByClient(None);
-                }
-            },
-            msg = upstream.next() => match msg {
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                    activity += 1;
-                    metrics.messages_down.inc();
-                    metrics.bytes_down.inc_by(m.len() as u64);
-                    // A client that does not take the message in time is too slow: while we
-                    // wait, the upstream is not read, so memory stays bounded.
-                    match send_within(timing.send, client, m).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => {
-                            Box::pin(close_and_drain(upstream, Some(going_away()))).await;
-                            return Ended::ByClient(None);
-                        }
-                        Err(_) => return Box::pin(gateway_close(client, upstream, CloseReason::Overloaded, None)).await,
-                    }
-                }
-                Some(Ok(Message::Pong(_))) => upstream_pong_due = None,
-                Some(Ok(Message::Ping(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(f))) => {
-                    let code = f.as_ref().map(|f| u16::from(f.code));
-                    let _ = tokio::time::timeout(CLOSE_GRACE, upstream.flush()).await;
-                    Box::pin(close_and_drain(client, f)).await;
-                    return Ended::ByUpstream(code);
-                }
-                Some(Err(_)) | None => {
-                    Box::pin(close_and_drain(client, Some(frame(CloseReason::UpstreamLost)))).await;
-                    return Ended::ByGateway(CloseReason::UpstreamLost);
-                }
-            },
+        }
+    };
+    Box::pin(after_event(&mut conn, reason)).await
+}
+
+enum Step {
+    Stop(CloseReason, Option<Instant>),
+    Timer,
+    Fault(CloseReason),
+    Event(Event),
+}
+
+/// Runs the relay (as set up by the caller's `reading` modes) until `done` says so.
+async fn until<C, U, J>(conn: &mut Conn<'_, C, U, J>, mut done: impl FnMut(&Event) -> bool)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    loop {
+        let ev = std::future::poll_fn(|cx| conn.poll_events(cx)).await;
+        let peer = match &ev {
+            Event::Close(p, ..) | Event::Fault(p, _) | Event::Gone(p) => Some(*p),
+            Event::Policy(_) => Some(Peer::Client),
+        };
+        match peer {
+            Some(Peer::Client) => {
+                conn.client.done = true;
+                conn.client.reading = Reading::Off;
+            }
+            Some(Peer::Upstream) => {
+                conn.upstream.done = true;
+                conn.upstream.reading = Reading::Off;
+            }
+            None => {}
+        }
+        if done(&ev) || (conn.client.done && conn.upstream.done) {
+            return;
         }
     }
 }
 
-async fn gateway_close<C, U>(
-    client: &mut WebSocketStream<C>,
-    upstream: &mut WebSocketStream<U>,
-    reason: CloseReason,
-    revoked_at: Option<(std::time::Instant, &Metrics)>,
-) -> Ended
+/// Writes everything queued for both sides (bounded by the caller's timeout).
+async fn drain_tx<C, U, J>(conn: &mut Conn<'_, C, U, J>)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    // The client's close frame first: that is the moment a revocation takes effect.
-    let sent = tokio::time::timeout(CLOSE_GRACE, client.close(Some(frame(reason)))).await;
-    if let (Ok(Ok(())), Some((asked, metrics))) = (sent, revoked_at)
-        && reason == CloseReason::SessionRevoked
-    {
-        metrics
-            .revocation_close
-            .observe(asked.elapsed().as_secs_f64());
-    }
-    let drain_client = async {
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Some(Ok(_)) = client.next().await {}
+    std::future::poll_fn(|cx| {
+        let c =
+            conn.client.done || flush(&mut conn.client, cx).is_err() || conn.client.tx.is_empty();
+        let u = conn.upstream.done
+            || flush(&mut conn.upstream, cx).is_err()
+            || conn.upstream.tx.is_empty();
+        if c && u {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// The gateway closes both sides: the client's close frame first (the moment a revocation takes
+/// effect), then both closing handshakes.
+async fn gateway_close<C, U, J>(
+    conn: &mut Conn<'_, C, U, J>,
+    reason: CloseReason,
+    revoked_at: Option<Instant>,
+) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    conn.client
+        .queue_close(Some(reason.close_code()), reason.text());
+    conn.upstream
+        .queue_close(Some(reason.close_code()), reason.text());
+    conn.client.reading = Reading::Discard;
+    conn.upstream.reading = Reading::Discard;
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        std::future::poll_fn(|cx| {
+            if flush(&mut conn.client, cx).is_err() || conn.client.tx.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         })
         .await;
-    };
-    tokio::join!(drain_client, close_and_drain(upstream, Some(frame(reason))));
+        if let Some(asked) = revoked_at
+            && reason == CloseReason::SessionRevoked
+            && conn.client.tx.is_empty()
+        {
+            conn.metrics
+                .revocation_close
+                .observe(asked.elapsed().as_secs_f64());
+        }
+        until(conn, |_| false).await;
+    })
+    .await;
     Ended::ByGateway(reason)
+}
+
+/// The closing handshake after an event from the relay.
+async fn after_event<C, U, J>(conn: &mut Conn<'_, C, U, J>, ev: Event) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    match ev {
+        Event::Policy(reason) => gateway_close(conn, reason, None).await,
+        Event::Close(Peer::Client, code, reason) => {
+            // Answer the client's close, pass it upstream, wait for the upstream's answer.
+            conn.client.queue_close(code, "");
+            conn.upstream.queue_close(code, &reason);
+            conn.client.done = true;
+            conn.client.reading = Reading::Off;
+            conn.upstream.reading = Reading::Discard;
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                until(conn, |_| false).await;
+                drain_tx(conn).await;
+            })
+            .await;
+            Ended::ByClient(code)
+        }
+        Event::Close(Peer::Upstream, code, reason) => {
+            conn.upstream.queue_close(code, "");
+            conn.client.queue_close(code, &reason);
+            conn.upstream.done = true;
+            conn.upstream.reading = Reading::Off;
+            conn.client.reading = Reading::Discard;
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                until(conn, |_| false).await;
+                drain_tx(conn).await;
+            })
+            .await;
+            Ended::ByUpstream(code)
+        }
+        Event::Fault(Peer::Client, reason) => {
+            // Replies to what the client sent before its fault are still delivered (as the
+            // upstream itself would have): close the upstream first, relay what it sends until
+            // its close arrives, then close the client.
+            conn.client.reading = Reading::Off;
+            conn.client.partial = Vec::new();
+            conn.upstream.queue_close(Some(1001), "client gone");
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                until(conn, |ev| {
+                    matches!(
+                        ev,
+                        Event::Close(Peer::Upstream, ..)
+                            | Event::Fault(Peer::Upstream, _)
+                            | Event::Gone(_)
+                    )
+                })
+                .await;
+                conn.upstream.done = true;
+                conn.upstream.reading = Reading::Off;
+                conn.client
+                    .queue_close(Some(reason.close_code()), reason.text());
+                conn.client.reading = Reading::Discard;
+                conn.client.done = false;
+                until(conn, |_| false).await;
+            })
+            .await;
+            Ended::ByGateway(reason)
+        }
+        Event::Gone(Peer::Client) => {
+            conn.client.done = true;
+            conn.client.reading = Reading::Off;
+            conn.upstream.queue_close(Some(1001), "client gone");
+            conn.upstream.reading = Reading::Discard;
+            let _ = tokio::time::timeout(CLOSE_GRACE, until(conn, |_| false)).await;
+            Ended::ByClient(None)
+        }
+        Event::Fault(Peer::Upstream, _) | Event::Gone(Peer::Upstream) => {
+            let reason = CloseReason::UpstreamLost;
+            conn.upstream.done = true;
+            conn.upstream.reading = Reading::Off;
+            conn.client
+                .queue_close(Some(reason.close_code()), reason.text());
+            conn.client.reading = Reading::Discard;
+            let _ = tokio::time::timeout(CLOSE_GRACE, until(conn, |_| false)).await;
+            Ended::ByGateway(reason)
+        }
+    }
 }

@@ -19,9 +19,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::{WebSocketStream, tungstenite};
 use wsguard_session::{AuthError, Session, Sessions};
 
 use arc_swap::ArcSwap;
@@ -85,28 +84,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// WebSocket settings for a route's client sockets: the route's size limits, which the codec
-/// checks against each frame's declared length before allocating (→ 1009).
-fn client_ws_config(policy: &crate::policy::RoutePolicy, read_buffer: usize) -> WebSocketConfig {
-    ws_config(read_buffer)
-        .max_message_size(Some(policy.config().max_message_bytes))
-        .max_frame_size(Some(policy.max_frame_bytes()))
-}
-
-/// Per-socket WebSocket settings. `read_buffer` is both what each socket allocates up front and
-/// the most one read takes (`gateway.read_buffer_bytes`): small keeps idle sockets cheap; a
-/// larger one reads large messages in fewer system calls.
-pub(crate) fn ws_config(read_buffer: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(read_buffer)
-        .write_buffer_size(0)
-        // One whole frame must fit the write buffer (tungstenite serialises a frame before
-        // writing it); the buffer only grows as large as the frames that pass through.
-        .max_write_buffer_size((64 << 20) + 64)
-        .max_message_size(Some(64 << 20))
-        .max_frame_size(Some(16 << 20))
 }
 
 fn text_response(status: u16, body: &'static str) -> Response<Body> {
@@ -472,12 +449,7 @@ impl Gateway {
                 tracing::warn!(error = %e, "cannot build the upstream request");
                 Refusal::UpstreamFailed
             })?;
-        let dial = crate::upstream::dial(
-            &route.upstream,
-            upstream_req,
-            route.tls.as_ref(),
-            ws_config(state.settings.read_buffer_bytes),
-        );
+        let dial = crate::upstream::dial(&route.upstream, upstream_req, route.tls.as_ref());
         let (mut upstream, response) =
             match tokio::time::timeout(state.settings.upstream_timeout, dial).await {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
@@ -516,7 +488,6 @@ impl Gateway {
         let gateway = Arc::clone(self);
         let route_path = route.path.clone();
         let messages = Arc::clone(&route.messages);
-        let read_buffer = state.settings.read_buffer_bytes;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
@@ -525,19 +496,7 @@ impl Gateway {
                     return;
                 }
             };
-            let watched = crate::frames::FrameWatch::new(
-                crate::readahead::ReadAhead::new(TokioIo::new(upgraded)),
-                crate::frames::FrameLimits {
-                    max_fragments: messages.config().max_fragments,
-                    assembly_timeout: Some(messages.config().assembly_timeout),
-                },
-            );
-            let mut client = WebSocketStream::from_raw_socket(
-                watched,
-                Role::Server,
-                Some(client_ws_config(&messages, read_buffer)),
-            )
-            .await;
+            let mut client = TokioIo::new(upgraded);
             gateway
                 .run_socket(
                     &mut client,
@@ -598,8 +557,8 @@ impl Gateway {
 
     async fn run_socket<C, U>(
         &self,
-        client: &mut WebSocketStream<C>,
-        upstream: &mut WebSocketStream<U>,
+        client: &mut C,
+        upstream: &mut U,
         mut session: Option<Session>,
         peer: SocketAddr,
         route: &str,
@@ -639,6 +598,13 @@ impl Gateway {
         };
         // Boxed: the relay lives as long as the socket, the states around it do not, and a
         // separate allocation keeps them from being laid out side by side (memory per socket).
+        let cfg = messages.config();
+        let limits = crate::relay::Limits {
+            max_frame: messages.max_frame_bytes() as u64,
+            max_message: cfg.max_message_bytes as u64,
+            max_fragments: cfg.max_fragments,
+            assembly: Some(cfg.assembly_timeout),
+        };
         let ended = Box::pin(relay(
             client,
             upstream,
@@ -646,12 +612,16 @@ impl Gateway {
             &self.metrics,
             expires_in,
             timing,
-            |msg| {
-                let verdict = policy.judge(msg);
+            limits,
+            |seen| {
+                let verdict = policy.judge(seen);
                 let Some(s) = session.as_mut() else {
                     return verdict;
                 };
-                if !matches!(verdict, crate::policy::Verdict::Forward(_)) {
+                if !matches!(
+                    verdict,
+                    crate::policy::Verdict::Forward | crate::policy::Verdict::Rewrite(_)
+                ) {
                     return verdict;
                 }
                 let now_i = Instant::now();

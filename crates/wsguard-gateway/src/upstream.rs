@@ -4,7 +4,7 @@
 //!
 //! Owns the upstream socket's shape in memory: the handshake's HTTP buffers belong to hyper and
 //! are freed once the connection is upgraded, so an idle proxied socket keeps only the
-//! WebSocket codec's small read buffer, and the TLS state is boxed so a plain `ws://` socket
+//! relay's state (no read buffer), and the TLS state is boxed so a plain `ws://` socket
 //! does not carry its size. It must not decide anything about the client: the request it sends
 //! is built by the server (identity headers, forwarded headers).
 
@@ -21,8 +21,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 /// The upstream's byte stream: plain TCP, or TLS (boxed: rustls' state is large).
 #[derive(Debug)]
@@ -73,8 +71,8 @@ impl AsyncWrite for UpstreamIo {
     }
 }
 
-/// The upstream WebSocket.
-pub type UpstreamSocket = WebSocketStream<crate::readahead::ReadAhead<TokioIo<Upgraded>>>;
+/// The upstream's byte stream once the handshake is done (frames are the relay's business).
+pub type UpstreamSocket = TokioIo<Upgraded>;
 
 /// Why the upstream could not be reached. Logged (never shown to the client, who gets 502).
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +110,6 @@ pub async fn dial(
     url: &url::Url,
     req: Request<()>,
     tls: Option<&Arc<rustls::ClientConfig>>,
-    config: WebSocketConfig,
 ) -> Result<(UpstreamSocket, HeaderMap), DialError> {
     let host = url.host_str().ok_or(DialError::NoHost)?;
     let port = url.port_or_known_default().unwrap_or(80);
@@ -184,11 +181,5 @@ pub async fn dial(
     let upgraded = hyper::upgrade::on(&mut response)
         .await
         .map_err(|e| DialError::Http(e.to_string()))?;
-    let socket = WebSocketStream::from_raw_socket(
-        crate::readahead::ReadAhead::new(TokioIo::new(upgraded)),
-        Role::Client,
-        Some(config),
-    )
-    .await;
-    Ok((socket, headers))
+    Ok((TokioIo::new(upgraded), headers))
 }
