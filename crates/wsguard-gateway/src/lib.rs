@@ -21,6 +21,7 @@ pub mod reason;
 pub mod registry;
 pub mod relay;
 pub mod server;
+pub mod stream;
 pub mod tickets;
 pub mod tls;
 pub mod upstream;

@@ -164,13 +164,13 @@ struct Side<S> {
 }
 
 impl<S> Side<S> {
-    fn new(io: S, from: wire::From, limits: Limits) -> Self {
+    fn new(io: S, read: &[u8], from: wire::From, limits: Limits) -> Self {
         Side {
             io,
             from,
             limits,
             reading: Reading::Relay,
-            partial: Vec::new(),
+            partial: read.to_vec(),
             scanned: 0,
             tx: Vec::new(),
             msg: None,
@@ -402,9 +402,13 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
     J: FnMut(Seen<'_>) -> Verdict,
 {
-    // Read: into the scratch buffer, or after the incomplete frame kept from earlier.
+    // Read: into the scratch buffer, or after the incomplete frame kept from earlier (unless
+    // what is kept is already whole: bytes read along with the handshake).
     let in_scratch = src.partial.is_empty();
-    let n = if in_scratch {
+    let whole = !in_scratch && holds_frame(&src.partial, src.from);
+    let n = if whole {
+        src.partial.len()
+    } else if in_scratch {
         let mut rb = ReadBuf::new(scratch);
         match Pin::new(&mut src.io).poll_read(cx, &mut rb) {
             Poll::Pending => return Poll::Pending,
@@ -485,6 +489,15 @@ where
         }
     }
     Poll::Ready(event)
+}
+
+/// `buf` starts with a whole frame (or with one that is already known to be bad).
+fn holds_frame(buf: &[u8], from: wire::From) -> bool {
+    match wire::parse_header(buf, from) {
+        Ok(Some(h)) => (buf.len() as u64) >= h.header_len as u64 + h.len,
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 fn other(p: Peer) -> Peer {
@@ -782,6 +795,15 @@ impl Deadline {
     }
 }
 
+/// A peer's stream, and the bytes already read from it along with its handshake.
+#[derive(Debug)]
+pub struct Opened<'a, S> {
+    /// The stream.
+    pub io: &'a mut S,
+    /// Read past the handshake, not yet relayed.
+    pub read: bytes::Bytes,
+}
+
 /// Relays until the end. The sockets are borrowed, not moved, so that each lives in exactly one
 /// place of the socket's task (per-connection memory). `stop` fires when the gateway wants the
 /// socket closed; `judge` decides on every client data message (message policy, activity
@@ -789,8 +811,8 @@ impl Deadline {
 /// matters for those).
 #[allow(clippy::too_many_arguments)] // each is a distinct input of one relay; a struct would only rename them
 pub async fn relay<C, U>(
-    client: &mut C,
-    upstream: &mut U,
+    client: Opened<'_, C>,
+    upstream: Opened<'_, U>,
     stop: oneshot::Receiver<crate::registry::CloseRequest>,
     metrics: &Metrics,
     expires_in: Option<Duration>,
@@ -803,8 +825,13 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Conn {
-        client: Side::new(client, wire::From::Client, limits),
-        upstream: Side::new(upstream, wire::From::Server, UPSTREAM_LIMITS),
+        client: Side::new(client.io, &client.read, wire::From::Client, limits),
+        upstream: Side::new(
+            upstream.io,
+            &upstream.read,
+            wire::From::Server,
+            UPSTREAM_LIMITS,
+        ),
         metrics,
         judge,
         activity: 0,

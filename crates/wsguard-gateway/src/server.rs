@@ -450,7 +450,7 @@ impl Gateway {
                 Refusal::UpstreamFailed
             })?;
         let dial = crate::upstream::dial(&route.upstream, upstream_req, route.tls.as_ref());
-        let (mut upstream, response) =
+        let (upstream, response) =
             match tokio::time::timeout(state.settings.upstream_timeout, dial).await {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
                 Ok(Err(e)) => {
@@ -496,11 +496,20 @@ impl Gateway {
                     return;
                 }
             };
-            let mut client = TokioIo::new(upgraded);
+            let (mut client, client_read) = crate::stream::unwrap_upgraded::<
+                tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+            >(upgraded);
+            let (mut upstream, upstream_read) = upstream;
             gateway
                 .run_socket(
-                    &mut client,
-                    &mut upstream,
+                    crate::relay::Opened {
+                        io: &mut client,
+                        read: client_read,
+                    },
+                    crate::relay::Opened {
+                        io: &mut upstream,
+                        read: upstream_read,
+                    },
                     session,
                     peer,
                     &route_path,
@@ -557,8 +566,8 @@ impl Gateway {
 
     async fn run_socket<C, U>(
         &self,
-        client: &mut C,
-        upstream: &mut U,
+        client: crate::relay::Opened<'_, C>,
+        upstream: crate::relay::Opened<'_, U>,
         mut session: Option<Session>,
         peer: SocketAddr,
         route: &str,

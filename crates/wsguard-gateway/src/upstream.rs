@@ -9,70 +9,19 @@
 //! is built by the server (identity headers, forwarded headers).
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use crate::stream::UpstreamStream;
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::{Request, StatusCode};
 use http_body_util::Empty;
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The upstream's byte stream: plain TCP, or TLS (boxed: rustls' state is large).
-#[derive(Debug)]
-pub enum UpstreamIo {
-    /// `ws://`.
-    Plain(TcpStream),
-    /// `wss://`.
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// The upstream's byte stream once the handshake is done (frames are the relay's business).
-pub type UpstreamSocket = TokioIo<Upgraded>;
+/// The upstream's byte stream once the handshake is done (frames are the relay's business),
+/// and any bytes of it already read with the handshake's answer.
+pub type UpstreamSocket = (UpstreamStream, bytes::Bytes);
 
 /// Why the upstream could not be reached. Logged (never shown to the client, who gets 502).
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +69,7 @@ pub async fn dial(
         .map_err(|e| DialError::Connect(e.kind()))?;
     let _ = tcp.set_nodelay(true);
     let io = match tls {
-        None => UpstreamIo::Plain(tcp),
+        None => UpstreamStream::Plain(tcp),
         Some(config) => {
             let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
                 .map_err(|e| DialError::Tls(e.to_string()))?;
@@ -128,7 +77,7 @@ pub async fn dial(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| DialError::Tls(e.to_string()))?;
-            UpstreamIo::Tls(Box::new(stream))
+            UpstreamStream::Tls(Box::new(stream))
         }
     };
 
@@ -181,5 +130,5 @@ pub async fn dial(
     let upgraded = hyper::upgrade::on(&mut response)
         .await
         .map_err(|e| DialError::Http(e.to_string()))?;
-    Ok((TokioIo::new(upgraded), headers))
+    Ok((crate::stream::unwrap_upgraded(upgraded), headers))
 }

@@ -155,17 +155,17 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, b) in head.iter_mut().enumerate() {
         *b ^= k[i];
     }
-    let mut k = key;
-    k.rotate_left((offset + head.len()) % 4);
-    let word = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
-    let mut chunks = rest.chunks_exact_mut(8);
+    // Aligned to the key: 16 bytes at a time, as one 128-bit XOR each.
+    let word = u32::from_ne_bytes(key);
+    let pattern = u128::from(word) * 0x0000_0001_0000_0001_0000_0001_0000_0001;
+    let mut chunks = rest.chunks_exact_mut(16);
     for c in &mut chunks {
-        let mut a = [0u8; 8];
+        let mut a = [0u8; 16];
         a.copy_from_slice(c);
-        c.copy_from_slice(&(u64::from_ne_bytes(a) ^ word).to_ne_bytes());
+        c.copy_from_slice(&(u128::from_ne_bytes(a) ^ pattern).to_ne_bytes());
     }
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= k[i % 4];
+        *b ^= key[i % 4];
     }
 }
 
