@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use wsguard_gateway::config::{GatewayConfig, RouteConfig};
 use wsguard_gateway::policy::{Kind, MessageConfig, Rate};
-use wsguard_gateway::{Running, Settings};
+use wsguard_gateway::{Running, Settings, wire};
 use wsguard_session::{Mode, Sessions};
 use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
 use wsguard_token::{KeyRing, SessionData, TokenPolicy, UserId, Verifier};
@@ -204,6 +204,53 @@ async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                         let _ = tokio_tungstenite::accept_hdr_async(s, pick).await;
                         tokio::time::sleep(Duration::from_secs(5)).await;
                     }
+                    // A hand-made WebSocket server: answers each client frame with a text frame
+                    // saying the masking key it arrived with and its unmasked payload.
+                    "report_mask" => {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if s.read_exact(&mut byte).await.is_err() {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        let head = String::from_utf8_lossy(&head).to_string();
+                        let key = head
+                            .lines()
+                            .find_map(|l| {
+                                let (n, v) = l.split_once(':')?;
+                                n.eq_ignore_ascii_case("sec-websocket-key")
+                                    .then(|| v.trim().to_owned())
+                            })
+                            .unwrap();
+                        let answer = format!(
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                             Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                            wsguard_gateway::handshake::accept_key(&key)
+                        );
+                        s.write_all(answer.as_bytes()).await.unwrap();
+                        loop {
+                            let Some((h, payload)) = read_frame(&mut s, wire::From::Client).await
+                            else {
+                                return;
+                            };
+                            if h.op == wire::Op::Close {
+                                let mut out = Vec::new();
+                                wire::encode(&mut out, true, wire::Op::Close, None, &payload);
+                                let _ = s.write_all(&out).await;
+                                return;
+                            }
+                            if h.op != wire::Op::Binary && h.op != wire::Op::Text {
+                                continue;
+                            }
+                            let mask = h.mask.unwrap();
+                            let report = format!("{mask:?} {}", String::from_utf8_lossy(&payload));
+                            let mut out = Vec::new();
+                            wire::encode(&mut out, true, wire::Op::Text, None, report.as_bytes());
+                            s.write_all(&out).await.unwrap();
+                        }
+                    }
                     "drop_after_first" => {
                         let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
                         let _ = ws.next().await;
@@ -215,6 +262,25 @@ async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
         }
     });
     addr
+}
+
+/// Reads one frame off a raw socket: its header and its unmasked payload.
+async fn read_frame(s: &mut TcpStream, from: wire::From) -> Option<(wire::Header, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let h = loop {
+        if let Some(h) = wire::parse_header(&buf, from).unwrap() {
+            break h;
+        }
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.ok()?;
+        buf.push(b[0]);
+    };
+    let mut payload = vec![0u8; h.len as usize];
+    s.read_exact(&mut payload).await.ok()?;
+    if let Some(k) = h.mask {
+        wire::apply_mask(&mut payload, k, 0);
+    }
+    Some((h, payload))
 }
 
 fn closed_port() -> SocketAddr {
@@ -1877,4 +1943,112 @@ async fn slow_handshakes_are_cut_at_the_deadline() {
             .await
             .is_ok()
     );
+}
+
+/// A client frame, masked with `key`.
+fn client_frame(op: wire::Op, fin: bool, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::encode(&mut out, fin, op, Some(key), payload);
+    out
+}
+
+/// Opens a socket by hand, sending `extra` bytes in the same write as the upgrade request.
+async fn raw_connect(h: &Harness, path: &str, token: &str, extra: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(h.running.public_addr).await.unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Origin: {ORIGIN}\r\nCookie: {COOKIE}={token}\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(extra);
+    s.write_all(&req).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// The client's next frame from the gateway, within a second.
+async fn next_raw(s: &mut TcpStream) -> (wire::Header, Vec<u8>) {
+    tokio::time::timeout(Duration::from_secs(1), read_frame(s, wire::From::Server))
+        .await
+        .expect("a frame in time")
+        .expect("a frame")
+}
+
+#[tokio::test]
+async fn frames_are_checked_where_they_arrive_and_remasked() {
+    let report = raw_upstream("report_mask").await;
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.routes.push(RouteConfig {
+            messages: MessageConfig {
+                assembly_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+            ..RouteConfig::new("/report", format!("ws://{report}"))
+        });
+    })
+    .await;
+    let token = h.login("alice").await;
+    let key = [1, 2, 3, 4];
+
+    // A frame sent in the same write as the upgrade request is relayed, and the upstream
+    // gets it masked with a key of the gateway's, not the client's.
+    let early = client_frame(wire::Op::Text, true, key, b"early");
+    let mut s = raw_connect(&h, "/report", &token, &early).await;
+    let (_, body) = next_raw(&mut s).await;
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.ends_with(" early"), "{body}");
+    assert!(
+        !body.starts_with("[1, 2, 3, 4]"),
+        "client's mask reused: {body}"
+    );
+
+    // A frame cut inside its header and its payload, sent in pieces, arrives whole.
+    let payload: Vec<u8> = (0..300u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let f = client_frame(wire::Op::Binary, true, key, &payload);
+    for piece in [&f[..1], &f[1..3], &f[3..100], &f[100..]] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, body) = next_raw(&mut s).await;
+    assert!(body.ends_with(&payload), "payload changed on the way");
+
+    // Invalid UTF-8 early in a long text frame: closed (1007) before the frame is complete.
+    let mut bad = vec![b'x'; 1000];
+    bad[5] = 0xff;
+    let f = client_frame(wire::Op::Text, true, key, &bad);
+    s.write_all(&f[..20]).await.unwrap();
+    let (h1, close) = next_raw(&mut s).await;
+    assert_eq!(h1.op, wire::Op::Close);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1007);
+
+    // One frame trickled in and then silence: closed at the assembly deadline.
+    let mut s = raw_connect(&h, "/report", &token, &[]).await;
+    let f = client_frame(wire::Op::Binary, true, key, &[7u8; 100]);
+    s.write_all(&f[..30]).await.unwrap();
+    let (h2, close) = next_raw(&mut s).await;
+    assert_eq!(h2.op, wire::Op::Close);
+    assert_eq!(
+        (u16::from_be_bytes([close[0], close[1]]), &close[2..]),
+        (1008, &b"message not completed in time"[..])
+    );
+
+    // Wire-format faults: an unmasked client frame, and RSV bits, are protocol errors (1002).
+    for bad in [vec![0x82u8, 0x01, 0x00], vec![0xc2u8, 0x80, 1, 2, 3, 4]] {
+        let mut s = raw_connect(&h, "/report", &token, &[]).await;
+        s.write_all(&bad).await.unwrap();
+        let (h3, close) = next_raw(&mut s).await;
+        assert_eq!(h3.op, wire::Op::Close);
+        assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002, "{bad:?}");
+    }
 }
