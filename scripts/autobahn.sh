@@ -4,8 +4,8 @@
 # are excluded: wsguard does not negotiate permessage-deflate.
 #
 # Fails if any case fails or passes only non-strictly. (6.4.3 and 6.4.4 send invalid UTF-8 inside
-# ONE frame in several TCP chops: the frame watch checks text frames that span reads as they
-# arrive, so they fail fast and pass strictly.)
+# ONE frame in several TCP chops: the relay checks text as its bytes arrive, even inside a frame,
+# so they fail fast and pass strictly.)
 #
 # Usage: scripts/autobahn.sh [path/to/wsguard]     (default: target/debug/wsguard, built if missing)
 set -euo pipefail

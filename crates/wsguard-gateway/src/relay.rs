@@ -164,13 +164,13 @@ struct Side<S> {
 }
 
 impl<S> Side<S> {
-    fn new(io: S, read: &[u8], from: wire::From, limits: Limits) -> Self {
+    fn new(io: S, read: Vec<u8>, from: wire::From, limits: Limits) -> Self {
         Side {
             io,
             from,
             limits,
             reading: Reading::Relay,
-            partial: read.to_vec(),
+            partial: read,
             scanned: 0,
             tx: Vec::new(),
             msg: None,
@@ -464,7 +464,9 @@ where
             dst.tx.splice(0..0, rest.iter().copied());
         }
     }
-    if event.is_none() && consumed < buf.len() {
+    // What follows stays for the next round, even after an event: a socket being closed is
+    // still read (discarding data) until its close frame, which may be among these bytes.
+    if consumed < buf.len() {
         if in_scratch {
             src.partial = buf[consumed..].to_vec();
         } else {
@@ -800,8 +802,8 @@ impl Deadline {
 pub struct Opened<'a, S> {
     /// The stream.
     pub io: &'a mut S,
-    /// Read past the handshake, not yet relayed.
-    pub read: bytes::Bytes,
+    /// Read past the handshake, not yet relayed (usually empty: no allocation).
+    pub read: Vec<u8>,
 }
 
 /// Relays until the end. The sockets are borrowed, not moved, so that each lives in exactly one
@@ -825,10 +827,10 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Conn {
-        client: Side::new(client.io, &client.read, wire::From::Client, limits),
+        client: Side::new(client.io, client.read, wire::From::Client, limits),
         upstream: Side::new(
             upstream.io,
-            &upstream.read,
+            upstream.read,
             wire::From::Server,
             UPSTREAM_LIMITS,
         ),
@@ -954,6 +956,9 @@ where
     J: FnMut(Seen<'_>) -> Verdict,
 {
     loop {
+        if conn.client.done && conn.upstream.done {
+            return;
+        }
         let ev = std::future::poll_fn(|cx| conn.poll_events(cx)).await;
         let peer = match &ev {
             Event::Close(p, ..) | Event::Fault(p, _) | Event::Gone(p) => Some(*p),
@@ -970,7 +975,7 @@ where
             }
             None => {}
         }
-        if done(&ev) || (conn.client.done && conn.upstream.done) {
+        if done(&ev) {
             return;
         }
     }
@@ -1081,25 +1086,21 @@ where
             conn.client.reading = Reading::Off;
             conn.client.partial = Vec::new();
             conn.upstream.queue_close(Some(1001), "client gone");
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                until(conn, |ev| {
-                    matches!(
-                        ev,
-                        Event::Close(Peer::Upstream, ..)
-                            | Event::Fault(Peer::Upstream, _)
-                            | Event::Gone(_)
-                    )
-                })
-                .await;
-                conn.upstream.done = true;
-                conn.upstream.reading = Reading::Off;
-                conn.client
-                    .queue_close(Some(reason.close_code()), reason.text());
-                conn.client.reading = Reading::Discard;
-                conn.client.done = false;
-                until(conn, |_| false).await;
-            })
-            .await;
+            let upstream_closed = |ev: &Event| {
+                matches!(
+                    ev,
+                    Event::Close(Peer::Upstream, ..)
+                        | Event::Fault(Peer::Upstream, _)
+                        | Event::Gone(_)
+                )
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, until(conn, upstream_closed)).await;
+            conn.upstream.done = true;
+            conn.upstream.reading = Reading::Off;
+            conn.client
+                .queue_close(Some(reason.close_code()), reason.text());
+            conn.client.reading = Reading::Discard;
+            let _ = tokio::time::timeout(CLOSE_GRACE, until(conn, |_| false)).await;
             Ended::ByGateway(reason)
         }
         Event::Gone(Peer::Client) => {

@@ -32,8 +32,17 @@ pub type ClientStream = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
 pub type UpstreamStream = Stream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// The stream under an upgraded connection that hyper served over `TokioIo<TcpStream>`,
-/// `TokioIo<T>` or `TokioIo<Stream<T>>`, and the bytes hyper had read past the handshake.
-pub fn unwrap_upgraded<T>(u: Upgraded) -> (Stream<T>, Bytes)
+/// `TokioIo<T>` or `TokioIo<Stream<T>>`, and a copy of the bytes hyper had read past the
+/// handshake (a copy: hyper's bytes would keep its whole read buffer alive with the socket).
+pub fn unwrap_upgraded<T>(u: Upgraded) -> (Stream<T>, Vec<u8>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (stream, read) = unwrap(u);
+    (stream, read.to_vec())
+}
+
+fn unwrap<T>(u: Upgraded) -> (Stream<T>, Bytes)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 /// The upstream's byte stream once the handshake is done (frames are the relay's business),
 /// and any bytes of it already read with the handshake's answer.
-pub type UpstreamSocket = (UpstreamStream, bytes::Bytes);
+pub type UpstreamSocket = (UpstreamStream, Vec<u8>);
 
 /// Why the upstream could not be reached. Logged (never shown to the client, who gets 502).
 #[derive(Debug, thiserror::Error)]

@@ -395,6 +395,24 @@ mod tests {
 
     proptest! {
         #[test]
+        fn header_split_anywhere_asks_for_more(
+            len in prop_oneof![0usize..126, 126usize..70_000],
+            key in any::<[u8; 4]>(),
+            masked in any::<bool>(),
+        ) {
+            let mut out = Vec::new();
+            let mask = masked.then_some(key);
+            encode(&mut out, true, Op::Binary, mask, &vec![0u8; len]);
+            let from = if masked { From::Client } else { From::Server };
+            let h = parse_header(&out, from).unwrap().unwrap();
+            for cut in 0..h.header_len {
+                prop_assert_eq!(parse_header(&out[..cut], from), Ok(None));
+            }
+            prop_assert_eq!(parse_header(&out[..h.header_len], from), Ok(Some(h)));
+            prop_assert_eq!((h.len as usize, h.mask), (len, mask));
+        }
+
+        #[test]
         fn masking_in_pieces_equals_masking_at_once(
             data in proptest::collection::vec(any::<u8>(), 0..100),
             key in any::<[u8; 4]>(),

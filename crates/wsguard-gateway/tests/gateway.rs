@@ -2043,6 +2043,16 @@ async fn frames_are_checked_where_they_arrive_and_remasked() {
         (1008, &b"message not completed in time"[..])
     );
 
+    // A header declaring 1 GiB, alone: refused at once (1009), nothing of it kept.
+    let mut s = raw_connect(&h, "/report", &token, &[]).await;
+    let mut huge = vec![0x82u8, 0x80 | 127];
+    huge.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    huge.extend_from_slice(&key);
+    s.write_all(&huge).await.unwrap();
+    let (h4, close) = next_raw(&mut s).await;
+    assert_eq!(h4.op, wire::Op::Close);
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1009);
+
     // Wire-format faults: an unmasked client frame, and RSV bits, are protocol errors (1002).
     for bad in [vec![0x82u8, 0x01, 0x00], vec![0xc2u8, 0x80, 1, 2, 3, 4]] {
         let mut s = raw_connect(&h, "/report", &token, &[]).await;
