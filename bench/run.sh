@@ -97,7 +97,7 @@ max_message_bytes = 1048576
 TOML
 (cd "$work" && "$wsguard" keygen >/dev/null)
 start_wsguard() {
-    (cd "$work" && TOKIO_WORKER_THREADS=1 WSGUARD_LOG=warn exec taskset -c "$PROXY_CPU" "$wsguard" serve >>"$work/wsguard.log" 2>&1) &
+    (cd "$work" && WSGUARD_LOG=warn exec taskset -c "$PROXY_CPU" "$wsguard" serve --threads 1 >>"$work/wsguard.log" 2>&1) &
     wsguard_pid=$!
     wait_port "$gw_port"
 }

@@ -147,11 +147,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Keygen(args) => keygen(&config, &args),
         Command::Session(cmd) => current_thread()?.block_on(session_cmd::run(&config, cmd)),
-        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?
-            .block_on(serve_cmd::serve(config, cli.config, args)),
+        Command::Serve(args) => {
+            let runtime = match args.threads {
+                1 => current_thread()?,
+                0 => tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?,
+                n => tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(n)
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?,
+            };
+            runtime.block_on(serve_cmd::serve(config, cli.config, args))
+        }
         Command::CheckConfig => Ok(check_cmd::run(cli.config.as_deref())),
         Command::Echo(args) => current_thread()?.block_on(serve_cmd::echo(args)),
         Command::Connect(args) => current_thread()?.block_on(serve_cmd::connect(&config, args)),

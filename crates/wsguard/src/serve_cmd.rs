@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Override admin.listen.
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
+    /// Worker threads: 0 for one per CPU core; 1 runs everything on one thread (a
+    /// single-threaded runtime, like one nginx worker).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]

@@ -153,7 +153,12 @@ async fn serve_end_to_end() {
     )
     .unwrap();
     run(dir.path(), &["keygen"]);
-    let (mut gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
+    // On one thread (the benchmark's setting): revocation, reload and shutdown still work.
+    let (mut gateway, addr) = spawn(
+        dir.path(),
+        &["serve", "--threads", "1"],
+        "wsguard listening on ws://",
+    );
 
     let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
     let mut ws = connect(&addr, ORIGIN, &token).await.expect("accepted");
