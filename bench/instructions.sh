@@ -52,10 +52,10 @@ for _ in $(seq 300); do curl -s "127.0.0.1:$admin_port/metrics" >/dev/null 2>&1 
     --duration 7s --warmup 2s --json >"$work/gen.json" &
 load=$!
 sleep 1.5
-callgrind_control -z "$vg" >/dev/null
+callgrind_control -z "$vg" >/dev/null 2>&1
 m0=$(metric)
 sleep 5
-callgrind_control -d "$vg" >/dev/null
+callgrind_control -d "$vg" >/dev/null 2>&1
 m1=$(metric)
 wait "$load"
 kill -INT "$vg"; wait "$vg" 2>/dev/null || true
