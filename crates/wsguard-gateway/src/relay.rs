@@ -191,6 +191,24 @@ impl<S> Side<S> {
         wire::encode(&mut self.tx, true, op, mask, payload);
     }
 
+    /// Its close frame arrived: answer it (with its code) and read it no more.
+    fn answer_close(&mut self, code: Option<u16>) {
+        self.queue_close(code, "");
+        self.finished();
+    }
+
+    /// The other side closed: pass its close on, and read this side until its answer.
+    fn pass_close(&mut self, code: Option<u16>, reason: &str) {
+        self.queue_close(code, reason);
+        self.reading = Reading::Discard;
+    }
+
+    /// Nothing more is read from this side.
+    fn finished(&mut self) {
+        self.done = true;
+        self.reading = Reading::Off;
+    }
+
     fn queue_close(&mut self, code: Option<u16>, reason: &str) {
         match code {
             Some(c) => {
@@ -961,19 +979,12 @@ where
         }
         let ev = std::future::poll_fn(|cx| conn.poll_events(cx)).await;
         let peer = match &ev {
-            Event::Close(p, ..) | Event::Fault(p, _) | Event::Gone(p) => Some(*p),
-            Event::Policy(_) => Some(Peer::Client),
+            Event::Close(p, ..) | Event::Fault(p, _) | Event::Gone(p) => *p,
+            Event::Policy(_) => Peer::Client,
         };
         match peer {
-            Some(Peer::Client) => {
-                conn.client.done = true;
-                conn.client.reading = Reading::Off;
-            }
-            Some(Peer::Upstream) => {
-                conn.upstream.done = true;
-                conn.upstream.reading = Reading::Off;
-            }
-            None => {}
+            Peer::Client => conn.client.finished(),
+            Peer::Upstream => conn.upstream.finished(),
         }
         if done(&ev) {
             return;
@@ -1052,32 +1063,27 @@ where
 {
     match ev {
         Event::Policy(reason) => gateway_close(conn, reason, None).await,
-        Event::Close(Peer::Client, code, reason) => {
-            // Answer the client's close, pass it upstream, wait for the upstream's answer.
-            conn.client.queue_close(code, "");
-            conn.upstream.queue_close(code, &reason);
-            conn.client.done = true;
-            conn.client.reading = Reading::Off;
-            conn.upstream.reading = Reading::Discard;
+        Event::Close(closer, code, reason) => {
+            // Answer the close, pass it to the other side, wait (bounded) for that side's answer.
+            match closer {
+                Peer::Client => {
+                    conn.client.answer_close(code);
+                    conn.upstream.pass_close(code, &reason);
+                }
+                Peer::Upstream => {
+                    conn.upstream.answer_close(code);
+                    conn.client.pass_close(code, &reason);
+                }
+            }
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
                 until(conn, |_| false).await;
                 drain_tx(conn).await;
             })
             .await;
-            Ended::ByClient(code)
-        }
-        Event::Close(Peer::Upstream, code, reason) => {
-            conn.upstream.queue_close(code, "");
-            conn.client.queue_close(code, &reason);
-            conn.upstream.done = true;
-            conn.upstream.reading = Reading::Off;
-            conn.client.reading = Reading::Discard;
-            let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                until(conn, |_| false).await;
-                drain_tx(conn).await;
-            })
-            .await;
-            Ended::ByUpstream(code)
+            match closer {
+                Peer::Client => Ended::ByClient(code),
+                Peer::Upstream => Ended::ByUpstream(code),
+            }
         }
         Event::Fault(Peer::Client, reason) => {
             // Replies to what the client sent before its fault are still delivered (as the
@@ -1095,8 +1101,7 @@ where
                 )
             };
             let _ = tokio::time::timeout(CLOSE_GRACE, until(conn, upstream_closed)).await;
-            conn.upstream.done = true;
-            conn.upstream.reading = Reading::Off;
+            conn.upstream.finished();
             conn.client
                 .queue_close(Some(reason.close_code()), reason.text());
             conn.client.reading = Reading::Discard;
@@ -1104,8 +1109,7 @@ where
             Ended::ByGateway(reason)
         }
         Event::Gone(Peer::Client) => {
-            conn.client.done = true;
-            conn.client.reading = Reading::Off;
+            conn.client.finished();
             conn.upstream.queue_close(Some(1001), "client gone");
             conn.upstream.reading = Reading::Discard;
             let _ = tokio::time::timeout(CLOSE_GRACE, until(conn, |_| false)).await;
@@ -1113,8 +1117,7 @@ where
         }
         Event::Fault(Peer::Upstream, _) | Event::Gone(Peer::Upstream) => {
             let reason = CloseReason::UpstreamLost;
-            conn.upstream.done = true;
-            conn.upstream.reading = Reading::Off;
+            conn.upstream.finished();
             conn.client
                 .queue_close(Some(reason.close_code()), reason.text());
             conn.client.reading = Reading::Discard;
