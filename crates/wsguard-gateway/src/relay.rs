@@ -161,6 +161,8 @@ struct Side<S> {
     assembled: Vec<u8>,
     /// Its close frame has arrived, or it is gone.
     done: bool,
+    /// Written but not yet flushed by the stream (TLS may hold records when the socket is full).
+    unflushed: bool,
 }
 
 impl<S> Side<S> {
@@ -177,7 +179,13 @@ impl<S> Side<S> {
             utf8: wire::Utf8::default(),
             assembled: Vec::new(),
             done: false,
+            unflushed: false,
         }
+    }
+
+    /// Bytes for this peer are waiting for it to take them.
+    fn waiting(&self) -> bool {
+        !self.tx.is_empty() || self.unflushed
     }
 
     /// A message (or a frame of one) is partly received.
@@ -297,23 +305,40 @@ fn flush<S: AsyncWrite + Unpin>(side: &mut Side<S>, cx: &mut Context<'_>) -> io:
     let r = flush_inner(side, cx);
     if r.is_err() {
         side.tx = Vec::new();
+        side.unflushed = false;
     }
     r
 }
 
 fn flush_inner<S: AsyncWrite + Unpin>(side: &mut Side<S>, cx: &mut Context<'_>) -> io::Result<()> {
     if side.tx.is_empty() {
-        return Ok(());
+        return push(&mut side.io, &mut side.unflushed, cx);
     }
     let n = write_now(&mut side.io, cx, &side.tx)?;
     if n == side.tx.len() {
         // Freed, not kept: an idle socket holds no buffer.
         side.tx = Vec::new();
-        if let Poll::Ready(Err(e)) = Pin::new(&mut side.io).poll_flush(cx) {
-            return Err(e);
-        }
-    } else {
-        side.tx.drain(..n);
+        side.unflushed = true;
+        return push(&mut side.io, &mut side.unflushed, cx);
+    }
+    side.tx.drain(..n);
+    Ok(())
+}
+
+/// Flushes what the stream holds, if anything: a no-op on TCP; TLS may keep records until the
+/// socket takes them (then `unflushed` stays set and a wake-up is registered).
+fn push<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    unflushed: &mut bool,
+    cx: &mut Context<'_>,
+) -> io::Result<()> {
+    if !*unflushed {
+        return Ok(());
+    }
+    match Pin::new(io).poll_flush(cx) {
+        Poll::Ready(Ok(())) => *unflushed = false,
+        Poll::Ready(Err(e)) => return Err(e),
+        Poll::Pending => {}
     }
     Ok(())
 }
@@ -393,7 +418,7 @@ where
 fn readable<S, D>(src: &Side<S>, dst: &Side<D>) -> bool {
     !src.done
         && match src.reading {
-            Reading::Relay => dst.tx.is_empty(),
+            Reading::Relay => !dst.waiting(),
             Reading::Discard => true,
             Reading::Off => false,
         }
@@ -470,11 +495,11 @@ where
                 Ok(w) => written = w,
                 Err(_) => return Poll::Ready(Some(Event::Gone(other(peer)))),
             }
-            // A no-op on TCP; TLS may hold records until flushed.
-            if written == out
-                && let Poll::Ready(Err(_)) = Pin::new(&mut dst.io).poll_flush(cx)
-            {
-                return Poll::Ready(Some(Event::Gone(other(peer))));
+            if written == out {
+                dst.unflushed = true;
+                if push(&mut dst.io, &mut dst.unflushed, cx).is_err() {
+                    return Poll::Ready(Some(Event::Gone(other(peer))));
+                }
             }
         }
         if written < out {
@@ -894,8 +919,8 @@ where
                 return Poll::Ready(Step::Event(ev));
             }
             // Nothing can move: arm (or disarm) the deadlines that say how long it may stay so.
-            client_slow.set(!conn.client.tx.is_empty(), Some(timing.send));
-            upstream_slow.set(!conn.upstream.tx.is_empty(), Some(timing.send));
+            client_slow.set(conn.client.waiting(), Some(timing.send));
+            upstream_slow.set(conn.upstream.waiting(), Some(timing.send));
             assembly.set(conn.client.busy(), conn.client.limits.assembly);
             if client_slow.poll_fire(cx).is_ready() {
                 return Poll::Ready(Step::Stop(CloseReason::Overloaded, None));
@@ -999,11 +1024,10 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     std::future::poll_fn(|cx| {
-        let c =
-            conn.client.done || flush(&mut conn.client, cx).is_err() || conn.client.tx.is_empty();
+        let c = conn.client.done || flush(&mut conn.client, cx).is_err() || !conn.client.waiting();
         let u = conn.upstream.done
             || flush(&mut conn.upstream, cx).is_err()
-            || conn.upstream.tx.is_empty();
+            || !conn.upstream.waiting();
         if c && u {
             Poll::Ready(())
         } else {
@@ -1033,7 +1057,7 @@ where
     conn.upstream.reading = Reading::Discard;
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         std::future::poll_fn(|cx| {
-            if flush(&mut conn.client, cx).is_err() || conn.client.tx.is_empty() {
+            if flush(&mut conn.client, cx).is_err() || !conn.client.waiting() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -1042,7 +1066,7 @@ where
         .await;
         if let Some(asked) = revoked_at
             && reason == CloseReason::SessionRevoked
-            && conn.client.tx.is_empty()
+            && !conn.client.waiting()
         {
             conn.metrics
                 .revocation_close
