@@ -1150,3 +1150,188 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        idle: None,
+        ping: None,
+        pong: Duration::from_secs(10),
+        send: Duration::from_secs(10),
+    };
+
+    const LIMITS: Limits = Limits {
+        max_frame: 1 << 20,
+        max_message: 1 << 20,
+        max_fragments: 0,
+        assembly: None,
+    };
+
+    async fn read_frame<S: AsyncRead + Unpin>(
+        s: &mut S,
+        from: wire::From,
+    ) -> (wire::Header, Vec<u8>) {
+        let mut buf = Vec::new();
+        let h = loop {
+            if let Some(h) = wire::parse_header(&buf, from).unwrap() {
+                break h;
+            }
+            buf.push(s.read_u8().await.unwrap());
+        };
+        let mut payload = vec![0u8; h.len as usize];
+        s.read_exact(&mut payload).await.unwrap();
+        if let Some(k) = h.mask {
+            wire::apply_mask(&mut payload, k, 0);
+        }
+        (h, payload)
+    }
+
+    /// What a client sends in a test: data messages (text or binary, possibly fragmented) and
+    /// pings between them.
+    #[derive(Debug, Clone)]
+    enum Sent {
+        Data { text: bool, parts: Vec<Vec<u8>> },
+        Ping(Vec<u8>),
+    }
+
+    fn sent() -> impl Strategy<Value = Sent> {
+        prop_oneof![
+            (
+                any::<bool>(),
+                proptest::collection::vec("[a-zé€😀]{0,40}", 1..4)
+            )
+                .prop_map(|(text, parts)| Sent::Data {
+                    text,
+                    parts: parts.into_iter().map(String::into_bytes).collect(),
+                }),
+            proptest::collection::vec(any::<u8>(), 0..20).prop_map(Sent::Ping),
+        ]
+    }
+
+    /// Sends `script` as client frames in chunks cut at `cuts`, through the relay, and checks
+    /// that the upstream receives each data message whole, in order, masked with a key that is
+    /// not the client's, that pings are answered to the client, and that a close passes both ways.
+    fn relays_whole_messages(script: Vec<Sent>, cuts: Vec<usize>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (mut client_end, mut gw_client) = tokio::io::duplex(1 << 20);
+            let (mut gw_upstream, mut upstream_end) = tokio::io::duplex(1 << 20);
+            let metrics = Metrics::new();
+            let (_stop_tx, stop) = oneshot::channel();
+            let key = [9, 9, 9, 9];
+            let mut bytes = Vec::new();
+            let mut pings = Vec::new();
+            for s in &script {
+                match s {
+                    Sent::Data { text, parts } => {
+                        for (i, p) in parts.iter().enumerate() {
+                            let op = match (i, text) {
+                                (0, true) => Op::Text,
+                                (0, false) => Op::Binary,
+                                _ => Op::Continue,
+                            };
+                            wire::encode(&mut bytes, i + 1 == parts.len(), op, Some(key), p);
+                        }
+                    }
+                    Sent::Ping(p) => {
+                        wire::encode(&mut bytes, true, Op::Ping, Some(key), p);
+                        pings.push(p.clone());
+                    }
+                }
+            }
+            let (close, n) = wire::close_payload(1000, "bye");
+            wire::encode(&mut bytes, true, Op::Close, Some(key), &close[..n]);
+            let relay = relay(
+                Opened {
+                    io: &mut gw_client,
+                    read: Vec::new(),
+                },
+                Opened {
+                    io: &mut gw_upstream,
+                    read: Vec::new(),
+                },
+                stop,
+                &metrics,
+                None,
+                TIMING,
+                LIMITS,
+                |_| Verdict::Forward,
+            );
+            let client = async {
+                let mut at = 0;
+                let mut cuts: Vec<usize> =
+                    cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                for c in cuts.into_iter().chain([bytes.len()]) {
+                    client_end.write_all(&bytes[at..c.max(at)]).await.unwrap();
+                    at = c.max(at);
+                    tokio::task::yield_now().await;
+                }
+                // Pongs for the pings, in order, then the close answered.
+                for p in &pings {
+                    let (h, payload) = read_frame(&mut client_end, wire::From::Server).await;
+                    assert_eq!((h.op, &payload), (Op::Pong, p));
+                }
+                let (h, payload) = read_frame(&mut client_end, wire::From::Server).await;
+                assert_eq!(h.op, Op::Close);
+                assert_eq!(wire::close_code(&payload), Ok(Some(1000)));
+            };
+            let upstream = async {
+                for s in &script {
+                    let Sent::Data { text, parts } = s else {
+                        continue;
+                    };
+                    let (h, payload) = read_frame(&mut upstream_end, wire::From::Client).await;
+                    assert_eq!(h.op, if *text { Op::Text } else { Op::Binary });
+                    assert!(h.fin, "messages arrive whole");
+                    assert_ne!(h.mask, Some(key), "the gateway masks with its own key");
+                    assert_eq!(payload, parts.concat());
+                }
+                let (h, payload) = read_frame(&mut upstream_end, wire::From::Client).await;
+                assert_eq!(h.op, Op::Close);
+                assert_eq!(&payload[..], &close[..n]);
+                let mut answer = Vec::new();
+                wire::encode(&mut answer, true, Op::Close, None, &payload);
+                upstream_end.write_all(&answer).await.unwrap();
+            };
+            let (ended, (), ()) = tokio::join!(relay, client, upstream);
+            assert_eq!(ended, Ended::ByClient(Some(1000)));
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn messages_arrive_whole_however_the_bytes_are_cut(
+            script in proptest::collection::vec(sent(), 0..8),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            relays_whole_messages(script, cuts);
+        }
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let script = vec![
+            Sent::Data {
+                text: true,
+                parts: vec!["héllo".into(), " wörld".into()],
+            },
+            Sent::Ping(b"p".to_vec()),
+            Sent::Data {
+                text: false,
+                parts: vec![vec![0, 1, 2, 255]],
+            },
+        ];
+        relays_whole_messages(script, (0..200).collect());
+    }
+}
