@@ -245,8 +245,12 @@ done
 # --- handshakes/s -------------------------------------------------------------------------
 for p in $paths; do
     echo "handshakes: $p" >&2
+    # shellcheck disable=SC2046
+    c0=$(cpu_ticks $(pids_of "$p"))
     r=$(genrun handshakes --url "${url[$p]}" "${headers[@]}" --sources "$sources" --connections 32 --duration "$DURATION" --json)
-    record "{\"kind\":\"handshakes\",\"path\":\"$p\"}" "$r"
+    # shellcheck disable=SC2046
+    c1=$(cpu_ticks $(pids_of "$p"))
+    record "{\"kind\":\"handshakes\",\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
 done
 
 # --- revocation → close with 1,000 live sockets (in-process harness) -------------------------
