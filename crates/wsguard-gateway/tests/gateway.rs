@@ -229,7 +229,11 @@ async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                              Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
                             wsguard_gateway::handshake::accept_key(&key)
                         );
-                        s.write_all(answer.as_bytes()).await.unwrap();
+                        // A greeting in the same write as the 101: the gateway must relay it
+                        // without waiting for more bytes from this socket.
+                        let mut answer = answer.into_bytes();
+                        wire::encode(&mut answer, true, wire::Op::Text, None, b"welcome");
+                        s.write_all(&answer).await.unwrap();
                         loop {
                             let Some((h, payload)) = read_frame(&mut s, wire::From::Client).await
                             else {
@@ -2005,6 +2009,8 @@ async fn frames_are_checked_where_they_arrive_and_remasked() {
     // gets it masked with a key of the gateway's, not the client's.
     let early = client_frame(wire::Op::Text, true, key, b"early");
     let mut s = raw_connect(&h, "/report", &token, &early).await;
+    // The upstream's greeting, sent in the same write as its 101, arrives first.
+    assert_eq!(next_raw(&mut s).await.1, b"welcome");
     let (_, body) = next_raw(&mut s).await;
     let body = String::from_utf8(body).unwrap();
     assert!(body.ends_with(" early"), "{body}");
@@ -2034,6 +2040,7 @@ async fn frames_are_checked_where_they_arrive_and_remasked() {
 
     // One frame trickled in and then silence: closed at the assembly deadline.
     let mut s = raw_connect(&h, "/report", &token, &[]).await;
+    assert_eq!(next_raw(&mut s).await.1, b"welcome");
     let f = client_frame(wire::Op::Binary, true, key, &[7u8; 100]);
     s.write_all(&f[..30]).await.unwrap();
     let (h2, close) = next_raw(&mut s).await;
@@ -2045,6 +2052,7 @@ async fn frames_are_checked_where_they_arrive_and_remasked() {
 
     // A header declaring 1 GiB, alone: refused at once (1009), nothing of it kept.
     let mut s = raw_connect(&h, "/report", &token, &[]).await;
+    assert_eq!(next_raw(&mut s).await.1, b"welcome");
     let mut huge = vec![0x82u8, 0x80 | 127];
     huge.extend_from_slice(&(1u64 << 30).to_be_bytes());
     huge.extend_from_slice(&key);
@@ -2056,6 +2064,7 @@ async fn frames_are_checked_where_they_arrive_and_remasked() {
     // Wire-format faults: an unmasked client frame, and RSV bits, are protocol errors (1002).
     for bad in [vec![0x82u8, 0x01, 0x00], vec![0xc2u8, 0x80, 1, 2, 3, 4]] {
         let mut s = raw_connect(&h, "/report", &token, &[]).await;
+        assert_eq!(next_raw(&mut s).await.1, b"welcome");
         s.write_all(&bad).await.unwrap();
         let (h3, close) = next_raw(&mut s).await;
         assert_eq!(h3.op, wire::Op::Close);
