@@ -405,6 +405,8 @@ impl Gateway {
             .check(headers.get_all(header::ORIGIN).iter().map(|v| v.as_bytes()))?;
 
         let (ticket, query) = take_ticket(req.uri().query());
+        // Taken before the store is read: see `Sessions::still_live_after`.
+        let revocation_mark = self.sessions.revocation_mark();
         let session = if route.public {
             None
         } else if let Some(ticket) = ticket {
@@ -510,7 +512,7 @@ impl Gateway {
                         io: &mut upstream,
                         read: upstream_read,
                     },
-                    session,
+                    (session, revocation_mark),
                     peer,
                     &route_path,
                     &messages,
@@ -568,7 +570,7 @@ impl Gateway {
         &self,
         client: crate::relay::Opened<'_, C>,
         upstream: crate::relay::Opened<'_, U>,
-        mut session: Option<Session>,
+        (mut session, revocation_mark): (Option<Session>, Option<u64>),
         peer: SocketAddr,
         route: &str,
         messages: &Arc<crate::policy::RoutePolicy>,
@@ -578,9 +580,10 @@ impl Gateway {
     {
         let now = now_secs();
         let (registration, stop) = self.registry.register(session.as_ref(), peer, route, now);
-        // A revocation between authentication and registration would be missed: check again.
+        // A revocation between authentication and registration would be missed: check again
+        // (without a store round trip when no revocation was announced since the mark).
         if let Some(s) = &session
-            && let Err(r) = Box::pin(self.sessions.still_live(s, now)).await
+            && let Err(r) = Box::pin(self.sessions.still_live_after(s, revocation_mark, now)).await
         {
             tracing::info!(event = "closed_by_gateway", reason = "session_revoked", peer = %peer, detail = %r);
             self.registry

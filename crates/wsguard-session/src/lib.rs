@@ -367,6 +367,28 @@ impl Sessions {
         self.store.subscribe()
     }
 
+    /// A mark to take before [`Sessions::authenticate`], for [`Sessions::still_live_after`].
+    pub fn revocation_mark(&self) -> Option<u64> {
+        self.store.revocations_announced()
+    }
+
+    /// [`Sessions::still_live`], answered without asking the store when no revocation event
+    /// has been sent since `mark` was taken (before the session was authenticated): any
+    /// revocation committed after authentication read the store is then announced only now or
+    /// later, to whoever watches for it. Otherwise (or if the store does not count its events),
+    /// the store is asked.
+    pub async fn still_live_after(
+        &self,
+        session: &Session,
+        mark: Option<u64>,
+        now: u64,
+    ) -> Result<(), AuthError> {
+        if mark.is_some() && self.store.revocations_announced() == mark {
+            return Ok(());
+        }
+        self.still_live(session, now).await
+    }
+
     /// Re-checks an authenticated session against the store (revoked since?), e.g. right after
     /// a socket was registered for revocation events, to close the gap between the two.
     pub async fn still_live(&self, session: &Session, _now: u64) -> Result<(), AuthError> {

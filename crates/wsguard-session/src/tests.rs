@@ -306,3 +306,121 @@ async fn revocation_events_match_sessions() {
         "created after that revocation"
     );
 }
+
+/// Counts lookups, to show when the store is (not) asked.
+struct Counting {
+    inner: MemoryStore,
+    counts: bool,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for Counting {
+    async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        self.inner.create(record).await
+    }
+    async fn get(&self, sid: &wsguard_token::SessionId) -> Result<Lookup, StoreError> {
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(sid).await
+    }
+    async fn touch(&self, sid: &wsguard_token::SessionId, at: u64) -> Result<bool, StoreError> {
+        self.inner.touch(sid, at).await
+    }
+    async fn revoke_session(
+        &self,
+        sid: &wsguard_token::SessionId,
+        keep_until: u64,
+    ) -> Result<Option<UserId>, StoreError> {
+        self.inner.revoke_session(sid, keep_until).await
+    }
+    async fn revoke_user(
+        &self,
+        uid: &UserId,
+        at: u64,
+        keep_until: u64,
+    ) -> Result<usize, StoreError> {
+        self.inner.revoke_user(uid, at, keep_until).await
+    }
+    async fn user_revoked_at(&self, uid: &UserId) -> Result<Option<u64>, StoreError> {
+        self.inner.user_revoked_at(uid).await
+    }
+    async fn list_user(&self, uid: &UserId) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.list_user(uid).await
+    }
+    async fn purge(&self, now: u64) -> Result<usize, StoreError> {
+        self.inner.purge(now).await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Revocation> {
+        self.inner.subscribe()
+    }
+    fn revocations_announced(&self) -> Option<u64> {
+        if self.counts {
+            self.inner.revocations_announced()
+        } else {
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn still_live_after_asks_the_store_only_if_a_revocation_was_announced() {
+    let store = Arc::new(Counting {
+        inner: MemoryStore::new(),
+        counts: true,
+        lookups: Default::default(),
+    });
+    let lookups = || store.lookups.load(std::sync::atomic::Ordering::SeqCst);
+    let s = sessions_with(Arc::clone(&store) as Arc<dyn SessionStore>, Mode::Stateful);
+    let a = s.issue(alice(), SessionData::empty(), NOW).await.unwrap();
+
+    // Nothing announced since the mark: answered without a lookup.
+    let mark = s.revocation_mark();
+    let session = s.authenticate(&a.token, NOW).await.unwrap();
+    let after_auth = lookups();
+    s.still_live_after(&session, mark, NOW).await.unwrap();
+    assert_eq!(lookups(), after_auth);
+
+    // Revoked between authentication and the check (the race this closes): the store is asked
+    // and says so.
+    let mark = s.revocation_mark();
+    let session = s.authenticate(&a.token, NOW).await.unwrap();
+    s.revoke_session(session.sid(), NOW).await.unwrap();
+    assert_eq!(
+        s.still_live_after(&session, mark, NOW)
+            .await
+            .unwrap_err()
+            .to_string(),
+        AuthError::from(Rejection::Revoked).to_string()
+    );
+
+    // Any other revocation meanwhile also sends it to the store (which says live).
+    let b = s.issue(alice(), SessionData::empty(), NOW).await.unwrap();
+    let other = s
+        .issue(UserId::parse("bob").unwrap(), SessionData::empty(), NOW)
+        .await
+        .unwrap();
+    let mark = s.revocation_mark();
+    let session = s.authenticate(&b.token, NOW).await.unwrap();
+    let before = lookups();
+    let bob = s.authenticate(&other.token, NOW).await.unwrap();
+    s.revoke_session(bob.sid(), NOW).await.unwrap();
+    let before = before + 1;
+    s.still_live_after(&session, mark, NOW).await.unwrap();
+    assert!(lookups() > before, "the store was asked");
+
+    // A store that does not count its events is always asked.
+    let blind = Arc::new(Counting {
+        inner: MemoryStore::new(),
+        counts: false,
+        lookups: Default::default(),
+    });
+    let s = sessions_with(Arc::clone(&blind) as Arc<dyn SessionStore>, Mode::Stateful);
+    let c = s.issue(alice(), SessionData::empty(), NOW).await.unwrap();
+    let mark = s.revocation_mark();
+    assert_eq!(mark, None);
+    let session = s.authenticate(&c.token, NOW).await.unwrap();
+    let before = blind.lookups.load(std::sync::atomic::Ordering::SeqCst);
+    s.still_live_after(&session, mark, NOW).await.unwrap();
+    assert!(blind.lookups.load(std::sync::atomic::Ordering::SeqCst) > before);
+}

@@ -125,6 +125,13 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Subscribes to revocations, including (for shared backends) those made by other processes.
     fn subscribe(&self) -> broadcast::Receiver<Revocation>;
+
+    /// How many revocation events this store has sent to subscribers so far (counted before
+    /// each is sent), if it counts them. Two equal readings mean no event was sent in between;
+    /// `None` (the default) means unknown: callers must then assume one was.
+    fn revocations_announced(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Capacity of revocation broadcast channels. A subscriber that lags more than this many events

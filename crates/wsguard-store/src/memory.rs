@@ -20,6 +20,8 @@ use crate::{
 pub struct MemoryStore {
     state: Mutex<State>,
     events: broadcast::Sender<Revocation>,
+    /// Events sent so far (see [`SessionStore::revocations_announced`]).
+    announced: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +46,7 @@ impl MemoryStore {
         MemoryStore {
             state: Mutex::new(State::default()),
             events,
+            announced: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -54,6 +57,8 @@ impl MemoryStore {
     }
 
     fn publish(&self, event: Revocation) {
+        self.announced
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // No subscriber is not an error.
         let _ = self.events.send(event);
     }
@@ -176,5 +181,9 @@ impl SessionStore for MemoryStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Revocation> {
         self.events.subscribe()
+    }
+
+    fn revocations_announced(&self) -> Option<u64> {
+        Some(self.announced.load(std::sync::atomic::Ordering::SeqCst))
     }
 }

@@ -67,11 +67,22 @@ struct Inner {
     path: PathBuf,
     conn: Mutex<Connection>,
     events: broadcast::Sender<Revocation>,
+    /// Events sent so far, ours and the poller's (see [`SessionStore::revocations_announced`]).
+    announced: std::sync::atomic::AtomicU64,
     /// Identifies this store instance's rows in the revocation log, so the poller does not
     /// broadcast our own revocations twice.
     origin: String,
     poll_interval: Duration,
     poller: Mutex<PollerState>,
+}
+
+impl Inner {
+    /// Counts, then sends, a revocation event.
+    fn announce(&self, event: Revocation) {
+        self.announced
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.events.send(event);
+    }
 }
 
 #[derive(Debug)]
@@ -133,6 +144,7 @@ impl SqliteStore {
                 path,
                 conn: Mutex::new(conn),
                 events,
+                announced: std::sync::atomic::AtomicU64::new(0),
                 origin,
                 poll_interval: interval,
                 poller: Mutex::new(PollerState::NotStarted { last_seq }),
@@ -164,7 +176,7 @@ impl SqliteStore {
     }
 
     fn publish(&self, event: Revocation) {
-        let _ = self.inner.events.send(event);
+        self.inner.announce(event);
     }
 
     fn start_poller(&self) {
@@ -242,7 +254,7 @@ async fn poll_revocations(weak: Weak<Inner>, mut last_seq: i64) {
         for (seq, event) in rows {
             last_seq = seq;
             if let Some(event) = event {
-                let _ = inner.events.send(event);
+                inner.announce(event);
             }
         }
     }
@@ -588,5 +600,13 @@ impl SessionStore for SqliteStore {
         let rx = self.inner.events.subscribe();
         self.start_poller();
         rx
+    }
+
+    fn revocations_announced(&self) -> Option<u64> {
+        Some(
+            self.inner
+                .announced
+                .load(std::sync::atomic::Ordering::SeqCst),
+        )
     }
 }

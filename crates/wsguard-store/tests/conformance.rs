@@ -208,6 +208,23 @@ async fn check_concurrent_use(store: impl SessionStore) {
     );
 }
 
+async fn check_revocations_are_counted(store: impl SessionStore) {
+    let count = || {
+        store
+            .revocations_announced()
+            .expect("this backend counts its events")
+    };
+    let r = record("alice", NOW);
+    store.create(&r).await.unwrap();
+    let before = count();
+    store.touch(&r.sid, NOW + 1).await.unwrap();
+    assert_eq!(count(), before, "no revocation, no count");
+    store.revoke_session(&r.sid, NOW + 100).await.unwrap();
+    assert_eq!(count(), before + 1);
+    store.revoke_user(&r.uid, NOW, NOW + 100).await.unwrap();
+    assert_eq!(count(), before + 2);
+}
+
 macro_rules! backends {
     ($($check:ident),* $(,)?) => {
         mod memory {
@@ -240,6 +257,7 @@ backends!(
     check_list_user,
     check_purge,
     check_concurrent_use,
+    check_revocations_are_counted,
 );
 
 #[tokio::test]
@@ -293,6 +311,7 @@ async fn sqlite_revocations_reach_other_instances() {
     let gateway = SqliteStore::open_with_poll_interval(&path, Duration::from_millis(5)).unwrap();
     let cli = SqliteStore::open(&path).unwrap();
     let mut events = gateway.subscribe();
+    let announced = gateway.revocations_announced().unwrap();
     let r = record("alice", NOW);
     cli.create(&r).await.unwrap();
     cli.revoke_session(&r.sid, NOW + 100).await.unwrap();
@@ -319,6 +338,8 @@ async fn sqlite_revocations_reach_other_instances() {
             at: NOW
         }
     );
+    // Revocations made by another process are counted when the poller announces them.
+    assert_eq!(gateway.revocations_announced().unwrap(), announced + 2);
     // The gateway's own revocations are broadcast once, not again by its poller.
     let own = SessionId::generate();
     gateway.revoke_session(&own, NOW).await.unwrap();
