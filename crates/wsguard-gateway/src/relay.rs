@@ -389,27 +389,33 @@ where
     fn round(&mut self, from: Peer, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         SCRATCH_BUF.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
+            let pong = match from {
+                Peer::Client => &mut self.client_pong,
+                Peer::Upstream => &mut self.upstream_pong,
+            };
+            let mut ctx = Ctx {
+                metrics: self.metrics,
+                judge: &mut self.judge,
+                activity: &mut self.activity,
+                pong,
+            };
             match from {
-                Peer::Client => {
-                    let (src, dst) = (&mut self.client, &mut self.upstream);
-                    let mut ctx = Ctx {
-                        metrics: self.metrics,
-                        judge: &mut self.judge,
-                        activity: &mut self.activity,
-                        pong: &mut self.client_pong,
-                    };
-                    round(Peer::Client, src, dst, &mut ctx, &mut scratch, cx)
-                }
-                Peer::Upstream => {
-                    let (src, dst) = (&mut self.upstream, &mut self.client);
-                    let mut ctx = Ctx {
-                        metrics: self.metrics,
-                        judge: &mut self.judge,
-                        activity: &mut self.activity,
-                        pong: &mut self.upstream_pong,
-                    };
-                    round(Peer::Upstream, src, dst, &mut ctx, &mut scratch, cx)
-                }
+                Peer::Client => round(
+                    from,
+                    &mut self.client,
+                    &mut self.upstream,
+                    &mut ctx,
+                    &mut scratch,
+                    cx,
+                ),
+                Peer::Upstream => round(
+                    from,
+                    &mut self.upstream,
+                    &mut self.client,
+                    &mut ctx,
+                    &mut scratch,
+                    cx,
+                ),
             }
         })
     }
