@@ -6,8 +6,10 @@
 //! overwriting what the client wrote), and rate limits per connection and per user (token
 //! buckets from `governor`, messages/s and bytes/s with bursts), an optional JSON Schema, and
 //! the bound on client pings and pongs. Size limits, fragment count and assembly time are the
-//! relay's (checked on frame headers before anything is buffered). Pure except for the rate limiters' clock, which is a type parameter so
-//! tests drive it exactly; the schema file is read by the gateway's builder, not here.
+//! relay's (checked on frame headers before anything is buffered). Pure except for the rate
+//! limiters' clock, which is a type parameter so tests drive it exactly; the schema file is
+//! read by the gateway's builder, not here. Messages arrive borrowed ([`Seen`]): judging one
+//! copies nothing unless the sender is stamped.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
