@@ -44,8 +44,9 @@ token=$(cd "$work" && "$bin" session issue --user bench)
 (cd "$work" && WSGUARD_LOG=warn exec valgrind --tool=callgrind \
     --callgrind-out-file="$work/cg.out" "$bin" serve --threads 1 >"$work/serve.log" 2>&1) &
 vg=$!
-metric() { curl -s "127.0.0.1:$admin_port/metrics" | awk '/^wsguard_messages_total\{direction="client_to_upstream"\}/ {print $2}'; }
-for _ in $(seq 300); do curl -s "127.0.0.1:$admin_port/metrics" >/dev/null 2>&1 && break; sleep 0.2; done
+get_metrics() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=2).read().decode())' "$admin_port"; }
+metric() { get_metrics | awk '/^wsguard_messages_total\{direction="client_to_upstream"\}/ {print $2}'; }
+for _ in $(seq 300); do get_metrics >/dev/null 2>&1 && break; sleep 0.2; done
 # Open the sockets first (handshakes are not what is counted), then zero the counters.
 "$gen" echo --url "ws://127.0.0.1:$gw_port$route" -H "Origin: http://bench.local" \
     -H "Cookie: wsguard_session=$token" --connections 10 --size "$size" --binary \
