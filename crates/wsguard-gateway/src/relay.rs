@@ -184,6 +184,7 @@ impl<S> Side<S> {
     }
 
     /// Bytes for this peer are waiting for it to take them.
+    #[inline]
     fn waiting(&self) -> bool {
         !self.tx.is_empty() || self.unflushed
     }
@@ -301,7 +302,11 @@ fn write_now<S: AsyncWrite + Unpin>(
 }
 
 /// Writes what is queued for a side; `Err` if its socket failed (what was queued is dropped).
+#[inline]
 fn flush<S: AsyncWrite + Unpin>(side: &mut Side<S>, cx: &mut Context<'_>) -> io::Result<()> {
+    if !side.waiting() {
+        return Ok(());
+    }
     let r = flush_inner(side, cx);
     if r.is_err() {
         side.tx = Vec::new();
@@ -318,27 +323,23 @@ fn flush_inner<S: AsyncWrite + Unpin>(side: &mut Side<S>, cx: &mut Context<'_>) 
     if n == side.tx.len() {
         // Freed, not kept: an idle socket holds no buffer.
         side.tx = Vec::new();
-        side.unflushed = true;
         return push(&mut side.io, &mut side.unflushed, cx);
     }
     side.tx.drain(..n);
     Ok(())
 }
 
-/// Flushes what the stream holds, if anything: a no-op on TCP; TLS may keep records until the
-/// socket takes them (then `unflushed` stays set and a wake-up is registered).
+/// Flushes what the stream holds after a write: a no-op on TCP; TLS may keep records until the
+/// socket takes them (then `unflushed` is set, and a wake-up is registered).
 fn push<S: AsyncWrite + Unpin>(
     io: &mut S,
     unflushed: &mut bool,
     cx: &mut Context<'_>,
 ) -> io::Result<()> {
-    if !*unflushed {
-        return Ok(());
-    }
     match Pin::new(io).poll_flush(cx) {
         Poll::Ready(Ok(())) => *unflushed = false,
         Poll::Ready(Err(e)) => return Err(e),
-        Poll::Pending => {}
+        Poll::Pending => *unflushed = true,
     }
     Ok(())
 }
@@ -501,11 +502,8 @@ where
                 Ok(w) => written = w,
                 Err(_) => return Poll::Ready(Some(Event::Gone(other(peer)))),
             }
-            if written == out {
-                dst.unflushed = true;
-                if push(&mut dst.io, &mut dst.unflushed, cx).is_err() {
-                    return Poll::Ready(Some(Event::Gone(other(peer))));
-                }
+            if written == out && push(&mut dst.io, &mut dst.unflushed, cx).is_err() {
+                return Poll::Ready(Some(Event::Gone(other(peer))));
             }
         }
         if written < out {
