@@ -455,7 +455,10 @@ where
     // Read: into the scratch buffer, or after the incomplete frame kept from earlier (unless
     // what is kept is already whole: bytes read along with the handshake).
     let in_scratch = src.partial.is_empty();
-    let whole = !in_scratch && holds_frame(&src.partial, src.from);
+    let lacking = (!in_scratch)
+        .then(|| missing(&src.partial, src.from))
+        .flatten();
+    let whole = lacking == Some(0);
     let n = if whole {
         src.partial.len()
     } else if in_scratch {
@@ -466,10 +469,7 @@ where
             Poll::Ready(Ok(())) => rb.filled().len(),
         }
     } else {
-        let want = match wire::parse_header(&src.partial, src.from) {
-            Ok(Some(h)) => (h.header_len as u64 + h.len).saturating_sub(src.partial.len() as u64),
-            _ => 16,
-        };
+        let want = lacking.unwrap_or(16);
         // Zeroed first (no unsafe code); this path only serves frames split across reads.
         let len = src.partial.len();
         let chunk = (want as usize).clamp(4096, SCRATCH);
@@ -540,12 +540,13 @@ where
     Poll::Ready(event)
 }
 
-/// `buf` starts with a whole frame (or with one that is already known to be bad).
-fn holds_frame(buf: &[u8], from: wire::From) -> bool {
+/// How many bytes the frame at the start of `buf` still lacks: 0 when it is whole (or already
+/// known to be bad), `None` while its header is incomplete.
+fn missing(buf: &[u8], from: wire::From) -> Option<u64> {
     match wire::parse_header(buf, from) {
-        Ok(Some(h)) => (buf.len() as u64) >= h.header_len as u64 + h.len,
-        Ok(None) => false,
-        Err(_) => true,
+        Ok(Some(h)) => Some((h.header_len as u64 + h.len).saturating_sub(buf.len() as u64)),
+        Ok(None) => None,
+        Err(_) => Some(0),
     }
 }
 
