@@ -148,17 +148,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen(&config, &args),
         Command::Session(cmd) => current_thread()?.block_on(session_cmd::run(&config, cmd)),
         Command::Serve(args) => {
-            let runtime = match args.threads {
-                1 => current_thread()?,
-                0 => tokio::runtime::Builder::new_multi_thread()
+            let runtime = if args.threads == 1 {
+                current_thread()?
+            } else {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                if args.threads > 1 {
+                    builder.worker_threads(args.threads);
+                }
+                builder
                     .enable_all()
                     .build()
-                    .context("cannot start the async runtime")?,
-                n => tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(n)
-                    .enable_all()
-                    .build()
-                    .context("cannot start the async runtime")?,
+                    .context("cannot start the async runtime")?
             };
             runtime.block_on(serve_cmd::serve(config, cli.config, args))
         }
