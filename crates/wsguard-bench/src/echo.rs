@@ -123,7 +123,8 @@ struct EchoReport {
 }
 
 pub async fn run(args: EchoArgs) -> anyhow::Result<ExitCode> {
-    let target = Target::resolve(args.target.clone()).await?;
+    let mut target = Target::resolve(args.target.clone()).await?;
+    target.size_reads_for(args.size);
     let payloads = Payloads::new(args.size, args.binary);
 
     let mut opened = Vec::with_capacity(args.connections);
