@@ -59,8 +59,8 @@ def main(src, md_out, svg_out):
         echo[(conns, size)][path] = med
     md = []
     md.append("### Round trips (closed loop, binary messages echoed)\n")
-    md.append(f"Each figure is the median of {rounds} rounds (paths alternated within each cell, the "
-              "whole matrix repeated); *range* is the lowest and highest msgs/s of the rounds. Ratios are "
+    md.append(f"Each figure is the median of {rounds} rounds (paths alternated within each cell in an "
+              "order rotated every round, the whole matrix repeated); *range* is the lowest and highest msgs/s of the rounds. Ratios are "
               "against the same cell of the same run. *added p99* is the path's p99 minus the direct p99.\n")
     md.append("*proxy CPU µs/msg* is the proxy's CPU time (user + system) over the run, warmup included, "
               "per round trip (for `direct`: the echo backend's). Each round trip crosses the proxy twice.\n")

@@ -5,8 +5,8 @@
 #
 # Fairness: every proxy is pinned to CPU $PROXY_CPU with one worker/thread; the load generator
 # and the echo backend share CPU $LOAD_CPU. Paths are alternated inside each (size, connections)
-# cell, and the whole matrix is run $ROUNDS times (default 3); the report gives each cell's
-# median. Round trips are closed loop (each connection sends its next message when the echo of
+# cell, in an order rotated every round (so no path always follows the same one), and the whole
+# matrix is run $ROUNDS times (default 5); the report gives each cell's median. Round trips are closed loop (each connection sends its next message when the echo of
 # the previous one is back).
 #
 # Measures: messages/s and latency (p50/p99/p99.9/max) for 64 B / 1 KiB / 64 KiB messages over
@@ -15,15 +15,15 @@
 # connections; revocation → close latency with 1,000 live sockets; and the public-route
 # throughput again with tcpkali2 (an independent generator, crates.io) as a cross-check.
 #
-# Usage: bench/run.sh                 (full run, about 15 minutes on 2 cores)
+# Usage: bench/run.sh                 (full run, about 20 minutes on 2 cores)
 #        QUICK=1 bench/run.sh         (short smoke run: 1 s per cell)
 # Output: bench/results/latest.{jsonl,md,svg}; the .md table is what BENCHMARKS.md quotes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-DURATION=${DURATION:-4s}
-ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-3s}
+ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-1s}
 SIZES=${SIZES:-"64 1024 65536"}
 CONNS=${CONNS:-"10 1000"}
@@ -203,10 +203,18 @@ pids_of() {
 # CPU per message is the fairer measure of its cost.
 cpu_ticks() { local t=0; for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
+# The paths, rotated by one place per round: round 1 starts with the first, round 2 with the
+# second, and so on.
+rotated() {
+    local -a all
+    read -ra all <<<"$paths"
+    local k=$((($1 - 1) % ${#all[@]}))
+    echo "${all[@]:k} ${all[@]:0:k}"
+}
 for round in $(seq "$ROUNDS"); do
 for conns in $CONNS; do
     for size in $SIZES; do
-        for p in $paths; do
+        for p in $(rotated "$round"); do
             echo "echo (round $round): $p, $conns connections, $size B" >&2
             # shellcheck disable=SC2046
             c0=$(cpu_ticks $(pids_of "$p"))
