@@ -126,9 +126,10 @@ pub struct Target {
     read_buffer: usize,
 }
 
-/// tungstenite's default read buffer, and the most a connection reads in one call.
+/// The most a connection reads in one call (tungstenite's default read buffer).
 const MAX_READ_BUFFER: usize = 128 << 10;
-/// The least: a handshake response and small frames fit in one read.
+/// The least, and the size until [`Target::size_reads_for`] says otherwise: small frames and a
+/// close fit in one read.
 const MIN_READ_BUFFER: usize = 4 << 10;
 
 impl Target {
@@ -179,15 +180,16 @@ impl Target {
             headers: args.headers,
             sources: args.sources,
             connect_timeout: args.connect_timeout,
-            read_buffer: MAX_READ_BUFFER,
+            read_buffer: MIN_READ_BUFFER,
         })
     }
 
     /// Sizes each connection's read buffer for messages of `message` bytes (frame header
-    /// included), within 4–128 KiB. tungstenite zero-fills the free part of that buffer before
-    /// every read, found or not, so its default 128 KiB costs the generator's core a 128 KiB
-    /// memset per read for 1 KiB echoes (8 % of that core's time, `perf record`): a cost that
-    /// caps every path alike and hides the differences between them.
+    /// included), within 4–128 KiB (4 KiB until sized: handshakes and idle sockets). tungstenite
+    /// allocates that buffer per connection and zero-fills its free part before every read,
+    /// found or not, so its default 128 KiB cost the generator's core a 128 KiB memset per read
+    /// for 1 KiB echoes (8 % of that core's time, `perf record`), and a 128 KiB allocation per
+    /// handshake: costs that cap every path alike and hide the differences between them.
     pub fn size_reads_for(&mut self, message: usize) {
         self.read_buffer = message
             .saturating_add(14)
@@ -371,10 +373,7 @@ mod tests {
         let mut t = Target::resolve(args("ws://127.0.0.1:9/", &[]))
             .await
             .unwrap();
-        assert_eq!(
-            t.read_buffer, MAX_READ_BUFFER,
-            "tungstenite's default until sized"
-        );
+        assert_eq!(t.read_buffer, MIN_READ_BUFFER, "until sized");
         for (message, want) in [
             (32, MIN_READ_BUFFER),
             (1024, MIN_READ_BUFFER),
