@@ -6,7 +6,10 @@
 //! made elsewhere still reaches its subscribers (and closes live sockets).
 //!
 //! It must not block the async runtime: every statement runs on a blocking thread
-//! (`spawn_blocking`), and the connection mutex is only taken there.
+//! (`spawn_blocking`), and the connection mutex is only taken there. Session lookups, one per
+//! authenticated handshake, are batched: those asked for in the same turn of the runtime share
+//! one trip to a blocking thread and one read transaction, since the trip (a thread woken, two
+//! context switches, SQLite's file locks) costs more than the lookup itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -74,7 +77,15 @@ struct Inner {
     origin: String,
     poll_interval: Duration,
     poller: Mutex<PollerState>,
+    /// Session lookups waiting for the next batch (see [`SqliteStore::get`]).
+    lookups: Mutex<Vec<PendingLookup>>,
 }
+
+/// A session lookup waiting for its batch, and where its answer goes.
+type PendingLookup = (
+    SessionId,
+    tokio::sync::oneshot::Sender<Result<Lookup, StoreError>>,
+);
 
 impl Inner {
     /// Counts, then sends, a revocation event.
@@ -148,6 +159,7 @@ impl SqliteStore {
                 origin,
                 poll_interval: interval,
                 poller: Mutex::new(PollerState::NotStarted { last_seq }),
+                lookups: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -194,6 +206,62 @@ impl SqliteStore {
         let weak = Arc::downgrade(&self.inner);
         handle.spawn(poll_revocations(weak, last_seq));
     }
+}
+
+/// Runs the lookups asked for in this turn of the runtime: it yields once, so that every
+/// handshake already woken can add its own, then takes them all to one blocking thread and one
+/// read transaction. A lookup asked for after the batch is taken starts the next one.
+async fn run_lookups(inner: Arc<Inner>) {
+    tokio::task::yield_now().await;
+    let batch = std::mem::take(&mut *inner.lookups.lock().unwrap_or_else(|p| p.into_inner()));
+    // If this panics, the answers are dropped and every caller in the batch gets an error.
+    let _ = tokio::task::spawn_blocking(move || {
+        let conn = match inner.conn.lock() {
+            Ok(conn) => conn,
+            Err(_) => {
+                for (_, answer) in batch {
+                    let _ = answer.send(Err(backend("sqlite store lock poisoned")));
+                }
+                return;
+            }
+        };
+        // One snapshot for the batch: every lookup still reads what was committed before it
+        // was asked for.
+        let read = conn.unchecked_transaction();
+        for (sid, answer) in batch {
+            let result = match &read {
+                Ok(_) => lookup(&conn, &sid),
+                Err(e) => Err(backend(e)),
+            };
+            let _ = answer.send(result);
+        }
+    })
+    .await;
+}
+
+/// One session's row, or whether it was revoked.
+fn lookup(conn: &Connection, sid: &SessionId) -> Result<Lookup, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT sid, uid, data, created, last_active, expires_at FROM sessions WHERE sid = ?1",
+        )
+        .map_err(backend)?
+        .query_row(params![sid.as_str()], raw_record)
+        .optional()
+        .map_err(backend)?;
+    if let Some((sid, uid, data, created, last_active, expires_at)) = row {
+        return decode_record(sid, uid, data, created, last_active, expires_at).map(Lookup::Live);
+    }
+    let revoked = conn
+        .prepare_cached("SELECT 1 FROM revoked_sessions WHERE sid = ?1")
+        .map_err(backend)?
+        .exists(params![sid.as_str()])
+        .map_err(backend)?;
+    Ok(if revoked {
+        Lookup::Revoked
+    } else {
+        Lookup::Unknown
+    })
 }
 
 /// Creates the database file with mode 0600 if it does not exist yet.
@@ -383,28 +451,19 @@ impl SessionStore for SqliteStore {
     }
 
     async fn get(&self, sid: &SessionId) -> Result<Lookup, StoreError> {
-        let sid = sid.clone();
-        self.with_conn(move |conn| {
-            let row = conn
-                .prepare_cached(
-                    "SELECT sid, uid, data, created, last_active, expires_at FROM sessions WHERE sid = ?1",
-                )
-                .map_err(backend)?
-                .query_row(params![sid.as_str()], raw_record)
-                .optional()
-                .map_err(backend)?;
-            if let Some((sid, uid, data, created, last_active, expires_at)) = row {
-                return decode_record(sid, uid, data, created, last_active, expires_at)
-                    .map(Lookup::Live);
-            }
-            let revoked = conn
-                .prepare_cached("SELECT 1 FROM revoked_sessions WHERE sid = ?1")
-                .map_err(backend)?
-                .exists(params![sid.as_str()])
-                .map_err(backend)?;
-            Ok(if revoked { Lookup::Revoked } else { Lookup::Unknown })
-        })
-        .await
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let first = {
+            let mut waiting = self.inner.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            waiting.push((sid.clone(), answer));
+            waiting.len() == 1
+        };
+        if first {
+            // A task of its own, so that the batch is run even if this caller goes away.
+            tokio::spawn(run_lookups(Arc::clone(&self.inner)));
+        }
+        answered
+            .await
+            .map_err(|_| backend("session lookup failed: its batch stopped"))?
     }
 
     async fn touch(&self, sid: &SessionId, last_active: u64) -> Result<bool, StoreError> {

@@ -208,6 +208,51 @@ async fn check_concurrent_use(store: impl SessionStore) {
     );
 }
 
+/// Many lookups at once (SQLite answers those asked in one turn of the runtime as one batch):
+/// each gets its own session's answer, and one whose caller gave up does not hold up the rest.
+async fn check_concurrent_lookups(store: impl SessionStore) {
+    let store = std::sync::Arc::new(store);
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let r = record(&format!("user{}", i % 3), NOW);
+        store.create(&r).await.unwrap();
+        if i % 3 == 0 {
+            store.revoke_session(&r.sid, NOW + 100).await.unwrap();
+            want.push((r.sid, None, "revoked"));
+        } else {
+            want.push((r.sid.clone(), Some(r.uid), "live"));
+        }
+    }
+    for _ in 0..10 {
+        want.push((SessionId::generate(), None, "unknown"));
+    }
+    // Asked for, polled once (SQLite: queued for the next batch), then given up.
+    {
+        let mut abandoned = std::pin::pin!(store.get(&want[1].0));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = abandoned.as_mut().poll(&mut cx);
+    }
+    let mut lookups = tokio::task::JoinSet::new();
+    for (sid, uid, kind) in want {
+        let store = std::sync::Arc::clone(&store);
+        lookups.spawn(async move {
+            let got = store.get(&sid).await.unwrap();
+            match (kind, got) {
+                ("live", Lookup::Live(r)) => {
+                    assert_eq!(r.sid, sid);
+                    assert_eq!(Some(r.uid), uid);
+                }
+                ("revoked", Lookup::Revoked) | ("unknown", Lookup::Unknown) => {}
+                (kind, got) => panic!("{kind} session answered {got:?}"),
+            }
+        });
+    }
+    let answered = tokio::time::timeout(Duration::from_secs(30), lookups.join_all())
+        .await
+        .expect("every lookup is answered");
+    assert_eq!(answered.len(), 40);
+}
+
 async fn check_revocations_are_counted(store: impl SessionStore) {
     let count = || {
         store
@@ -257,6 +302,7 @@ backends!(
     check_list_user,
     check_purge,
     check_concurrent_use,
+    check_concurrent_lookups,
     check_revocations_are_counted,
 );
 
