@@ -1313,6 +1313,124 @@ mod tests {
         });
     }
 
+    /// A stream that, like TLS, takes written bytes into a buffer of its own and passes them on
+    /// only as its transport takes them, so that a write can succeed while bytes are still held.
+    /// Only `poll_flush` (or a later write) moves them on.
+    struct Holding<S> {
+        inner: S,
+        held: Vec<u8>,
+    }
+
+    impl<S: AsyncWrite + Unpin> Holding<S> {
+        /// Moves held bytes to the transport while it takes them.
+        fn pass_on(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            while !self.held.is_empty() {
+                match Pin::new(&mut self.inner).poll_write(cx, &self.held) {
+                    Poll::Ready(Ok(n)) => {
+                        self.held.drain(..n);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Holding<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Holding<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            // Takes everything, then passes on what the transport takes now.
+            self.held.extend_from_slice(buf);
+            let _ = self.pass_on(cx);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            std::task::ready!(self.pass_on(cx))?;
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            std::task::ready!(self.pass_on(cx))?;
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A message to a client whose stream holds written bytes (as TLS does) behind a transport
+    /// that takes 64 bytes at a time: the relay must flush again each time the transport moves,
+    /// although it has nothing new to write. Otherwise the message never arrives whole.
+    #[test]
+    fn bytes_a_stream_holds_are_flushed_as_the_peer_reads() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (mut client_end, gw_client) = tokio::io::duplex(64);
+            let mut gw_client = Holding {
+                inner: gw_client,
+                held: Vec::new(),
+            };
+            let (mut gw_upstream, mut upstream_end) = tokio::io::duplex(1 << 20);
+            let metrics = Metrics::new();
+            let (_stop_tx, stop) = oneshot::channel();
+            let relay = relay(
+                Opened {
+                    io: &mut gw_client,
+                    read: Vec::new(),
+                },
+                Opened {
+                    io: &mut gw_upstream,
+                    read: Vec::new(),
+                },
+                stop,
+                &metrics,
+                None,
+                TIMING,
+                LIMITS,
+                |_| Verdict::Forward,
+            );
+            let message: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+            let upstream = async {
+                let mut frame = Vec::new();
+                wire::encode(&mut frame, true, Op::Binary, None, &message);
+                upstream_end.write_all(&frame).await.unwrap();
+            };
+            let client = async {
+                // Let the relay write (and the stream hold) the whole frame first.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let (h, payload) = read_frame(&mut client_end, wire::From::Server).await;
+                assert_eq!(h.op, Op::Binary);
+                assert_eq!(payload, message);
+            };
+            let both = async {
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    tokio::join!(upstream, client);
+                })
+                .await
+                .expect("the held bytes reached the client");
+            };
+            tokio::select! {
+                ended = relay => panic!("relay ended: {ended:?}"),
+                () = both => {}
+            }
+        });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
