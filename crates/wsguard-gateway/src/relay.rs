@@ -1197,6 +1197,36 @@ mod tests {
         (h, payload)
     }
 
+    /// The relay between two test streams: nothing read with a handshake, no expiry, every
+    /// message forwarded.
+    fn plain_relay<'a, C, U>(
+        client: &'a mut C,
+        upstream: &'a mut U,
+        stop: oneshot::Receiver<crate::registry::CloseRequest>,
+        metrics: &'a Metrics,
+    ) -> impl Future<Output = Ended> + 'a
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
+        relay(
+            Opened {
+                io: client,
+                read: Vec::new(),
+            },
+            Opened {
+                io: upstream,
+                read: Vec::new(),
+            },
+            stop,
+            metrics,
+            None,
+            TIMING,
+            LIMITS,
+            |_| Verdict::Forward,
+        )
+    }
+
     /// What a client sends in a test: data messages (text or binary, possibly fragmented) and
     /// pings between them.
     #[derive(Debug, Clone)]
@@ -1255,22 +1285,7 @@ mod tests {
             }
             let (close, n) = wire::close_payload(1000, "bye");
             wire::encode(&mut bytes, true, Op::Close, Some(key), &close[..n]);
-            let relay = relay(
-                Opened {
-                    io: &mut gw_client,
-                    read: Vec::new(),
-                },
-                Opened {
-                    io: &mut gw_upstream,
-                    read: Vec::new(),
-                },
-                stop,
-                &metrics,
-                None,
-                TIMING,
-                LIMITS,
-                |_| Verdict::Forward,
-            );
+            let relay = plain_relay(&mut gw_client, &mut gw_upstream, stop, &metrics);
             let client = async {
                 let mut at = 0;
                 let mut cuts: Vec<usize> =
@@ -1388,22 +1403,7 @@ mod tests {
             let (mut gw_upstream, mut upstream_end) = tokio::io::duplex(1 << 20);
             let metrics = Metrics::new();
             let (_stop_tx, stop) = oneshot::channel();
-            let relay = relay(
-                Opened {
-                    io: &mut gw_client,
-                    read: Vec::new(),
-                },
-                Opened {
-                    io: &mut gw_upstream,
-                    read: Vec::new(),
-                },
-                stop,
-                &metrics,
-                None,
-                TIMING,
-                LIMITS,
-                |_| Verdict::Forward,
-            );
+            let relay = plain_relay(&mut gw_client, &mut gw_upstream, stop, &metrics);
             let message: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
             let upstream = async {
                 let mut frame = Vec::new();
