@@ -211,32 +211,32 @@ impl SqliteStore {
 /// Runs the lookups asked for in this turn of the runtime: it yields once, so that every
 /// handshake already woken can add its own, then takes them all to one blocking thread and one
 /// read transaction. A lookup asked for after the batch is taken starts the next one.
-async fn run_lookups(inner: Arc<Inner>) {
+async fn run_lookups(store: SqliteStore) {
     tokio::task::yield_now().await;
-    let batch = std::mem::take(&mut *inner.lookups.lock().unwrap_or_else(|p| p.into_inner()));
-    // If this panics, the answers are dropped and every caller in the batch gets an error.
-    let _ = tokio::task::spawn_blocking(move || {
-        let conn = match inner.conn.lock() {
-            Ok(conn) => conn,
-            Err(_) => {
-                for (_, answer) in batch {
-                    let _ = answer.send(Err(backend("sqlite store lock poisoned")));
-                }
-                return;
+    let batch = std::mem::take(
+        &mut *store
+            .inner
+            .lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    // If the batch cannot run (or panics), its answers are dropped and every caller in it gets
+    // an error.
+    let _ = store
+        .with_conn(move |conn| {
+            // One snapshot for the batch: every lookup still reads what was committed before it
+            // was asked for.
+            let read = conn.transaction();
+            for (sid, answer) in batch {
+                let result = match &read {
+                    Ok(tx) => lookup(tx, &sid),
+                    Err(e) => Err(backend(e)),
+                };
+                let _ = answer.send(result);
             }
-        };
-        // One snapshot for the batch: every lookup still reads what was committed before it
-        // was asked for.
-        let read = conn.unchecked_transaction();
-        for (sid, answer) in batch {
-            let result = match &read {
-                Ok(_) => lookup(&conn, &sid),
-                Err(e) => Err(backend(e)),
-            };
-            let _ = answer.send(result);
-        }
-    })
-    .await;
+            Ok(())
+        })
+        .await;
 }
 
 /// One session's row, or whether it was revoked.
@@ -459,7 +459,7 @@ impl SessionStore for SqliteStore {
         };
         if first {
             // A task of its own, so that the batch is run even if this caller goes away.
-            tokio::spawn(run_lookups(Arc::clone(&self.inner)));
+            tokio::spawn(run_lookups(self.clone()));
         }
         answered
             .await
