@@ -207,9 +207,10 @@ impl Route {
             || (path.starts_with(&self.path) && path.as_bytes().get(self.path.len()) == Some(&b'/'))
     }
 
-    /// The upstream URL for a request path and query (the query already cleaned).
-    pub fn upstream_url(&self, path: &str, query: Option<&str>) -> String {
-        let base = self.upstream.as_str().trim_end_matches('/');
+    /// The upstream request target (origin form: the upstream's base path, then the request
+    /// path, then the query, already cleaned) for a request path and query.
+    pub fn upstream_target(&self, path: &str, query: Option<&str>) -> String {
+        let base = self.upstream.path().trim_end_matches('/');
         let mut s =
             String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         s.push_str(base);

@@ -19,8 +19,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use wsguard_session::{AuthError, Session, Sessions};
 
 use arc_swap::ArcSwap;
@@ -444,15 +442,15 @@ impl Gateway {
             .acquire(client_ip, session.as_ref().map(|s| s.uid().as_str()))?;
 
         // Dial the upstream only now that the client has passed every check.
-        let url = route.upstream_url(&path, query.as_deref());
-        let upstream_req = self
-            .upstream_request(&url, headers, session.as_ref(), &state)
-            .map_err(|e| {
-                tracing::warn!(error = %e, "cannot build the upstream request");
-                Refusal::UpstreamFailed
-            })?;
-        let dial = crate::upstream::dial(&route.upstream, upstream_req, route.tls.as_ref());
-        let (upstream, response) =
+        let target = route.upstream_target(&path, query.as_deref());
+        let upstream_headers = self.upstream_headers(headers, session.as_ref(), &state);
+        let dial = crate::upstream::dial(
+            &route.upstream,
+            &target,
+            &upstream_headers,
+            route.tls.as_ref(),
+        );
+        let (upstream, protocol) =
             match tokio::time::timeout(state.settings.upstream_timeout, dial).await {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
                 Ok(Err(e)) => {
@@ -461,7 +459,7 @@ impl Gateway {
                 }
                 Ok(Ok(ok)) => ok,
             };
-        let protocol = response.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
+        drop(upstream_headers);
         if let Some(p) = &protocol {
             // The upstream may only pick one of the client's offers.
             if !up.protocols.iter().any(|o| o.as_bytes() == p.as_bytes()) {
@@ -523,15 +521,15 @@ impl Gateway {
         Ok(resp)
     }
 
-    fn upstream_request(
+    /// The headers sent upstream after the handshake's own.
+    fn upstream_headers(
         &self,
-        url: &str,
         client_headers: &http::HeaderMap,
         session: Option<&Session>,
         state: &State,
-    ) -> Result<Request<()>, tungstenite::Error> {
-        let mut req = url.into_client_request()?;
-        let h = req.headers_mut();
+    ) -> http::HeaderMap {
+        let mut out = http::HeaderMap::with_capacity(client_headers.len() + 3);
+        let h = &mut out;
         // Forward end-to-end headers only: everything the handshake itself owns (and anything
         // named like ours, in any case: HeaderMap names are already lowercase) is set here.
         for (name, value) in client_headers {
@@ -563,7 +561,7 @@ impl Gateway {
             insert(h, SESSION_HEADER, s.sid().as_str());
             insert(h, DATA_HEADER, s.data().as_json());
         }
-        Ok(req)
+        out
     }
 
     async fn run_socket<C, U>(

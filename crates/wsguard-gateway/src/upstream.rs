@@ -1,27 +1,34 @@
 //! Dialling an upstream: TCP, TLS for `wss://` (rustls, verified against the route's roots),
-//! the WebSocket client handshake over hyper's HTTP/1.1 client, and the checks on the answer
-//! (101, `Upgrade`, `Connection`, `Sec-WebSocket-Accept`).
+//! the WebSocket client handshake, and the checks on the answer (101, `Upgrade`, `Connection`,
+//! `Sec-WebSocket-Accept`, no extension).
 //!
-//! Owns the upstream socket's shape in memory: the handshake's HTTP buffers belong to hyper and
-//! are freed once the connection is upgraded, so an idle proxied socket keeps only the
-//! relay's state (no read buffer), and the TLS state is boxed so a plain `ws://` socket
-//! does not carry its size. It must not decide anything about the client: the request it sends
-//! is built by the server (identity headers, forwarded headers).
+//! The handshake is one request head written out and one answer head read back, parsed by
+//! `httparse` (hyper's parser): an HTTP client (hyper's, with its own connection task,
+//! channels and upgrade hand-over) cost a third of a public handshake's instructions for that.
+//! The answer is read into a buffer sized to it (at most [`MAX_ANSWER`]) and freed once the
+//! handshake is done, so an idle proxied socket keeps only the relay's state; the TLS state is
+//! boxed so a plain `ws://` socket does not carry its size. It must not decide anything about
+//! the client: the headers it sends are chosen by the server (identity headers, forwarded
+//! headers).
 
-use std::io;
+use std::io::{self, Write as _};
 use std::sync::Arc;
 
 use crate::stream::UpstreamStream;
-use bytes::Bytes;
-use http::header::{self, HeaderMap};
-use http::{Request, StatusCode};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The upstream's byte stream once the handshake is done (frames are the relay's business),
 /// and any bytes of it already read with the handshake's answer.
 pub type UpstreamSocket = (UpstreamStream, Vec<u8>);
+
+/// Largest answer head read from an upstream.
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// Most header lines in an answer head.
+const MAX_ANSWER_HEADERS: usize = 64;
 
 /// Why the upstream could not be reached. Logged (never shown to the client, who gets 502).
 #[derive(Debug, thiserror::Error)]
@@ -46,29 +53,34 @@ pub enum DialError {
     BadAnswer(&'static str),
 }
 
-fn header_has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    h.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+/// Whether a comma-separated header holds `token` (any case).
+fn has_token<'a>(mut values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
+    values.any(|v| {
+        v.split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
-/// Dials `url` and performs the WebSocket handshake with `req`, whose headers (including
-/// `Sec-WebSocket-Key`) are sent as they are. Returns the socket and the answer's headers.
+/// Dials `url` and performs the WebSocket handshake for the origin-form `target` (path and
+/// query), sending `headers` after the handshake's own. Returns the socket and the
+/// subprotocol the upstream chose, if any.
 pub async fn dial(
     url: &url::Url,
-    req: Request<()>,
+    target: &str,
+    headers: &HeaderMap,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<(UpstreamSocket, HeaderMap), DialError> {
+) -> Result<(UpstreamSocket, Option<HeaderValue>), DialError> {
     let host = url.host_str().ok_or(DialError::NoHost)?;
     let port = url.port_or_known_default().unwrap_or(80);
     // `[::1]` in a URL is `::1` to the resolver.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+    let head = request_head(url, target, &key, headers)?;
     let tcp = TcpStream::connect((bare, port))
         .await
         .map_err(|e| DialError::Connect(e.kind()))?;
     let _ = tcp.set_nodelay(true);
-    let io = match tls {
+    let mut io = match tls {
         None => UpstreamStream::Plain(tcp),
         Some(config) => {
             let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
@@ -80,55 +92,284 @@ pub async fn dial(
             UpstreamStream::Tls(Box::new(stream))
         }
     };
-
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+    io.write_all(&head)
         .await
         .map_err(|e| DialError::Http(e.to_string()))?;
-    // The connection task ends once the socket is handed over to the upgrade.
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-
-    let (mut parts, ()) = req.into_parts();
-    let key = parts
-        .headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|k| k.to_str().ok())
-        .map(crate::handshake::accept_key)
-        .ok_or(DialError::BadAnswer("no key in the request"))?;
-    // Origin-form request target: path and query only.
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
-        .parse()
-        .map_err(|_| DialError::BadAnswer("request target"))?;
-    let request = Request::from_parts(parts, Empty::<Bytes>::new());
-    let mut response = sender
-        .send_request(request)
+    io.flush()
         .await
         .map_err(|e| DialError::Http(e.to_string()))?;
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(DialError::Status(response.status()));
+    drop(head);
+    let (protocol, rest) = read_answer(&mut io, &crate::handshake::accept_key(&key)).await?;
+    Ok(((io, rest), protocol))
+}
+
+/// The request head: request line, the handshake's headers, then `headers`.
+fn request_head(
+    url: &url::Url,
+    target: &str,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Vec<u8>, DialError> {
+    // The target is built from a parsed URL and a parsed request, but it goes on the request
+    // line as it is: nothing but visible ASCII.
+    if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(DialError::BadAnswer("request target"));
     }
-    let h = response.headers();
-    if !header_has_token(h, header::UPGRADE, "websocket") {
+    let host = url.host_str().ok_or(DialError::NoHost)?;
+    let size = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + target.len()
+        + host.len()
+        + 160;
+    let mut head = Vec::with_capacity(size);
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    head.extend_from_slice(host.as_bytes());
+    if let Some(port) = url.port() {
+        let _ = write!(head, ":{port}");
+    }
+    head.extend_from_slice(
+        b"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
+    );
+    head.extend_from_slice(key.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok(head)
+}
+
+/// Reads the answer head and checks it accepts the handshake with `accept`. Returns the
+/// chosen subprotocol and the bytes read past the head.
+async fn read_answer<S>(
+    io: &mut S,
+    accept: &str,
+) -> Result<(Option<HeaderValue>, Vec<u8>), DialError>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            if buf.len() >= MAX_ANSWER {
+                return Err(DialError::BadAnswer("answer head too large"));
+            }
+            buf.reserve_exact(buf.len().min(MAX_ANSWER - buf.len()));
+        }
+        // `read_buf` reads into the spare capacity (never past it), so the limit holds.
+        let n = io
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| DialError::Http(e.to_string()))?;
+        if n == 0 {
+            return Err(DialError::Http(
+                "connection closed before the answer".into(),
+            ));
+        }
+        let mut lines = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
+        let mut answer = httparse::Response::new(&mut lines);
+        match answer.parse(&buf) {
+            Ok(httparse::Status::Partial) => continue,
+            Ok(httparse::Status::Complete(len)) => {
+                let protocol = check_answer(&answer, accept)?;
+                return Ok((protocol, buf[len..].to_vec()));
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(DialError::BadAnswer("too many header lines"));
+            }
+            Err(_) => return Err(DialError::BadAnswer("not an HTTP/1.1 answer")),
+        }
+    }
+}
+
+/// The checks on a complete answer head; the chosen subprotocol, if any.
+fn check_answer(
+    answer: &httparse::Response<'_, '_>,
+    accept: &str,
+) -> Result<Option<HeaderValue>, DialError> {
+    if answer.version != Some(1) {
+        return Err(DialError::BadAnswer("not an HTTP/1.1 answer"));
+    }
+    let code = answer.code.unwrap_or(0);
+    if code != 101 {
+        return Err(DialError::Status(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+        ));
+    }
+    let all = |name: header::HeaderName| {
+        answer
+            .headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name.as_str()))
+            .map(|h| h.value)
+    };
+    if !has_token(all(header::UPGRADE), "websocket") {
         return Err(DialError::BadAnswer("Upgrade is not websocket"));
     }
-    if !header_has_token(h, header::CONNECTION, "upgrade") {
+    if !has_token(all(header::CONNECTION), "upgrade") {
         return Err(DialError::BadAnswer("Connection lacks upgrade"));
     }
-    if h.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(key.as_bytes()) {
+    let mut accepts = all(header::SEC_WEBSOCKET_ACCEPT);
+    if accepts.next() != Some(accept.as_bytes()) || accepts.next().is_some() {
         return Err(DialError::BadAnswer("wrong Sec-WebSocket-Accept"));
     }
     // wsguard offers no extension upstream (permessage-deflate is not negotiated): an answer
     // that enables one would send frames the codec cannot read.
-    if h.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+    if all(header::SEC_WEBSOCKET_EXTENSIONS).next().is_some() {
         return Err(DialError::BadAnswer("extension not offered"));
     }
-    let headers = std::mem::take(response.headers_mut());
-    let upgraded = hyper::upgrade::on(&mut response)
-        .await
-        .map_err(|e| DialError::Http(e.to_string()))?;
-    Ok((crate::stream::unwrap_upgraded(upgraded), headers))
+    let mut protocols = all(header::SEC_WEBSOCKET_PROTOCOL);
+    let protocol = protocols.next();
+    if protocols.next().is_some() {
+        return Err(DialError::BadAnswer("more than one subprotocol"));
+    }
+    protocol
+        .map(HeaderValue::from_bytes)
+        .transpose()
+        .map_err(|_| DialError::BadAnswer("subprotocol"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    fn answer(extra: &str) -> String {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {ACCEPT}\r\n{extra}\r\n"
+        )
+    }
+
+    async fn read(bytes: &[u8]) -> Result<(Option<HeaderValue>, Vec<u8>), DialError> {
+        let mut io = bytes;
+        read_answer(&mut io, ACCEPT).await
+    }
+
+    #[test]
+    fn the_request_head_carries_the_handshake_then_the_headers() {
+        let url = url::Url::parse("ws://backend.test:8080/base").unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-wsguard-user", HeaderValue::from_static("alice"));
+        headers.append("cookie", HeaderValue::from_static("a=1"));
+        let head = request_head(&url, "/base/chat?room=1", KEY, &headers).unwrap();
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            format!(
+                "GET /base/chat?room=1 HTTP/1.1\r\nHost: backend.test:8080\r\n\
+                 Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: {KEY}\r\nx-wsguard-user: alice\r\ncookie: a=1\r\n\r\n"
+            )
+        );
+        // A default port is not written; an IPv6 host keeps its brackets.
+        let url = url::Url::parse("ws://[::1]:80/").unwrap();
+        let head = request_head(&url, "/", KEY, &HeaderMap::new()).unwrap();
+        assert!(head.starts_with(b"GET / HTTP/1.1\r\nHost: [::1]\r\n"));
+    }
+
+    #[test]
+    fn a_target_that_could_split_the_request_line_is_refused() {
+        let url = url::Url::parse("ws://backend.test/").unwrap();
+        for target in ["/a b", "/a\r\nX-Evil: 1", "/a\n", "a", "", "/é"] {
+            assert!(
+                matches!(
+                    request_head(&url, target, KEY, &HeaderMap::new()),
+                    Err(DialError::BadAnswer("request target"))
+                ),
+                "{target:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_split_across_reads_is_read_whole_with_what_follows() {
+        let mut bytes = answer("Sec-WebSocket-Protocol: chat.v1\r\n").into_bytes();
+        let frame = [0x81u8, 0x02, b'h', b'i'];
+        bytes.extend_from_slice(&frame);
+        // The head arrives in two reads, the second with the upstream's first frame.
+        let (first, second) = bytes.split_at(20);
+        let mut io = first.chain(second);
+        let (protocol, rest) = read_answer(&mut io, ACCEPT).await.unwrap();
+        assert_eq!(protocol.unwrap(), "chat.v1");
+        assert_eq!(rest, frame, "bytes read past the head are handed on");
+    }
+
+    #[tokio::test]
+    async fn answers_that_do_not_accept_the_handshake_are_refused() {
+        let cases: [(&str, &str); 9] = [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", "status"),
+            ("HTTP/1.0 101 Switching Protocols\r\n\r\n", "version"),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+                "upgrade",
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\r\n",
+                "connection",
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: bm90IHRoZSBhbnN3ZXI=\r\n\r\n",
+                "accept",
+            ),
+            (
+                &answer(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")),
+                "two accepts",
+            ),
+            (
+                &answer("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+                "extension",
+            ),
+            (
+                &answer("Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n"),
+                "two protocols",
+            ),
+            ("HTTP/1.1 101 Switching\x01Protocols\r\n\r\n", "garbage"),
+        ];
+        for (text, what) in cases {
+            let got = read(text.as_bytes()).await;
+            assert!(got.is_err(), "{what}: {got:?}");
+        }
+        assert!(matches!(
+            read(b"HTTP/1.1 404 Not Found\r\n\r\n").await,
+            Err(DialError::Status(StatusCode::NOT_FOUND))
+        ));
+        // Closed before the head is complete.
+        assert!(matches!(
+            read(&answer("").as_bytes()[..30]).await,
+            Err(DialError::Http(_))
+        ));
+        // Tokens are matched in any case, in lists.
+        let text = "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n\
+                    connection: keep-alive, UPGRADE\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        assert_eq!(read(text.as_bytes()).await.unwrap(), (None, Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_head_stops_at_the_limit() {
+        let mut lines = String::from("HTTP/1.1 101 Switching Protocols\r\n");
+        for i in 0..10_000 {
+            lines.push_str(&format!("x-{i}: 1\r\n"));
+        }
+        assert!(matches!(
+            read(lines.as_bytes()).await,
+            Err(DialError::BadAnswer("too many header lines"))
+        ));
+        let mut long = String::from("HTTP/1.1 101 Switching Protocols\r\nx-long: ");
+        long.push_str(&"v".repeat(MAX_ANSWER));
+        let mut io = long.as_bytes().chain(tokio::io::repeat(b'v'));
+        assert!(matches!(
+            read_answer(&mut io, ACCEPT).await,
+            Err(DialError::BadAnswer("answer head too large"))
+        ));
+    }
 }
