@@ -3,11 +3,13 @@
 //! Owns the metric set: open connections, handshakes by outcome and reason, messages and bytes
 //! relayed by direction, closes by code and reason, and the revocation → close latency
 //! histogram. Labels come only from the reason table (`reason.rs`) and fixed words, never from
-//! requests, so cardinality is bounded. Hot-path counters are plain atomics obtained once.
+//! requests, so cardinality is bounded. Label sets are static strings and numbers (nothing is
+//! allocated to count), and hot-path counters are plain atomics obtained once.
 
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,16 +18,40 @@ use prometheus_client::registry::Registry;
 
 use crate::reason::{CloseReason, Refusal};
 
-type Labels = Vec<(&'static str, String)>;
+/// `N` label names and their values.
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+
+/// The labels of a close.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    code: Code,
+    reason: &'static str,
+}
+
+/// A close code, `none` if the close frame had none.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct Code(Option<u16>);
+
+impl EncodeLabelValue for Code {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        match self.0 {
+            Some(c) => write!(encoder, "{c}"),
+            None => encoder.write_str("none"),
+        }
+    }
+}
 
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
     /// Proxied sockets open now.
     pub open: Gauge<i64, std::sync::atomic::AtomicI64>,
-    handshakes: Family<Labels, Counter>,
-    closes: Family<Labels, Counter>,
-    reloads: Family<Labels, Counter>,
+    handshakes: Family<Labels<2>, Counter>,
+    /// Accepted handshakes (one member of `handshakes`).
+    accepted: Counter,
+    closes: Family<CloseLabels, Counter>,
+    reloads: Family<Labels<1>, Counter>,
     /// Client → upstream messages.
     pub messages_up: Counter<u64, AtomicU64>,
     /// Upstream → client messages.
@@ -55,11 +81,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("wsguard");
         let open = Gauge::default();
-        let handshakes = Family::<Labels, Counter>::default();
-        let closes = Family::<Labels, Counter>::default();
-        let reloads = Family::<Labels, Counter>::default();
-        let messages = Family::<Labels, Counter>::default();
-        let bytes = Family::<Labels, Counter>::default();
+        let handshakes = Family::<Labels<2>, Counter>::default();
+        let closes = Family::<CloseLabels, Counter>::default();
+        let reloads = Family::<Labels<1>, Counter>::default();
+        let messages = Family::<Labels<1>, Counter>::default();
+        let bytes = Family::<Labels<1>, Counter>::default();
         let revocation_close = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "open_connections",
@@ -96,8 +122,9 @@ impl Metrics {
             "From a revocation reaching the gateway to the close frame written to the client",
             revocation_close.clone(),
         );
-        let dir = |d: &str| vec![("direction", d.to_owned())];
+        let dir = |d: &'static str| [("direction", d)];
         Metrics {
+            accepted: handshakes.get_or_create_owned(&[("outcome", "accepted"), ("reason", "ok")]),
             messages_up: messages.get_or_create_owned(&dir("client_to_upstream")),
             messages_down: messages.get_or_create_owned(&dir("upstream_to_client")),
             bytes_up: bytes.get_or_create_owned(&dir("client_to_upstream")),
@@ -113,36 +140,28 @@ impl Metrics {
 
     /// Counts a configuration reload (`applied` or `refused`).
     pub fn reloaded(&self, outcome: &'static str) {
-        self.reloads
-            .get_or_create(&vec![("outcome", outcome.into())])
-            .inc();
+        self.reloads.get_or_create(&[("outcome", outcome)]).inc();
     }
 
     /// Counts an accepted handshake.
     pub fn accepted(&self) {
-        self.handshakes
-            .get_or_create(&vec![
-                ("outcome", "accepted".into()),
-                ("reason", "ok".into()),
-            ])
-            .inc();
+        self.accepted.inc();
     }
 
     /// Counts a refused handshake.
     pub fn refused(&self, r: Refusal) {
         self.handshakes
-            .get_or_create(&vec![
-                ("outcome", "refused".into()),
-                ("reason", r.code().into()),
-            ])
+            .get_or_create(&[("outcome", "refused"), ("reason", r.code())])
             .inc();
     }
 
     /// Counts a close: by the gateway (its reason), or by a peer (`client` / `upstream`).
     pub fn closed(&self, code: Option<u16>, reason: &'static str) {
-        let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
         self.closes
-            .get_or_create(&vec![("code", code), ("reason", reason.into())])
+            .get_or_create(&CloseLabels {
+                code: Code(code),
+                reason,
+            })
             .inc();
     }
 
@@ -170,6 +189,8 @@ mod tests {
         m.accepted();
         m.refused(Refusal::OriginNotAllowed);
         m.closed_by_gateway(CloseReason::SessionRevoked);
+        m.closed(None, "client");
+        m.closed(Some(1000), "upstream");
         m.messages_up.inc();
         m.bytes_down.inc_by(5);
         m.revocation_close.observe(0.0001);
@@ -178,7 +199,10 @@ mod tests {
         for needle in [
             "wsguard_open_connections 0",
             r#"wsguard_handshakes_total{outcome="refused",reason="origin_not_allowed"} 1"#,
+            r#"wsguard_handshakes_total{outcome="accepted",reason="ok"} 1"#,
             r#"wsguard_closes_total{code="1008",reason="session_revoked"} 1"#,
+            r#"wsguard_closes_total{code="none",reason="client"} 1"#,
+            r#"wsguard_closes_total{code="1000",reason="upstream"} 1"#,
             r#"wsguard_messages_total{direction="client_to_upstream"} 1"#,
             r#"wsguard_bytes_total{direction="upstream_to_client"} 5"#,
             "wsguard_revocation_close_seconds_count 1",

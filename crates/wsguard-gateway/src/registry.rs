@@ -32,8 +32,8 @@ pub struct ConnInfo {
     pub sid: Option<String>,
     /// User id (public routes: none).
     pub uid: Option<String>,
-    /// Client address.
-    pub peer: String,
+    /// Client address (serialized as `ip:port`).
+    pub peer: SocketAddr,
     /// Route path.
     pub route: String,
     /// When it opened, Unix seconds.
@@ -123,7 +123,7 @@ impl Registry {
             id,
             sid: session.map(|s| s.sid().as_str().to_owned()),
             uid: session.map(|s| s.uid().as_str().to_owned()),
-            peer: peer.to_string(),
+            peer,
             route: route.to_owned(),
             opened_at: now,
         };

@@ -1054,6 +1054,14 @@ async fn revocation_closes_live_sockets() {
     assert_eq!(r.status, 200);
     let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(list["connections"].as_array().unwrap().len(), 3);
+    for c in list["connections"].as_array().unwrap() {
+        let peer = c["peer"].as_str().unwrap();
+        assert!(
+            peer.parse::<std::net::SocketAddr>()
+                .is_ok_and(|p| p.ip().is_loopback()),
+            "{peer}"
+        );
+    }
 
     // One session, through the admin API.
     let sid = h
