@@ -210,7 +210,9 @@ impl SqliteStore {
 
 /// Runs the lookups asked for in this turn of the runtime: it yields once, so that every
 /// handshake already woken can add its own, then takes them all to one blocking thread and one
-/// read transaction. A lookup asked for after the batch is taken starts the next one.
+/// read transaction. A lookup asked for after the batch is taken starts the next one. The
+/// answers are sent from here, on the runtime: sent from the blocking thread, each one would
+/// wake the runtime's driver with a system call of its own.
 async fn run_lookups(store: SqliteStore) {
     tokio::task::yield_now().await;
     let batch = std::mem::take(
@@ -220,23 +222,36 @@ async fn run_lookups(store: SqliteStore) {
             .lock()
             .unwrap_or_else(|p| p.into_inner()),
     );
+    let (sids, answers): (Vec<SessionId>, Vec<_>) = batch.into_iter().unzip();
     // If the batch cannot run (or panics), its answers are dropped and every caller in it gets
     // an error.
-    let _ = store
-        .with_conn(move |conn| {
-            // One snapshot for the batch: every lookup still reads what was committed before it
-            // was asked for.
-            let read = conn.transaction();
-            for (sid, answer) in batch {
-                let result = match &read {
-                    Ok(tx) => lookup(tx, &sid),
-                    Err(e) => Err(backend(e)),
-                };
-                let _ = answer.send(result);
-            }
-            Ok(())
+    let Ok(results) = store
+        .with_conn(move |conn| Ok(lookup_all(conn, &sids)))
+        .await
+    else {
+        return;
+    };
+    for (answer, result) in answers.into_iter().zip(results) {
+        let _ = answer.send(result);
+    }
+}
+
+/// The lookups of one batch, in order.
+fn lookup_all(conn: &mut Connection, sids: &[SessionId]) -> Vec<Result<Lookup, StoreError>> {
+    // Alone, a lookup needs no transaction of its own (its first statement takes the snapshot,
+    // and a revocation changes both tables at once); several share one snapshot, and with it
+    // one read lock on the database.
+    if let [sid] = sids {
+        return vec![lookup(conn, sid)];
+    }
+    // Every lookup still reads what was committed before it was asked for.
+    let read = conn.transaction();
+    sids.iter()
+        .map(|sid| match &read {
+            Ok(tx) => lookup(tx, sid),
+            Err(e) => Err(backend(e)),
         })
-        .await;
+        .collect()
 }
 
 /// One session's row, or whether it was revoked.
