@@ -6,8 +6,9 @@
 # Fairness: every proxy is pinned to CPU $PROXY_CPU with one worker/thread; the load generator
 # and the echo backend share CPU $LOAD_CPU. Paths are alternated inside each (size, connections)
 # cell, in an order rotated every round (so no path always follows the same one), and the whole
-# matrix is run $ROUNDS times (default 5); the report gives each cell's median. Round trips are closed loop (each connection sends its next message when the echo of
-# the previous one is back).
+# matrix is run $ROUNDS times (default 5); the report gives each cell's median, and wsguard's
+# ratio to each peer round by round. Handshakes run in rounds the same way. Round trips are
+# closed loop (each connection sends its next message when the echo of the previous one is back).
 #
 # Measures: messages/s and latency (p50/p99/p99.9/max) for 64 B / 1 KiB / 64 KiB messages over
 # 10 and 1,000 connections; handshakes/s (wsguard: with cookie verification against the SQLite
@@ -15,7 +16,7 @@
 # connections; revocation → close latency with 1,000 live sockets; and the public-route
 # throughput again with tcpkali2 (an independent generator, crates.io) as a cross-check.
 #
-# Usage: bench/run.sh                 (full run, about 20 minutes on 2 cores)
+# Usage: bench/run.sh                 (full run, about 22 minutes on 2 cores)
 #        QUICK=1 bench/run.sh         (short smoke run: 1 s per cell)
 # Output: bench/results/latest.{jsonl,md,svg}; the .md table is what BENCHMARKS.md quotes.
 set -euo pipefail
@@ -250,15 +251,17 @@ for p in $paths; do
     sleep 1
 done
 
-# --- handshakes/s -------------------------------------------------------------------------
-for p in $paths; do
-    echo "handshakes: $p" >&2
-    # shellcheck disable=SC2046
-    c0=$(cpu_ticks $(pids_of "$p"))
-    r=$(genrun handshakes --url "${url[$p]}" "${headers[@]}" --sources "$sources" --connections 32 --duration "$DURATION" --json)
-    # shellcheck disable=SC2046
-    c1=$(cpu_ticks $(pids_of "$p"))
-    record "{\"kind\":\"handshakes\",\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
+# --- handshakes/s (rounds, paths rotated like the round trips) -----------------------------
+for round in $(seq "$ROUNDS"); do
+    for p in $(rotated "$round"); do
+        echo "handshakes (round $round): $p" >&2
+        # shellcheck disable=SC2046
+        c0=$(cpu_ticks $(pids_of "$p"))
+        r=$(genrun handshakes --url "${url[$p]}" "${headers[@]}" --sources "$sources" --connections 32 --duration "$DURATION" --json)
+        # shellcheck disable=SC2046
+        c1=$(cpu_ticks $(pids_of "$p"))
+        record "{\"kind\":\"handshakes\",\"round\":$round,\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
+    done
 done
 
 # --- revocation → close with 1,000 live sockets (in-process harness) -------------------------
