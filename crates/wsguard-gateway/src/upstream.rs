@@ -4,7 +4,8 @@
 //!
 //! The handshake is one request head written out and one answer head read back, parsed by
 //! `httparse` (hyper's parser): an HTTP client (hyper's, with its own connection task,
-//! channels and upgrade hand-over) cost a third of a public handshake's instructions for that.
+//! channels and upgrade hand-over) cost about a quarter of a public handshake's instructions
+//! for that.
 //! The answer is read into a buffer sized to it (at most [`MAX_ANSWER`]) and freed once the
 //! handshake is done, so an idle proxied socket keeps only the relay's state; the TLS state is
 //! boxed so a plain `ws://` socket does not carry its size. It must not decide anything about
@@ -42,6 +43,10 @@ pub enum DialError {
     /// TLS handshake failed (certificate not trusted, wrong name, …).
     #[error("tls: {0}")]
     Tls(String),
+    /// The request target is not an origin-form path of visible ASCII (the server builds it
+    /// from parsed parts; kept so that nothing else can reach the request line).
+    #[error("request target is not an origin-form path of visible ASCII")]
+    BadTarget,
     /// The HTTP exchange failed.
     #[error("http: {0}")]
     Http(String),
@@ -111,9 +116,10 @@ fn request_head(
     headers: &HeaderMap,
 ) -> Result<Vec<u8>, DialError> {
     // The target is built from a parsed URL and a parsed request, but it goes on the request
-    // line as it is: nothing but visible ASCII.
+    // line as it is: nothing but visible ASCII. (Header values cannot hold CR, LF or NUL:
+    // `HeaderValue` refuses them.)
     if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(DialError::BadAnswer("request target"));
+        return Err(DialError::BadTarget);
     }
     let host = url.host_str().ok_or(DialError::NoHost)?;
     let size = headers
@@ -283,7 +289,7 @@ mod tests {
             assert!(
                 matches!(
                     request_head(&url, target, KEY, &HeaderMap::new()),
-                    Err(DialError::BadAnswer("request target"))
+                    Err(DialError::BadTarget)
                 ),
                 "{target:?}"
             );
