@@ -238,9 +238,10 @@ async fn run_lookups(store: SqliteStore) {
 
 /// The lookups of one batch, in order.
 fn lookup_all(conn: &mut Connection, sids: &[SessionId]) -> Vec<Result<Lookup, StoreError>> {
-    // Alone, a lookup needs no transaction of its own (its first statement takes the snapshot,
-    // and a revocation changes both tables at once); several share one snapshot, and with it
-    // one read lock on the database.
+    // Alone, a lookup needs no transaction of its own: its two statements may read two
+    // snapshots, but the second runs only when the first found no row, and a revocation
+    // deletes the row and writes the tombstone in one transaction, so the two cannot disagree
+    // about it. Several lookups share one snapshot, and with it one read lock on the database.
     if let [sid] = sids {
         return vec![lookup(conn, sid)];
     }
