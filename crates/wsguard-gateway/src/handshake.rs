@@ -24,11 +24,14 @@ pub struct Upgrade {
 /// Most subprotocols accepted in one offer.
 pub const MAX_PROTOCOLS: usize = 16;
 
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
+/// Whether one of a header's values, read as a comma-separated list, holds `token` (any case).
+/// A value that is not visible ASCII (what `HeaderValue::to_str` accepts) holds nothing. Used for
+/// the client's request here and for the upstream's answer in `upstream.rs`.
+pub(crate) fn has_token<'a>(values: impl IntoIterator<Item = &'a [u8]>, token: &str) -> bool {
+    values.into_iter().any(|v| {
+        v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+            && v.split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
@@ -53,7 +56,13 @@ pub fn check(method: &Method, version: Version, headers: &HeaderMap) -> Result<U
     if version != Version::HTTP_11 {
         return Err(Refusal::NotHttp11);
     }
-    if !has_token(headers, header::CONNECTION, "upgrade") {
+    if !has_token(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+        "upgrade",
+    ) {
         return Err(Refusal::NoConnectionUpgrade);
     }
     let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();

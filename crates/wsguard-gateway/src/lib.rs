@@ -351,6 +351,5 @@ mod tests {
             .expect("connects past a backlog of 128 completed without an accept")
             .unwrap();
         assert_eq!(streams.len(), want);
-        drop(listener);
     }
 }

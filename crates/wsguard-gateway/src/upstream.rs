@@ -15,6 +15,7 @@
 use std::io::{self, Write as _};
 use std::sync::Arc;
 
+use crate::handshake::has_token;
 use crate::stream::UpstreamStream;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -56,14 +57,6 @@ pub enum DialError {
     /// A 101 that is not a valid WebSocket acceptance.
     #[error("invalid handshake answer: {0}")]
     BadAnswer(&'static str),
-}
-
-/// Whether a comma-separated header holds `token` (any case).
-fn has_token<'a>(mut values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
-    values.any(|v| {
-        v.split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
 }
 
 /// Dials `url` and performs the WebSocket handshake for the origin-form `target` (path and
@@ -311,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_that_do_not_accept_the_handshake_are_refused() {
-        let cases: [(&str, &str); 9] = [
+        let cases: [(&str, &str); 10] = [
             ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", "status"),
             ("HTTP/1.0 101 Switching Protocols\r\n\r\n", "version"),
             (
@@ -340,6 +333,13 @@ mod tests {
                 "two protocols",
             ),
             ("HTTP/1.1 101 Switching\x01Protocols\r\n\r\n", "garbage"),
+            (
+                &format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade, caf\u{e9}\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+                ),
+                "a Connection value that is not visible ASCII",
+            ),
         ];
         for (text, what) in cases {
             let got = read(text.as_bytes()).await;
