@@ -233,6 +233,8 @@ pub enum CloseReason {
     ControlFlood,
     /// A message failed the route's JSON Schema.
     SchemaViolation,
+    /// A reload dropped the key that signed the socket's session token, or changed its secret.
+    KeyRetired,
 }
 
 impl CloseReason {
@@ -241,7 +243,9 @@ impl CloseReason {
         use CloseReason::*;
         match self {
             SessionRevoked | SessionExpired | PolicyViolation | RateLimited | Idle | NoPong
-            | TooManyFragments | AssemblyTimeout | ControlFlood | SchemaViolation => 1008,
+            | TooManyFragments | AssemblyTimeout | ControlFlood | SchemaViolation | KeyRetired => {
+                1008
+            }
             UpstreamLost => 1011,
             Shutdown => 1001,
             ProtocolError => 1002,
@@ -273,6 +277,7 @@ impl CloseReason {
             AssemblyTimeout => "message not completed in time",
             ControlFlood => "too many control frames",
             SchemaViolation => "message does not match the schema",
+            KeyRetired => "session key retired",
         }
     }
 
@@ -297,11 +302,12 @@ impl CloseReason {
             AssemblyTimeout => "assembly_timeout",
             ControlFlood => "control_flood",
             SchemaViolation => "schema_violation",
+            KeyRetired => "key_retired",
         }
     }
 
     /// Every close reason.
-    pub fn all() -> [CloseReason; 17] {
+    pub fn all() -> [CloseReason; 18] {
         use CloseReason::*;
         [
             SessionRevoked,
@@ -321,6 +327,7 @@ impl CloseReason {
             AssemblyTimeout,
             ControlFlood,
             SchemaViolation,
+            KeyRetired,
         ]
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns which sockets are open for which session, and the signal that asks a socket's relay to
 //! close with a [`CloseReason`]. Revocations (from this process or, through the store, from
-//! others) and shutdown go through here. It does no I/O: closing is the relay's job; this module
+//! others), keys a reload retires, and shutdown go through here. It does no I/O: closing is the relay's job; this module
 //! only delivers the request, once, and returns how many sockets were asked.
 
 use std::collections::HashMap;
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 use wsguard_session::Session;
 use wsguard_store::Revocation;
-use wsguard_token::{SessionId, UserId};
+use wsguard_token::{Format, SessionId, UserId, Verifier};
 
 use crate::reason::CloseReason;
 
@@ -43,6 +43,9 @@ pub struct ConnInfo {
 struct Entry {
     info: ConnInfo,
     created: u64,
+    /// How the socket's token was signed, and the verifier that accepted it (authenticated
+    /// routes), so that a reload can close the sockets of keys it retires.
+    key: Option<(Format, Arc<Verifier>)>,
     close: Option<oneshot::Sender<CloseRequest>>,
 }
 
@@ -138,6 +141,7 @@ impl Registry {
             Entry {
                 info,
                 created,
+                key: session.map(|s| (s.format().clone(), Arc::clone(s.verified_by()))),
                 close: Some(tx),
             },
         );
@@ -177,6 +181,28 @@ impl Registry {
             }
         }
         n
+    }
+
+    /// Asks every socket whose token's key `current` no longer accepts at `now` (see
+    /// [`Verifier::still_accepts`]) to close; the others are noted as accepted by `current`, so
+    /// that the key rings they were verified with can be freed. Returns how many were asked.
+    pub fn close_retired(&self, current: &Arc<Verifier>, now: u64, reason: CloseReason) -> usize {
+        let mut inner = self.lock();
+        let mut retired = Vec::new();
+        for (id, entry) in &mut inner.conns {
+            let Some((format, by)) = &mut entry.key else {
+                continue;
+            };
+            if Arc::ptr_eq(by, current) {
+                continue;
+            }
+            if current.still_accepts(by, format, now) {
+                *by = Arc::clone(current);
+            } else {
+                retired.push(*id);
+            }
+        }
+        Self::signal(&mut inner, &retired, reason)
     }
 
     /// Asks every socket of a session to close. Returns how many were asked.

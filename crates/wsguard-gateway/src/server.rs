@@ -587,6 +587,15 @@ impl Gateway {
             self.registry
                 .close_conn(registration.id(), CloseReason::SessionRevoked);
         }
+        // Likewise a reload that retired the token's key between authentication and
+        // registration (one that lands after this check finds the socket in the registry).
+        if let Some(s) = &session
+            && !self.sessions.keys_still_accept(s, now)
+        {
+            tracing::info!(event = "closed_by_gateway", reason = "key_retired", peer = %peer);
+            self.registry
+                .close_conn(registration.id(), CloseReason::KeyRetired);
+        }
         let expires_in = session
             .as_ref()
             .map(|s| Duration::from_secs(s.expires_at().saturating_sub(now)));
@@ -735,13 +744,21 @@ impl Gateway {
         }
         self.limits.set_config(crate::limit_config(&new.gateway));
         self.sessions.set_verifier(reload.verifier);
+        // Sockets whose token was signed by a key the new ring dropped (or whose secret it
+        // changed) close now; every other live socket is kept.
+        let retired = self.registry.close_retired(
+            &self.sessions.verifier(),
+            now_secs(),
+            CloseReason::KeyRetired,
+        );
         self.state.store(Arc::new(state));
         self.metrics.reloaded("applied");
         tracing::info!(
             event = "reloaded",
             routes = new.routes.len(),
+            closed_retired_keys = retired,
             restart_required = %restart_required.join(", "),
-            "configuration reloaded; live sockets kept"
+            "configuration reloaded; sockets of retired keys closed, the others kept"
         );
         Ok(restart_required)
     }

@@ -1742,7 +1742,21 @@ async fn reload_applies_a_good_config_keeps_sockets_and_refuses_a_bad_one() {
         401,
         "a token of the dropped key"
     );
-    // ... and the socket opened before the reload is still relayed.
+    // ... and the socket opened before the reload with a token of the dropped key is closed.
+    assert_eq!(
+        next_close(&mut live).await,
+        (1008, "session key retired".to_owned())
+    );
+    // Reloads that keep the keys keep the sockets.
+    let carol = h.login("carol").await;
+    let mut live = h
+        .connect(
+            "/",
+            &[("origin", NEW), ("cookie", &format!("{COOKIE}={carol}"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.running.reload().unwrap(), Vec::<String>::new());
     live.send(Message::text("still here")).await.unwrap();
     assert_eq!(next_text(&mut live).await, "still here");
 
@@ -1794,7 +1808,7 @@ async fn reload_applies_a_good_config_keeps_sockets_and_refuses_a_bad_one() {
         )
         .await;
     assert!(
-        metric(&m.body, r#"wsguard_reloads_total{outcome="applied"} 2"#),
+        metric(&m.body, r#"wsguard_reloads_total{outcome="applied"} 3"#),
         "{}",
         m.body
     );

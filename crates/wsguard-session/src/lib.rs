@@ -54,9 +54,15 @@ pub struct Session {
     format: Format,
     last_active: u64,
     expires_at: u64,
+    verified_by: Arc<Verifier>,
 }
 
 impl Session {
+    /// The verifier that accepted the token (its keys, for [`Sessions::keys_still_accept`]).
+    pub fn verified_by(&self) -> &Arc<Verifier> {
+        &self.verified_by
+    }
+
     /// Session id.
     pub fn sid(&self) -> &SessionId {
         &self.claims.sid
@@ -146,7 +152,9 @@ impl Sessions {
     }
 
     /// Replaces the verifier (new keys or lifetimes, on a configuration reload) for every clone
-    /// of these sessions. Tokens already verified stay verified; the next check uses the new one.
+    /// of these sessions. The next check uses the new one; sessions verified before keep the
+    /// verifier that accepted them ([`Session::verified_by`]), so the caller can ask
+    /// [`Sessions::keys_still_accept`] whether their key survived.
     pub fn set_verifier(&self, verifier: Verifier) {
         self.verifier.store(Arc::new(verifier));
     }
@@ -199,23 +207,27 @@ impl Sessions {
 
     /// Decides whether `token` names a live session at `now`. Does not record activity.
     pub async fn authenticate(&self, token: &str, now: u64) -> Result<Session, AuthError> {
-        let signed = self.verifier.load().verify_signature(token, now)?;
+        let by = self.verifier.load_full();
+        let signed = by.verify_signature(token, now)?;
         signed.check_age(now)?;
         match self.mode {
-            Mode::Stateful => self.authenticate_stateful(signed, now).await,
-            Mode::Stateless => self.authenticate_stateless(signed, now).await,
+            Mode::Stateful => self.authenticate_stateful(signed, by, now).await,
+            Mode::Stateless => self.authenticate_stateless(signed, by, now).await,
         }
     }
 
     async fn authenticate_stateful(
         &self,
         signed: SignedToken,
+        by: Arc<Verifier>,
         now: u64,
     ) -> Result<Session, AuthError> {
         match self.store.get(&signed.claims().sid).await? {
-            Lookup::Live(record) => self.accept_live(signed, &record, now),
+            Lookup::Live(record) => self.accept_live(signed, by, &record, now),
             Lookup::Revoked => Err(Rejection::Revoked.into()),
-            Lookup::Unknown if *signed.format() == Format::Legacy => self.adopt(signed, now).await,
+            Lookup::Unknown if *signed.format() == Format::Legacy => {
+                self.adopt(signed, by, now).await
+            }
             Lookup::Unknown => Err(Rejection::UnknownSession.into()),
         }
     }
@@ -223,6 +235,7 @@ impl Sessions {
     fn accept_live(
         &self,
         signed: SignedToken,
+        by: Arc<Verifier>,
         record: &SessionRecord,
         now: u64,
     ) -> Result<Session, AuthError> {
@@ -233,11 +246,16 @@ impl Sessions {
             return Err(Rejection::UnknownSession.into());
         }
         let expires_at = record.expires_at;
-        self.finish(signed, record.last_active, now, Some(expires_at))
+        Self::finish(signed, by, record.last_active, now, Some(expires_at))
     }
 
     /// First sight of a legacy token in stateful mode: store it so it can be touched and revoked.
-    async fn adopt(&self, signed: SignedToken, now: u64) -> Result<Session, AuthError> {
+    async fn adopt(
+        &self,
+        signed: SignedToken,
+        by: Arc<Verifier>,
+        now: u64,
+    ) -> Result<Session, AuthError> {
         let c = signed.claims();
         if let Some(at) = self.store.user_revoked_at(&c.uid).await?
             && c.created <= at
@@ -250,12 +268,10 @@ impl Sessions {
             data: c.data.clone(),
             created: c.created,
             last_active: c.last_active,
-            expires_at: c
-                .created
-                .saturating_add(self.verifier.load().policy().max_age),
+            expires_at: c.created.saturating_add(by.policy().max_age),
         };
         // Idle check before storing anything.
-        let session = self.finish(signed, 0, now, None)?;
+        let session = Self::finish(signed, by, 0, now, None)?;
         match self.store.create(&record).await {
             Ok(()) => Ok(session),
             // Adopted concurrently, or revoked meanwhile: ask again.
@@ -275,6 +291,7 @@ impl Sessions {
     async fn authenticate_stateless(
         &self,
         signed: SignedToken,
+        by: Arc<Verifier>,
         now: u64,
     ) -> Result<Session, AuthError> {
         let c = signed.claims();
@@ -288,12 +305,12 @@ impl Sessions {
         {
             return Err(Rejection::Revoked.into());
         }
-        self.finish(signed, last_active, now, None)
+        Self::finish(signed, by, last_active, now, None)
     }
 
     fn finish(
-        &self,
         signed: SignedToken,
+        by: Arc<Verifier>,
         last_active: u64,
         now: u64,
         expires_at: Option<u64>,
@@ -302,16 +319,14 @@ impl Sessions {
         let last_active = verified.last_active();
         let format = verified.format().clone();
         let claims = verified.into_claims();
-        let expires_at = expires_at.unwrap_or_else(|| {
-            claims
-                .created
-                .saturating_add(self.verifier.load().policy().max_age)
-        });
+        let expires_at =
+            expires_at.unwrap_or_else(|| claims.created.saturating_add(by.policy().max_age));
         Ok(Session {
             claims,
             format,
             last_active,
             expires_at,
+            verified_by: by,
         })
     }
 
@@ -411,6 +426,14 @@ impl Sessions {
     /// Least time between two activity writes of one session, seconds.
     pub fn touch_interval(&self) -> u64 {
         self.touch_interval
+    }
+
+    /// Whether the verifier in force still accepts the key that signed `session`'s token (a
+    /// reload may have dropped the key or changed its secret). Lifetimes are not looked at.
+    pub fn keys_still_accept(&self, session: &Session, now: u64) -> bool {
+        let current = self.verifier.load();
+        Arc::ptr_eq(&current, &session.verified_by)
+            || current.still_accepts(&session.verified_by, &session.format, now)
     }
 
     /// Whether a revocation event ends `session`.

@@ -424,3 +424,22 @@ async fn still_live_after_asks_the_store_only_if_a_revocation_was_announced() {
     s.still_live_after(&session, mark, NOW).await.unwrap();
     assert!(blind.lookups.load(std::sync::atomic::Ordering::SeqCst) > before);
 }
+
+#[tokio::test]
+async fn a_session_remembers_its_verifier_and_a_reload_can_retire_its_key() {
+    let s = sessions(Mode::Stateful);
+    let issued = s.issue(alice(), SessionData::empty(), NOW).await.unwrap();
+    let session = s.authenticate(&issued.token, NOW).await.unwrap();
+    assert!(Arc::ptr_eq(session.verified_by(), &s.verifier()));
+    assert!(s.keys_still_accept(&session, NOW));
+    // The same keys behind a new verifier (a reload that changed something else).
+    s.set_verifier((*s.verifier()).clone());
+    assert!(!Arc::ptr_eq(session.verified_by(), &s.verifier()));
+    assert!(s.keys_still_accept(&session, NOW));
+    // Other keys: the session's key is gone.
+    s.set_verifier(Verifier::new(
+        KeyRing::generate_for_tests().into(),
+        policy(),
+    ));
+    assert!(!s.keys_still_accept(&session, NOW));
+}

@@ -15,9 +15,16 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::ids::fill_random;
+use crate::verify::Format;
 
 /// HMAC-SHA256 with the key already absorbed: cloning it skips the two key blocks per token.
 pub(crate) type Mac = Hmac<Sha256>;
+
+fn legacy_key(secret: &[u8]) -> (Mac, [u8; 32]) {
+    let mac = mac_for(secret);
+    let print = fingerprint(&mac);
+    (mac, print)
+}
 
 pub(crate) fn mac_for(secret: &[u8]) -> Mac {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
@@ -25,7 +32,6 @@ pub(crate) fn mac_for(secret: &[u8]) -> Mac {
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
 }
 
-/// HMAC-SHA256 of `msg`.
 /// HMAC-SHA256 over the concatenation of `parts`.
 pub(crate) fn sign_parts(mac: &Mac, parts: &[&[u8]]) -> [u8; 32] {
     let mut m = mac.clone();
@@ -325,9 +331,16 @@ fn new_key_id(now: u64, taken: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// Names a secret without revealing it: the HMAC of a fixed label under the key. Two keys with
+/// the same fingerprint have the same secret (a reload can tell a key id whose secret changed).
+fn fingerprint(mac: &Mac) -> [u8; 32] {
+    sign_parts(mac, &[b"wsguard key fingerprint"])
+}
+
 struct RingKey {
     id: KeyId,
     mac: Mac,
+    fingerprint: [u8; 32],
     /// `None` for the signing key. A verify-only key is accepted while `now < verify_until`.
     verify_until: Option<u64>,
 }
@@ -337,7 +350,7 @@ struct RingKey {
 pub struct KeyRing {
     signing: RingKey,
     verify_only: Vec<RingKey>,
-    legacy: Option<Mac>,
+    legacy: Option<(Mac, [u8; 32])>,
 }
 
 /// How a key id resolved.
@@ -370,9 +383,11 @@ impl KeyRing {
                     len: bytes.len(),
                 });
             }
+            let mac = mac_for(&bytes);
             let key = RingKey {
                 id,
-                mac: mac_for(&bytes),
+                fingerprint: fingerprint(&mac),
+                mac,
                 verify_until: entry.verify_until.map(|UnixTime(t)| t),
             };
             match key.verify_until {
@@ -391,7 +406,7 @@ impl KeyRing {
         let legacy = match &file.legacy_secret {
             None => None,
             Some(s) if s.is_empty() => return Err(KeyRingError::EmptyLegacySecret),
-            Some(s) => Some(mac_for(s.as_bytes())),
+            Some(s) => Some(legacy_key(s.as_bytes())),
         };
         Ok(KeyRing {
             signing,
@@ -403,10 +418,12 @@ impl KeyRing {
     /// A ring holding one fresh random signing key (id `ephemeral`): for tests and demos.
     pub fn ephemeral() -> KeyRing {
         let secret = Secret::generate();
+        let mac = mac_for(secret.expose());
         KeyRing {
             signing: RingKey {
                 id: KeyId(compact_str::CompactString::const_new("ephemeral")),
-                mac: mac_for(secret.expose()),
+                fingerprint: fingerprint(&mac),
+                mac,
                 verify_until: None,
             },
             verify_only: Vec::new(),
@@ -421,7 +438,7 @@ impl KeyRing {
 
     /// Adds the legacy (tutorial) secret to a ring.
     pub fn with_legacy_secret(mut self, secret: &[u8]) -> KeyRing {
-        self.legacy = Some(mac_for(secret));
+        self.legacy = Some(legacy_key(secret));
         self
     }
 
@@ -443,23 +460,46 @@ impl KeyRing {
     }
 
     pub(crate) fn legacy(&self) -> Option<&Mac> {
-        self.legacy.as_ref()
+        self.legacy.as_ref().map(|(mac, _)| mac)
+    }
+
+    /// Whether a token that the ring `earlier` accepted as `format` is still accepted by this
+    /// ring at `now`: its key id is here with the same secret and not past its end date (for a
+    /// legacy token: the same legacy secret). A reload closes the live sockets of the tokens for
+    /// which this is false.
+    pub fn still_accepts(&self, earlier: &KeyRing, format: &Format, now: u64) -> bool {
+        match format {
+            Format::V1 { key_id } => {
+                let kid = key_id.as_bytes();
+                match (earlier.key(kid, None), self.key(kid, Some(now))) {
+                    (Some(old), Some(new)) => old.fingerprint == new.fingerprint,
+                    _ => false,
+                }
+            }
+            Format::Legacy => match (&earlier.legacy, &self.legacy) {
+                (Some((_, old)), Some((_, new))) => old == new,
+                _ => false,
+            },
+        }
+    }
+
+    /// The key with this id; with `now`, only if it is not past its end date.
+    fn key(&self, kid: &[u8], now: Option<u64>) -> Option<&RingKey> {
+        std::iter::once(&self.signing)
+            .chain(&self.verify_only)
+            .find(|k| k.id.as_bytes() == kid)
+            .filter(|k| match (k.verify_until, now) {
+                (Some(until), Some(now)) => now < until,
+                _ => true,
+            })
     }
 
     /// Finds the key a token names. A verify-only key past its end date is unknown.
     pub(crate) fn lookup(&self, kid: &[u8], now: u64) -> KeyLookup<'_> {
-        if self.signing.id.as_bytes() == kid {
-            return KeyLookup::Found(&self.signing.id, &self.signing.mac);
+        match self.key(kid, Some(now)) {
+            Some(k) => KeyLookup::Found(&k.id, &k.mac),
+            None => KeyLookup::Unknown,
         }
-        for k in &self.verify_only {
-            if k.id.as_bytes() == kid {
-                return match k.verify_until {
-                    Some(until) if now >= until => KeyLookup::Unknown,
-                    _ => KeyLookup::Found(&k.id, &k.mac),
-                };
-            }
-        }
-        KeyLookup::Unknown
     }
 }
 
@@ -551,6 +591,62 @@ mod tests {
                 .unwrap_err(),
             KeyRingError::BadKeyId(2)
         );
+    }
+
+    #[test]
+    fn a_ring_still_accepts_the_same_key_and_secret_only() {
+        let v1 = |id: &str| Format::V1 {
+            key_id: KeyId::parse(id).unwrap(),
+        };
+        let entry = |id: &str, byte: u8, until: Option<u64>| KeyFileEntry {
+            id: id.into(),
+            secret: URL_SAFE_NO_PAD.encode_to_string(vec![byte; 32]),
+            verify_until: until.map(UnixTime),
+        };
+        let ring = |entries: Vec<KeyFileEntry>, legacy: Option<&str>| {
+            KeyRing::from_file(&KeyFile {
+                legacy_secret: legacy.map(str::to_owned),
+                keys: entries,
+            })
+            .unwrap()
+        };
+        let before = ring(
+            vec![entry("a", 1, None), entry("b", 2, Some(1000))],
+            Some("s"),
+        );
+        // Rotated: `a` became verify-only, `b` kept.
+        let rotated = ring(
+            vec![
+                entry("c", 3, None),
+                entry("a", 1, Some(2000)),
+                entry("b", 2, Some(1000)),
+            ],
+            Some("s"),
+        );
+        assert!(rotated.still_accepts(&before, &v1("a"), 999));
+        assert!(rotated.still_accepts(&before, &v1("b"), 999));
+        // Past its end date, a key no longer holds its tokens.
+        assert!(!rotated.still_accepts(&before, &v1("b"), 1000));
+        // Dropped.
+        let dropped = ring(vec![entry("c", 3, None)], Some("s"));
+        assert!(!dropped.still_accepts(&before, &v1("a"), 0));
+        // Same id, another secret: the tokens it signed are no longer authentic.
+        let replaced = ring(
+            vec![entry("a", 9, None), entry("b", 2, Some(1000))],
+            Some("s"),
+        );
+        assert!(!replaced.still_accepts(&before, &v1("a"), 0));
+        assert!(replaced.still_accepts(&before, &v1("b"), 0));
+        // A key the earlier ring did not have never accepted anything.
+        assert!(!before.still_accepts(&rotated, &v1("c"), 0));
+        // Legacy: the same secret, present in both.
+        assert!(dropped.still_accepts(&before, &Format::Legacy, 0));
+        assert!(!ring(vec![entry("c", 3, None)], Some("t")).still_accepts(
+            &before,
+            &Format::Legacy,
+            0
+        ));
+        assert!(!ring(vec![entry("c", 3, None)], None).still_accepts(&before, &Format::Legacy, 0));
     }
 
     #[test]

@@ -165,6 +165,16 @@ impl Verifier {
         &self.keys
     }
 
+    /// Whether a token that `earlier` accepted as `format` is still accepted by this verifier at
+    /// `now`, as far as keys go: see [`KeyRing::still_accepts`]; a legacy token also needs this
+    /// policy to accept legacy tokens. Lifetimes are not looked at.
+    pub fn still_accepts(&self, earlier: &Verifier, format: &Format, now: u64) -> bool {
+        if *format == Format::Legacy && !self.policy.accept_legacy_tokens {
+            return false;
+        }
+        self.keys.still_accepts(&earlier.keys, format, now)
+    }
+
     /// A v1 token for these claims, signed with the ring's signing key.
     pub fn issue(&self, claims: &Claims) -> String {
         let (kid, key) = self.keys.signing();

@@ -241,3 +241,70 @@ async fn serve_end_to_end() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+/// Key rotation through the real binary: a rotation (`wsguard keygen`) and SIGHUP keep every live
+/// socket; a rotation that ends the previous key at once (`--keep-previous-for 0s`) and SIGHUP
+/// close the sockets of that key's tokens with 1008 "session key retired", and keep the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_closes_the_sockets_of_retired_keys_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_echo, echo_addr) = spawn(
+        dir.path(),
+        &["echo", "--listen", "127.0.0.1:0"],
+        "listening on ws://",
+    );
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("wsguard.toml"),
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
+        ),
+    )
+    .unwrap();
+    run(dir.path(), &["keygen"]);
+    let (gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
+    let pid = i32::try_from(gateway.0.id()).unwrap();
+
+    // Alice's token is signed by the first key.
+    let alice = run(dir.path(), &["session", "issue", "--user", "alice"]);
+    let mut ws_alice = connect(&addr, ORIGIN, &alice).await.expect("alice");
+    // A rotation: the first key becomes verify-only; Bob's token is signed by the second.
+    run(dir.path(), &["keygen"]);
+    signal(pid, "-HUP");
+    wait_for_metric(admin_port, r#"wsguard_reloads_total{outcome="applied"} 1"#).await;
+    let bob = run(dir.path(), &["session", "issue", "--user", "bob"]);
+    let mut ws_bob = connect(&addr, ORIGIN, &bob).await.expect("bob");
+    for ws in [&mut ws_alice, &mut ws_bob] {
+        ws.send(Message::text("after rotation")).await.unwrap();
+        assert!(
+            matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.as_str() == "after rotation")
+        );
+    }
+
+    // Another rotation that ends the second key at once: Bob's socket closes, Alice's stays.
+    run(dir.path(), &["keygen", "--keep-previous-for", "0s"]);
+    signal(pid, "-HUP");
+    wait_for_metric(admin_port, r#"wsguard_reloads_total{outcome="applied"} 2"#).await;
+    assert_eq!(
+        close_code(&mut ws_bob).await,
+        (1008, "session key retired".into())
+    );
+    match connect(&addr, ORIGIN, &bob).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("token of a retired key: {:?}", other.map(|_| ())),
+    }
+    ws_alice.send(Message::text("still here")).await.unwrap();
+    assert!(
+        matches!(ws_alice.next().await, Some(Ok(Message::Text(t))) if t.as_str() == "still here")
+    );
+    wait_for_metric(
+        admin_port,
+        r#"wsguard_closes_total{code="1008",reason="key_retired"} 1"#,
+    )
+    .await;
+}
