@@ -1,7 +1,9 @@
 //! `wsguard serve` and `wsguard echo` through the real binary: a browser-like client with a
 //! cookie from `wsguard session issue`, a foreign origin refused, a CLI revoke closing the live
-//! socket (through the shared SQLite store), SIGHUP reloading a good file and refusing a bad
-//! one without dropping the live socket, and SIGTERM closing sockets with 1001 and exiting 0.
+//! socket (through the admin API, and through the shared SQLite store when the API is out of
+//! reach), SIGHUP reloading a good file and refusing a bad one without dropping the live socket,
+//! a key rotation closing the sockets of the key it retires only, and SIGTERM closing sockets
+//! with 1001 and exiting 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
@@ -307,4 +309,48 @@ async fn reload_closes_the_sockets_of_retired_keys_only() {
         r#"wsguard_closes_total{code="1008",reason="key_retired"} 1"#,
     )
     .await;
+}
+
+/// A revoke from the CLI that cannot reach the gateway's admin API (here: no admin-token file)
+/// writes the shared SQLite store; the gateway's poller of the store's revocation log closes the
+/// live socket with 1008 and refuses the cookie from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_written_to_the_store_by_another_process_closes_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_echo, echo_addr) = spawn(
+        dir.path(),
+        &["echo", "--listen", "127.0.0.1:0"],
+        "listening on ws://",
+    );
+    std::fs::write(
+        dir.path().join("wsguard.toml"),
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
+        ),
+    )
+    .unwrap();
+    run(dir.path(), &["keygen"]);
+    let (_gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
+    let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
+    let mut ws = connect(&addr, ORIGIN, &token).await.expect("accepted");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert!(matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.as_str() == "hello"));
+
+    // The gateway read its admin token at start; without the file the CLI cannot use the API.
+    std::fs::remove_file(dir.path().join("wsguard-admin-token")).unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["session", "revoke", "--user", "alice"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("through the running gateway"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""sessions_ended":1"#));
+
+    assert_eq!(close_code(&mut ws).await, (1008, "session revoked".into()));
+    match connect(&addr, ORIGIN, &token).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("revoked cookie: {:?}", other.map(|_| ())),
+    }
 }
