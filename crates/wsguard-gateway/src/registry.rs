@@ -184,8 +184,9 @@ impl Registry {
     }
 
     /// Asks every socket whose token's key `current` no longer accepts at `now` (see
-    /// [`Verifier::still_accepts`]) to close; the others are noted as accepted by `current`, so
-    /// that the key rings they were verified with can be freed. Returns how many were asked.
+    /// [`Verifier::still_accepts`]) to close; the others are noted as accepted by `current` (the
+    /// same key with the same secret), which the next reload compares with. Returns how many
+    /// were asked.
     pub fn close_retired(&self, current: &Arc<Verifier>, now: u64, reason: CloseReason) -> usize {
         let mut inner = self.lock();
         let mut retired = Vec::new();
