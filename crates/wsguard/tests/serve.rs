@@ -58,6 +58,34 @@ fn spawn(dir: &std::path::Path, args: &[&str], marker: &str) -> (Proc, String) {
     (Proc(child), addr)
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts an echo backend and writes, in `dir`, keys and the configuration of a gateway in front
+/// of it (one public-origin route, admin API on `admin_port`). Returns the echo process.
+fn setup(dir: &std::path::Path, admin_port: u16) -> Proc {
+    let (echo, echo_addr) = spawn(
+        dir,
+        &["echo", "--listen", "127.0.0.1:0"],
+        "listening on ws://",
+    );
+    std::fs::write(
+        dir.join("wsguard.toml"),
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
+        ),
+    )
+    .unwrap();
+    run(dir, &["keygen"]);
+    echo
+}
+
 fn run(dir: &std::path::Path, args: &[&str]) -> String {
     let out = bin().current_dir(dir).args(args).output().unwrap();
     assert!(
@@ -135,26 +163,9 @@ async fn wait_for_metric(admin_port: u16, needle: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let (_echo, echo_addr) = spawn(
-        dir.path(),
-        &["echo", "--listen", "127.0.0.1:0"],
-        "listening on ws://",
-    );
     // The CLI finds the running gateway's admin API through the shared config: give it a port.
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        dir.path().join("wsguard.toml"),
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
-        ),
-    )
-    .unwrap();
-    run(dir.path(), &["keygen"]);
+    let admin_port = free_port();
+    let _echo = setup(dir.path(), admin_port);
     // On one thread (the benchmark's setting): revocation, reload and shutdown still work.
     let (mut gateway, addr) = spawn(
         dir.path(),
@@ -250,25 +261,8 @@ async fn serve_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_closes_the_sockets_of_retired_keys_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (_echo, echo_addr) = spawn(
-        dir.path(),
-        &["echo", "--listen", "127.0.0.1:0"],
-        "listening on ws://",
-    );
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        dir.path().join("wsguard.toml"),
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
-        ),
-    )
-    .unwrap();
-    run(dir.path(), &["keygen"]);
+    let admin_port = free_port();
+    let _echo = setup(dir.path(), admin_port);
     let (gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
     let pid = i32::try_from(gateway.0.id()).unwrap();
 
@@ -317,20 +311,7 @@ async fn reload_closes_the_sockets_of_retired_keys_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_written_to_the_store_by_another_process_closes_the_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let (_echo, echo_addr) = spawn(
-        dir.path(),
-        &["echo", "--listen", "127.0.0.1:0"],
-        "listening on ws://",
-    );
-    std::fs::write(
-        dir.path().join("wsguard.toml"),
-        format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
-        ),
-    )
-    .unwrap();
-    run(dir.path(), &["keygen"]);
+    let _echo = setup(dir.path(), free_port());
     let (_gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
     let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
     let mut ws = connect(&addr, ORIGIN, &token).await.expect("accepted");
