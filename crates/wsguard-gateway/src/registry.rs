@@ -2,8 +2,9 @@
 //!
 //! Owns which sockets are open for which session, and the signal that asks a socket's relay to
 //! close with a [`CloseReason`]. Revocations (from this process or, through the store, from
-//! others), keys a reload retires, and shutdown go through here. It does no I/O: closing is the relay's job; this module
-//! only delivers the request, once, and returns how many sockets were asked.
+//! others), keys a reload retires, and shutdown go through here. It does no I/O: closing is the
+//! relay's job; this module only delivers the request, once, and returns how many sockets were
+//! asked.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
