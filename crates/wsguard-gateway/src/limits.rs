@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use wsguard_token::UserId;
+
 use crate::reason::Refusal;
 
 /// Limits (0 = unlimited).
@@ -27,7 +29,7 @@ struct Counts {
     config: LimitConfig,
     global: usize,
     ip: HashMap<IpAddr, usize>,
-    user: HashMap<String, usize>,
+    user: HashMap<UserId, usize>,
 }
 
 /// The counters.
@@ -47,7 +49,7 @@ impl std::fmt::Debug for Limits {
 pub struct Slot {
     limits: Limits,
     ip: IpAddr,
-    user: Option<String>,
+    user: Option<UserId>,
 }
 
 fn dec<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
@@ -88,7 +90,7 @@ impl Limits {
     }
 
     /// Takes a place for a socket from `ip` of `user`, or says which limit is full.
-    pub fn acquire(&self, ip: IpAddr, user: Option<&str>) -> Result<Slot, Refusal> {
+    pub fn acquire(&self, ip: IpAddr, user: Option<&UserId>) -> Result<Slot, Refusal> {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = c.config;
         if cfg.global > 0 && c.global >= cfg.global {
@@ -106,13 +108,13 @@ impl Limits {
         c.global += 1;
         *c.ip.entry(ip).or_default() += 1;
         if let Some(u) = user {
-            *c.user.entry(u.to_owned()).or_default() += 1;
+            *c.user.entry(u.clone()).or_default() += 1;
         }
         drop(c);
         Ok(Slot {
             limits: self.clone(),
             ip,
-            user: user.map(str::to_owned),
+            user: user.cloned(),
         })
     }
 }
@@ -159,6 +161,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn uid(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
     #[test]
     fn limits_at_their_edges_and_released_on_drop() {
         let l = Limits::new(LimitConfig {
@@ -166,26 +172,26 @@ mod tests {
             per_ip: 2,
             per_user: 1,
         });
-        let a = l.acquire(ip("10.0.0.1"), Some("alice")).unwrap();
+        let a = l.acquire(ip("10.0.0.1"), Some(&uid("alice"))).unwrap();
         let _b = l.acquire(ip("10.0.0.1"), None).unwrap();
         assert_eq!(
             l.acquire(ip("10.0.0.1"), None).unwrap_err(),
             Refusal::TooManyFromClient
         );
         assert_eq!(
-            l.acquire(ip("10.0.0.2"), Some("alice")).unwrap_err(),
+            l.acquire(ip("10.0.0.2"), Some(&uid("alice"))).unwrap_err(),
             Refusal::TooManyForUser
         );
-        let _c = l.acquire(ip("10.0.0.2"), Some("bob")).unwrap();
+        let _c = l.acquire(ip("10.0.0.2"), Some(&uid("bob"))).unwrap();
         assert_eq!(
             l.acquire(ip("10.0.0.3"), None).unwrap_err(),
             Refusal::TooManyConnections
         );
         drop(a);
-        let _d = l.acquire(ip("10.0.0.3"), Some("alice")).unwrap();
+        let _d = l.acquire(ip("10.0.0.3"), Some(&uid("alice"))).unwrap();
         let unlimited = Limits::new(LimitConfig::default());
         let many: Vec<_> = (0..1000)
-            .map(|_| unlimited.acquire(ip("10.0.0.1"), Some("u")).unwrap())
+            .map(|_| unlimited.acquire(ip("10.0.0.1"), Some(&uid("u"))).unwrap())
             .collect();
         assert_eq!(many.len(), 1000);
     }

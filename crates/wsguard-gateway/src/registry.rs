@@ -30,15 +30,29 @@ pub struct ConnInfo {
     /// Connection id.
     pub id: ConnId,
     /// Session id (public routes: none).
-    pub sid: Option<String>,
+    #[serde(serialize_with = "full_id")]
+    pub sid: Option<SessionId>,
     /// User id (public routes: none).
-    pub uid: Option<String>,
+    #[serde(serialize_with = "full_id")]
+    pub uid: Option<UserId>,
     /// Client address (serialized as `ip:port`).
     pub peer: SocketAddr,
     /// Route path.
     pub route: String,
     /// When it opened, Unix seconds.
     pub opened_at: u64,
+}
+
+/// An id in full (its `Display`; `Debug` shows only a prefix), or null.
+fn full_id<S, T>(id: &Option<T>, s: S) -> Result<S::Ok, S::Error>
+where
+    S: serde::Serializer,
+    T: std::fmt::Display,
+{
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
 }
 
 struct Entry {
@@ -125,8 +139,8 @@ impl Registry {
         let (tx, rx) = oneshot::channel();
         let info = ConnInfo {
             id,
-            sid: session.map(|s| s.sid().as_str().to_owned()),
-            uid: session.map(|s| s.uid().as_str().to_owned()),
+            sid: session.map(|s| s.sid().clone()),
+            uid: session.map(|s| s.uid().clone()),
             peer,
             route: route.to_owned(),
             opened_at: now,
@@ -162,12 +176,8 @@ impl Registry {
             return;
         };
         if let (Some(sid), Some(uid)) = (&entry.info.sid, &entry.info.uid) {
-            if let Ok(sid) = SessionId::parse(sid) {
-                remove_id(&mut inner.by_sid, &sid, id);
-            }
-            if let Ok(uid) = UserId::parse(uid) {
-                remove_id(&mut inner.by_uid, &uid, id);
-            }
+            remove_id(&mut inner.by_sid, sid, id);
+            remove_id(&mut inner.by_uid, uid, id);
         }
     }
 
@@ -246,7 +256,7 @@ impl Registry {
     }
 
     /// Every authenticated socket's session and user, for re-checking after missed events.
-    pub fn sessions(&self) -> Vec<(ConnId, String, String, u64)> {
+    pub fn sessions(&self) -> Vec<(ConnId, SessionId, UserId, u64)> {
         self.lock()
             .conns
             .values()

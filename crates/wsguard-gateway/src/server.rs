@@ -266,12 +266,6 @@ impl Gateway {
     async fn recheck_all(&self) {
         let store = self.sessions.store();
         for (id, sid, uid, created) in self.registry.sessions() {
-            let (Ok(sid), Ok(uid)) = (
-                wsguard_token::SessionId::parse(&sid),
-                wsguard_token::UserId::parse(&uid),
-            ) else {
-                continue;
-            };
             let revoked = matches!(store.get(&sid).await, Ok(wsguard_store::Lookup::Revoked))
                 || matches!(store.user_revoked_at(&uid).await, Ok(Some(at)) if created <= at);
             if revoked {
@@ -439,7 +433,7 @@ impl Gateway {
         );
         let slot = self
             .limits
-            .acquire(client_ip, session.as_ref().map(|s| s.uid().as_str()))?;
+            .acquire(client_ip, session.as_ref().map(Session::uid))?;
 
         // Dial the upstream only now that the client has passed every check.
         let target = route.upstream_target(&path, query.as_deref());

@@ -1062,6 +1062,18 @@ async fn revocation_closes_live_sockets() {
             "{peer}"
         );
     }
+    // Ids are listed in full (their `Debug` would show only a prefix).
+    let a1_claims = h.sessions.verifier().verify(&a1, now()).unwrap();
+    let a1_claims = a1_claims.claims();
+    assert!(
+        list["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| { c["sid"] == a1_claims.sid.as_str() && c["uid"] == a1_claims.uid.as_str() }),
+        "{}",
+        r.body
+    );
 
     // One session, through the admin API.
     let sid = h
