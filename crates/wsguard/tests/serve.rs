@@ -318,6 +318,12 @@ async fn a_revoke_written_to_the_store_by_another_process_closes_the_socket() {
     ws.send(Message::text("hello")).await.unwrap();
     assert!(matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.as_str() == "hello"));
 
+    // The admin token the gateway created is readable by its owner only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(dir.path().join("wsguard-admin-token")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
     // The gateway read its admin token at start; without the file the CLI cannot use the API.
     std::fs::remove_file(dir.path().join("wsguard-admin-token")).unwrap();
     let out = bin()
