@@ -453,7 +453,6 @@ impl Gateway {
                 }
                 Ok(Ok(ok)) => ok,
             };
-        drop(upstream_headers);
         if let Some(p) = &protocol {
             // The upstream may only pick one of the client's offers.
             if !up.protocols.iter().any(|o| o.as_bytes() == p.as_bytes()) {
