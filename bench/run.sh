@@ -204,6 +204,18 @@ pids_of() {
 # CPU per message is the fairer measure of its cost.
 cpu_ticks() { local t=0; for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done; echo "$t"; }
 hz=$(getconf CLK_TCK)
+# One measurement: `kind` (echo or handshakes) of round `round` through path `p`, the generator
+# run with the remaining arguments; records its result with the proxy's CPU time meanwhile.
+measure() {
+    local kind=$1 round=$2 p=$3 c0 c1 r
+    shift 3
+    # shellcheck disable=SC2046
+    c0=$(cpu_ticks $(pids_of "$p"))
+    r=$(genrun "$@")
+    # shellcheck disable=SC2046
+    c1=$(cpu_ticks $(pids_of "$p"))
+    record "{\"kind\":\"$kind\",\"round\":$round,\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
+}
 # The paths, rotated by one place per round: round 1 starts with the first, round 2 with the
 # second, and so on.
 rotated() {
@@ -217,13 +229,8 @@ for conns in $CONNS; do
     for size in $SIZES; do
         for p in $(rotated "$round"); do
             echo "echo (round $round): $p, $conns connections, $size B" >&2
-            # shellcheck disable=SC2046
-            c0=$(cpu_ticks $(pids_of "$p"))
-            r=$(genrun echo --url "${url[$p]}" "${headers[@]}" --connections "$conns" --size "$size" \
-                --binary --duration "$DURATION" --warmup "$WARMUP" --json)
-            # shellcheck disable=SC2046
-            c1=$(cpu_ticks $(pids_of "$p"))
-            record "{\"kind\":\"echo\",\"round\":$round,\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
+            measure echo "$round" "$p" echo --url "${url[$p]}" "${headers[@]}" --connections "$conns" \
+                --size "$size" --binary --duration "$DURATION" --warmup "$WARMUP" --json
         done
     done
 done
@@ -255,12 +262,8 @@ done
 for round in $(seq "$ROUNDS"); do
     for p in $(rotated "$round"); do
         echo "handshakes (round $round): $p" >&2
-        # shellcheck disable=SC2046
-        c0=$(cpu_ticks $(pids_of "$p"))
-        r=$(genrun handshakes --url "${url[$p]}" "${headers[@]}" --sources "$sources" --connections 32 --duration "$DURATION" --json)
-        # shellcheck disable=SC2046
-        c1=$(cpu_ticks $(pids_of "$p"))
-        record "{\"kind\":\"handshakes\",\"round\":$round,\"path\":\"$p\",\"proxy_cpu_s\":$(python3 -c "print(($c1 - $c0) / $hz)")}" "$r"
+        measure handshakes "$round" "$p" handshakes --url "${url[$p]}" "${headers[@]}" \
+            --sources "$sources" --connections 32 --duration "$DURATION" --json
     done
 done
 
