@@ -81,6 +81,8 @@ allowed_origins = ["http://bench.local"]
 max_connections = 0
 max_connections_per_ip = 0
 max_connections_per_user = 0
+max_pending_handshakes = 0
+max_pending_handshakes_per_ip = 0
 [admin]
 listen = "127.0.0.1:$admin_port"
 [[route]]                      # public: no authentication (still origin- and message-checked)

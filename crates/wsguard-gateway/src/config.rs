@@ -47,6 +47,12 @@ pub struct GatewayConfig {
     pub max_connections_per_ip: usize,
     /// Most sockets per user (0: unlimited). Beyond: 429.
     pub max_connections_per_user: usize,
+    /// Most connections not yet upgraded (accepted, handshake or TLS handshake not finished) at
+    /// once (0: unlimited). Beyond: 503, sent without reading the request, then closed.
+    pub max_pending_handshakes: usize,
+    /// Most connections not yet upgraded per TCP peer address (0: unlimited); trusted proxies
+    /// count only towards `max_pending_handshakes`. Beyond: 429, sent unread, then closed.
+    pub max_pending_handshakes_per_ip: usize,
     /// Proxies whose `X-Forwarded-For` is believed for the client address.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Close after this long without a data message either way ("0s": never).
@@ -82,6 +88,8 @@ impl Default for GatewayConfig {
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             max_connections_per_user: 64,
+            max_pending_handshakes: 1_024,
+            max_pending_handshakes_per_ip: 64,
             trusted_proxies: Vec::new(),
             idle_timeout: Duration::from_secs(3600),
             ping_interval: Duration::from_secs(30),

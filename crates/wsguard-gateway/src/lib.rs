@@ -187,6 +187,8 @@ fn limit_config(g: &GatewayConfig) -> limits::LimitConfig {
         global: g.max_connections,
         per_ip: g.max_connections_per_ip,
         per_user: g.max_connections_per_user,
+        pending: g.max_pending_handshakes,
+        pending_per_ip: g.max_pending_handshakes_per_ip,
     }
 }
 

@@ -1,9 +1,10 @@
 //! Connection limits: global, per client address and per user, and which address a client has.
 //!
 //! Owns the counters of open proxied sockets and the RAII [`Slot`] that holds one place in each
-//! (released on drop), and the client-address rule: the TCP peer, unless the peer is a
-//! configured trusted proxy, in which case the right-most `X-Forwarded-For` entry that is not a
-//! trusted proxy. No I/O.
+//! (released on drop); the counters of connections not yet upgraded (accepted, handshake not
+//! finished) and their [`PendingSlot`]; and the client-address rule: the TCP peer, unless the
+//! peer is a configured trusted proxy, in which case the right-most `X-Forwarded-For` entry that
+//! is not a trusted proxy. No I/O.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,6 +23,10 @@ pub struct LimitConfig {
     pub per_ip: usize,
     /// Per authenticated user.
     pub per_user: usize,
+    /// Connections not yet upgraded, on the whole gateway.
+    pub pending: usize,
+    /// Connections not yet upgraded, per TCP peer address (trusted proxies exempt).
+    pub pending_per_ip: usize,
 }
 
 #[derive(Default)]
@@ -30,6 +35,8 @@ struct Counts {
     global: usize,
     ip: HashMap<IpAddr, usize>,
     user: HashMap<UserId, usize>,
+    pending: usize,
+    pending_ip: HashMap<IpAddr, usize>,
 }
 
 /// The counters.
@@ -72,6 +79,25 @@ impl Drop for Slot {
     }
 }
 
+/// A connection's place among those not yet upgraded; released when dropped (when the
+/// handshake ends, upgraded or not).
+#[derive(Debug)]
+pub struct PendingSlot {
+    limits: Limits,
+    /// `None` when the peer is not counted per address (a trusted proxy).
+    ip: Option<IpAddr>,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut c = self.limits.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.pending = c.pending.saturating_sub(1);
+        if let Some(ip) = &self.ip {
+            dec(&mut c.pending_ip, ip);
+        }
+    }
+}
+
 impl Limits {
     /// Counters for these limits.
     pub fn new(config: LimitConfig) -> Limits {
@@ -87,6 +113,32 @@ impl Limits {
     /// limit is lowered below the current count, new sockets wait until enough have closed.
     pub fn set_config(&self, config: LimitConfig) {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).config = config;
+    }
+
+    /// Takes a place for a connection just accepted from `peer`, before anything is read from
+    /// it, or says which limit is full. A trusted proxy (`per_ip` false) carries many clients on
+    /// its one address: it is counted only in the global limit.
+    pub fn acquire_pending(&self, peer: IpAddr, per_ip: bool) -> Result<PendingSlot, Refusal> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let cfg = c.config;
+        if cfg.pending > 0 && c.pending >= cfg.pending {
+            return Err(Refusal::TooManyPending);
+        }
+        if per_ip
+            && cfg.pending_per_ip > 0
+            && c.pending_ip.get(&peer).copied().unwrap_or(0) >= cfg.pending_per_ip
+        {
+            return Err(Refusal::TooManyPendingFromClient);
+        }
+        c.pending += 1;
+        if per_ip {
+            *c.pending_ip.entry(peer).or_default() += 1;
+        }
+        drop(c);
+        Ok(PendingSlot {
+            limits: self.clone(),
+            ip: per_ip.then_some(peer),
+        })
     }
 
     /// Takes a place for a socket from `ip` of `user`, or says which limit is full.
@@ -171,6 +223,7 @@ mod tests {
             global: 3,
             per_ip: 2,
             per_user: 1,
+            ..LimitConfig::default()
         });
         let a = l.acquire(ip("10.0.0.1"), Some(&uid("alice"))).unwrap();
         let _b = l.acquire(ip("10.0.0.1"), None).unwrap();
@@ -194,6 +247,56 @@ mod tests {
             .map(|_| unlimited.acquire(ip("10.0.0.1"), Some(&uid("u"))).unwrap())
             .collect();
         assert_eq!(many.len(), 1000);
+    }
+
+    #[test]
+    fn pending_limits_at_their_edges_and_released_on_drop() {
+        let l = Limits::new(LimitConfig {
+            pending: 3,
+            pending_per_ip: 2,
+            ..LimitConfig::default()
+        });
+        let a = l.acquire_pending(ip("10.0.0.1"), true).unwrap();
+        let _b = l.acquire_pending(ip("10.0.0.1"), true).unwrap();
+        assert_eq!(
+            l.acquire_pending(ip("10.0.0.1"), true).unwrap_err(),
+            Refusal::TooManyPendingFromClient
+        );
+        // A trusted proxy's address is not counted per address, only globally.
+        let proxy = l.acquire_pending(ip("10.0.0.1"), false).unwrap();
+        assert_eq!(
+            l.acquire_pending(ip("10.0.0.2"), true).unwrap_err(),
+            Refusal::TooManyPending
+        );
+        drop(proxy);
+        let _c = l.acquire_pending(ip("10.0.0.2"), true).unwrap();
+        drop(a);
+        let _d = l.acquire_pending(ip("10.0.0.1"), true).unwrap();
+        assert_eq!(
+            l.acquire_pending(ip("10.0.0.3"), true).unwrap_err(),
+            Refusal::TooManyPending
+        );
+        // Pending places and socket places are counted apart.
+        let _s = l.acquire(ip("10.0.0.3"), None).unwrap();
+        // A new configuration applies to the next connections; 0 is unlimited.
+        l.set_config(LimitConfig::default());
+        let many: Vec<_> = (0..1000)
+            .map(|_| l.acquire_pending(ip("10.0.0.1"), true).unwrap())
+            .collect();
+        drop(many);
+        l.set_config(LimitConfig {
+            pending_per_ip: 1,
+            ..LimitConfig::default()
+        });
+        assert_eq!(
+            l.acquire_pending(ip("10.0.0.1"), true).unwrap_err(),
+            Refusal::TooManyPendingFromClient,
+            "b and d still hold 10.0.0.1's places"
+        );
+        let c = l.counts.lock().unwrap();
+        assert_eq!(c.pending, 3, "b, c and d");
+        assert_eq!(c.pending_ip.get(&ip("10.0.0.1")), Some(&2));
+        assert_eq!(c.pending_ip.get(&ip("10.0.0.2")), Some(&1));
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub enum Refusal {
     TooManyFromClient,
     /// Too many connections of this user.
     TooManyForUser,
+    /// Too many connections not yet upgraded on the whole gateway (refused unread).
+    TooManyPending,
+    /// Too many connections not yet upgraded from this TCP peer (refused unread).
+    TooManyPendingFromClient,
     /// The gateway is shutting down.
     ShuttingDown,
     /// The upstream refused the connection or did not answer 101.
@@ -75,8 +79,8 @@ impl Refusal {
             HandshakeTimeout => 408,
             OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => 403,
             NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => 401,
-            StoreUnavailable | ShuttingDown | TooManyConnections => 503,
-            TooManyFromClient | TooManyForUser => 429,
+            StoreUnavailable | ShuttingDown | TooManyConnections | TooManyPending => 503,
+            TooManyFromClient | TooManyForUser | TooManyPendingFromClient => 429,
             NoRoute => 404,
             UpstreamFailed => 502,
             UpstreamTimeout => 504,
@@ -119,6 +123,8 @@ impl Refusal {
             TooManyConnections => "too_many_connections",
             TooManyFromClient => "too_many_from_client",
             TooManyForUser => "too_many_for_user",
+            TooManyPending => "too_many_pending",
+            TooManyPendingFromClient => "too_many_pending_from_client",
             ShuttingDown => "shutting_down",
             UpstreamFailed => "upstream_failed",
             UpstreamTimeout => "upstream_timeout",
@@ -141,7 +147,11 @@ impl Refusal {
             NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => "unauthenticated\n",
             StoreUnavailable => "session store unavailable\n",
             NoRoute => "not found\n",
-            TooManyConnections | TooManyFromClient | TooManyForUser => "too many connections\n",
+            TooManyConnections
+            | TooManyFromClient
+            | TooManyForUser
+            | TooManyPending
+            | TooManyPendingFromClient => "too many connections\n",
             ShuttingDown => "shutting down\n",
             UpstreamFailed => "bad gateway\n",
             UpstreamTimeout => "gateway timeout\n",
@@ -188,6 +198,8 @@ impl Refusal {
             TooManyConnections,
             TooManyFromClient,
             TooManyForUser,
+            TooManyPending,
+            TooManyPendingFromClient,
             ShuttingDown,
             UpstreamFailed,
             UpstreamTimeout,

@@ -17,12 +17,13 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use wsguard_session::{AuthError, Session, Sessions};
 
 use arc_swap::ArcSwap;
 
+use crate::limits::PendingSlot;
 use crate::reason::{CloseReason, Refusal};
 use crate::registry::Registry;
 use crate::relay::{Ended, relay};
@@ -96,6 +97,9 @@ fn text_response(status: u16, body: &'static str) -> Response<Body> {
     r
 }
 
+/// `Retry-After` of the refusals that a client may retry (limits, shutdown, store down).
+const RETRY_AFTER: &str = "5";
+
 /// Logs a refusal and builds its response.
 pub(crate) fn refuse(refusal: Refusal, peer: SocketAddr, path: &str) -> Response<Body> {
     tracing::info!(
@@ -125,11 +129,27 @@ pub(crate) fn refuse(refusal: Refusal, peer: SocketAddr, path: &str) -> Response
         | Refusal::TooManyFromClient
         | Refusal::TooManyForUser => {
             r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
         }
         _ => {}
     }
     r
+}
+
+/// The response to a connection refused before its request was read, from the reason table.
+fn unread_refusal(refusal: Refusal) -> String {
+    let status = refusal.status();
+    let phrase = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let body = refusal.body();
+    format!(
+        "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         cache-control: no-store\r\nretry-after: {RETRY_AFTER}\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// A request path safe to log: bounded, and only printable ASCII.
@@ -176,9 +196,19 @@ impl Gateway {
                     };
                     let _ = stream.set_nodelay(true);
                     let state = self.state.load();
+                    // A place among the connections not yet upgraded, taken before anything is
+                    // read: slow or silent clients cannot hold more than their share.
+                    let trusted = state.settings.trusted_proxies.contains(&peer.ip());
+                    let pending = match self.limits.acquire_pending(peer.ip(), !trusted) {
+                        Ok(p) => p,
+                        Err(refusal) => {
+                            self.refuse_unread(refusal, &stream, peer, state.tls.is_none());
+                            continue;
+                        }
+                    };
                     match &state.tls {
                         None => {
-                            tokio::spawn(Arc::clone(&self).connection(stream, peer));
+                            tokio::spawn(Arc::clone(&self).connection(stream, peer, pending));
                         }
                         Some(acceptor) => {
                             let accept = acceptor.accept(stream);
@@ -186,7 +216,7 @@ impl Gateway {
                             let gateway = Arc::clone(&self);
                             tokio::spawn(async move {
                                 match tokio::time::timeout(deadline, accept).await {
-                                    Ok(Ok(tls)) => gateway.connection(tls, peer).await,
+                                    Ok(Ok(tls)) => gateway.connection(tls, peer, pending).await,
                                     Ok(Err(e)) => {
                                         tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                                     }
@@ -274,7 +304,26 @@ impl Gateway {
         }
     }
 
-    async fn connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr)
+    /// Refuses a connection before reading from it (a pending-handshake limit is full): counts
+    /// and logs the refusal and, on a plain listener, writes its fixed response if the socket
+    /// takes it at once. The connection is then dropped; a request already received makes the
+    /// close a reset, so the client may not see the response.
+    fn refuse_unread(&self, refusal: Refusal, stream: &TcpStream, peer: SocketAddr, plain: bool) {
+        self.metrics.refused(refusal);
+        tracing::info!(
+            event = "handshake_refused",
+            reason = refusal.code(),
+            status = refusal.status(),
+            peer = %peer,
+        );
+        if plain {
+            let _ = stream.try_write(unread_refusal(refusal).as_bytes());
+        }
+    }
+
+    /// Serves one connection's HTTP until it is upgraded or ends; `pending` is its place among
+    /// the connections not yet upgraded, given back when this returns.
+    async fn connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr, pending: PendingSlot)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -291,9 +340,11 @@ impl Gateway {
             .header_read_timeout(settings.handshake_timeout)
             .max_buf_size(settings.max_header_bytes.max(8192))
             .max_headers(settings.max_headers);
+        // Returns once the 101 is written and the socket handed over, or the connection ends.
         if let Err(e) = builder.serve_connection(io, service).with_upgrades().await {
             tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
         }
+        drop(pending);
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {

@@ -2071,6 +2071,97 @@ async fn slow_handshakes_are_cut_at_the_deadline() {
     );
 }
 
+/// A connection from `ip` (a loopback address) that sends nothing.
+async fn silent_from(ip: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{ip}:0").parse::<SocketAddr>().unwrap())
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the gateway keeps `s` open: nothing read from it for a while.
+async fn held(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    tokio::time::timeout(Duration::from_millis(150), s.read(&mut b))
+        .await
+        .is_err()
+}
+
+/// Everything the gateway wrote to `s` before closing it.
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("the gateway closes a refused connection at once")
+        .unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+#[tokio::test]
+async fn pending_handshakes_are_limited_per_peer_and_in_all() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.max_pending_handshakes = 5;
+        s.gateway.max_pending_handshakes_per_ip = 2;
+        s.gateway.trusted_proxies = vec!["127.0.0.4".parse().unwrap()];
+    })
+    .await;
+    let to = h.running.public_addr;
+    // Two silent connections from one address take its two places; the third is refused with
+    // 429 before anything is read, and closed.
+    let mut a1 = silent_from("127.0.0.1", to).await;
+    let mut a2 = silent_from("127.0.0.1", to).await;
+    assert!(held(&mut a1).await && held(&mut a2).await);
+    let refused = read_to_close(&mut silent_from("127.0.0.1", to).await).await;
+    assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
+    assert!(refused.contains("retry-after: 5\r\n"), "{refused}");
+    assert!(
+        refused.ends_with("\r\n\r\ntoo many connections\n"),
+        "{refused}"
+    );
+    // A trusted proxy carries many clients: it is held to the global limit only.
+    let mut proxied = Vec::new();
+    for _ in 0..3 {
+        let mut p = silent_from("127.0.0.4", to).await;
+        assert!(held(&mut p).await, "trusted proxy refused");
+        proxied.push(p);
+    }
+    // Five connections wait: the whole gateway is full, for every address.
+    let refused = read_to_close(&mut silent_from("127.0.0.2", to).await).await;
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    // A place comes back when its connection goes away.
+    drop(a1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // An upgraded socket gives its place back: the one freed above is used for the
+    // handshake, then free again for a silent connection.
+    let mut ws = h.connect_as("/", &h.login("alice").await).await;
+    ws.send(Message::text("x")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "x");
+    let mut b = silent_from("127.0.0.2", to).await;
+    assert!(
+        held(&mut b).await,
+        "the upgraded socket still counts as pending"
+    );
+    let refused = read_to_close(&mut silent_from("127.0.0.3", to).await).await;
+    assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
+    // Refusals are counted under their reasons.
+    let m = h
+        .http
+        .raw(
+            h.running.admin_addr,
+            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
+    for needle in [
+        r#"wsguard_handshakes_total{outcome="refused",reason="too_many_pending_from_client"} 1"#,
+        r#"wsguard_handshakes_total{outcome="refused",reason="too_many_pending"} 2"#,
+        r#"wsguard_handshakes_total{outcome="accepted",reason="ok"} 1"#,
+    ] {
+        assert!(m.body.contains(needle), "{needle} missing in\n{}", m.body);
+    }
+    drop((a2, proxied, b));
+}
+
 /// A client frame, masked with `key`.
 fn client_frame(op: wire::Op, fin: bool, key: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();

@@ -3,7 +3,7 @@
 //! socket (through the admin API, and through the shared SQLite store when the API is out of
 //! reach), SIGHUP reloading a good file and refusing a bad one without dropping the live socket,
 //! a key rotation closing the sockets of the key it retires only, and SIGTERM closing sockets
-//! with 1001 and exiting 0.
+//! with 1001 and exiting 0, and silent clients held to the default pending-handshake limit.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
@@ -340,4 +340,53 @@ async fn a_revoke_written_to_the_store_by_another_process_closes_the_socket() {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!("revoked cookie: {:?}", other.map(|_| ())),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_held_to_the_default_pending_limit() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let _echo = setup(dir.path(), admin_port);
+    let (_gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
+    // Slowloris from one address: connections that never send their request. The default
+    // `max_pending_handshakes_per_ip` (64) holds them; the next one is refused unread.
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let mut b = [0u8; 1];
+    let last = silent.last_mut().unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), last.read(&mut b))
+            .await
+            .is_err(),
+        "the 64th silent connection was not held"
+    );
+    let mut refused = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), refused.read_to_string(&mut answer))
+        .await
+        .expect("refused at once")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    wait_for_metric(
+        admin_port,
+        r#"wsguard_handshakes_total{outcome="refused",reason="too_many_pending_from_client"} 1"#,
+    )
+    .await;
+    // When one of them goes, a real client gets its place.
+    drop(silent.pop());
+    let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
+    let mut ws = None;
+    for _ in 0..100 {
+        if let Ok(w) = connect(&addr, ORIGIN, &token).await {
+            ws = Some(w);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ws = ws.expect("a place came back");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert!(matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.as_str() == "hello"));
 }
