@@ -255,6 +255,11 @@ async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                             s.write_all(&out).await.unwrap();
                         }
                     }
+                    // Completes the handshake, then never reads again.
+                    "never_read" => {
+                        let _ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
                     "drop_after_first" => {
                         let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
                         let _ = ws.next().await;
@@ -1452,6 +1457,71 @@ async fn slow_reader_is_closed_and_the_upstream_not_buffered() {
         }
     }
     assert!(closed, "slow reader not closed");
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_reading_is_closed_after_send_timeout() {
+    let stuck = raw_upstream("never_read").await;
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.send_timeout = Duration::from_millis(300);
+        s.gateway.ping_interval = Duration::ZERO;
+        s.routes.push(RouteConfig {
+            messages: MessageConfig {
+                max_message_bytes: 1 << 20,
+                ..Default::default()
+            },
+            ..RouteConfig::new("/stuck", format!("ws://{stuck}"))
+        });
+    })
+    .await;
+    let (mut tx, mut rx) = h
+        .connect_as("/stuck", &h.login("alice").await)
+        .await
+        .split();
+    // The client writes faster than the upstream reads (never): once the sockets' buffers are
+    // full, the gateway's write to the upstream waits, and after send_timeout it gives up.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..256 {
+            if tx.send(Message::binary(chunk.clone())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut closed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = h
+            .http
+            .raw(
+                h.running.admin_addr,
+                "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+            )
+            .await;
+        if metric(
+            &m.body,
+            r#"wsguard_closes_total{code="1011",reason="upstream_lost"} 1"#,
+        ) {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a stuck upstream was not given up on");
+    // The client hears about it: a 1011 close, or (its own writes still unread by the gateway
+    // when it closed) a reset; either way its socket ends.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the client's socket stays open");
+    assert!(matches!(end, Some(1011) | None), "{end:?}");
+    writer.abort();
 }
 
 /// A self-signed certificate for `localhost`, written as PEM files.
