@@ -975,6 +975,32 @@ async fn tickets_are_single_use_and_stripped() {
         h.refused("/t?ticket=made-up", &[("origin", ORIGIN)]).await,
         401
     );
+
+    // A ticket does not outlive its session: revoked between issue and redeem, it is refused.
+    let r = h
+        .http
+        .raw(
+            h.running.public_addr,
+            &post(ORIGIN, &format!("{COOKIE}={token}")),
+        )
+        .await;
+    let json: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let ticket = json["ticket"].as_str().unwrap().to_owned();
+    h.sessions.revoke_token(&token, now()).await.unwrap();
+    assert_eq!(
+        h.refused(&format!("/t?ticket={ticket}"), &[("origin", ORIGIN)])
+            .await,
+        401
+    );
+    let m = h
+        .http
+        .raw(
+            h.running.admin_addr,
+            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
+    let needle = r#"wsguard_handshakes_total{outcome="refused",reason="session_revoked"} 1"#;
+    assert!(metric(&m.body, needle), "{needle} missing in\n{}", m.body);
 }
 
 #[tokio::test]
