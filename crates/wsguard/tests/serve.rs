@@ -3,7 +3,8 @@
 //! socket (through the admin API, and through the shared SQLite store when the API is out of
 //! reach), SIGHUP reloading a good file and refusing a bad one without dropping the live socket,
 //! a key rotation closing the sockets of the key it retires only, and SIGTERM closing sockets
-//! with 1001 and exiting 0, and silent clients held to the default pending-handshake limit.
+//! with 1001 and exiting 0, silent clients held to the default pending-handshake limit, and no
+//! token, ticket, admin token or key in the gateway's trace logs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
@@ -34,13 +35,15 @@ fn bin() -> Command {
 
 /// Starts a long-running subcommand and returns it with the first address it prints.
 fn spawn(dir: &std::path::Path, args: &[&str], marker: &str) -> (Proc, String) {
-    let mut child = bin()
-        .current_dir(dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    start(
+        bin().current_dir(dir).args(args).stderr(Stdio::null()),
+        marker,
+    )
+}
+
+/// Starts `cmd` and returns it with the first address it prints after `marker`.
+fn start(cmd: &mut Command, marker: &str) -> (Proc, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
@@ -389,4 +392,123 @@ async fn silent_clients_are_held_to_the_default_pending_limit() {
     let mut ws = ws.expect("a place came back");
     ws.send(Message::text("hello")).await.unwrap();
     assert!(matches!(ws.next().await, Some(Ok(Message::Text(t))) if t.as_str() == "hello"));
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the whole answer.
+async fn http(addr: &str, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_trace_logs_hold_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let _echo = setup(dir.path(), admin_port);
+    let log = dir.path().join("serve.log");
+    let (gateway, addr) = start(
+        bin()
+            .current_dir(dir.path())
+            .arg("serve")
+            .env("WSGUARD_LOG", "trace")
+            .stderr(std::fs::File::create(&log).unwrap()),
+        "wsguard listening on ws://",
+    );
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    let key_secret = read("wsguard-keys.toml")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("secret = ")
+                .map(|s| s.trim_matches('"').to_owned())
+        })
+        .unwrap();
+    let admin_token = read("wsguard-admin-token").trim().to_owned();
+
+    // An accepted cookie, a tampered one, a ticket issued and redeemed.
+    let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
+    let mut ws = connect(&addr, ORIGIN, &token).await.expect("accepted");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+    let last = token.chars().last().unwrap();
+    let tampered = format!(
+        "{}{}",
+        &token[..token.len() - 1],
+        if last == 'A' { 'B' } else { 'A' }
+    );
+    assert!(connect(&addr, ORIGIN, &tampered).await.is_err());
+    let answer = http(
+        &addr,
+        format!(
+            "POST /wsguard/ticket HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n\
+             Cookie: wsguard_session={token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    let ticket = answer
+        .split("\"ticket\":\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("a ticket")
+        .to_owned();
+    let mut req = format!("ws://{addr}/chat?ticket={ticket}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
+    let (_by_ticket, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("ticket redeemed");
+    // The admin API: a session issued (its token and cookie come back), a wrong bearer.
+    let body = r#"{"user":"bob"}"#;
+    let issued = http(
+        &admin,
+        format!(
+            "POST /sessions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {admin_token}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    let bob = issued
+        .split("\"token\":\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .expect("a token for bob")
+        .to_owned();
+    let wrong = http(
+        &admin,
+        "GET /users/bob/sessions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer not-the-token\r\n\
+         Connection: close\r\n\r\n"
+            .to_owned(),
+    )
+    .await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    // A revoke through the admin API closes alice's socket.
+    run(dir.path(), &["session", "revoke", "--user", "alice"]);
+    assert_eq!(close_code(&mut ws).await, (1008, "session revoked".into()));
+    drop(gateway);
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("handshake_refused") && logged.contains("DEBUG"),
+        "the filter let debug events through:\n{logged}"
+    );
+    for (what, secret) in [
+        ("the session token", token.as_str()),
+        ("the tampered token", tampered.as_str()),
+        ("the token's signature", token.rsplit('.').next().unwrap()),
+        ("the ticket", ticket.as_str()),
+        ("the token issued by the admin API", bob.as_str()),
+        ("the admin token", admin_token.as_str()),
+        ("the key", key_secret.as_str()),
+    ] {
+        assert!(!logged.contains(secret), "{what} is in the gateway's log");
+    }
 }
