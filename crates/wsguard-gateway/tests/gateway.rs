@@ -1221,8 +1221,29 @@ async fn admin_api_issues_sessions_and_requires_the_token() {
     ] {
         assert_eq!(h.admin("POST", "/sessions", bad).await.status, 400, "{bad}");
     }
+    // Bodies are bounded (16 KiB): a larger one is refused, not read whole.
+    let big = format!(
+        r#"{{"user":"dave","data":{{"pad":"{}"}}}}"#,
+        "x".repeat(17 * 1024)
+    );
+    assert_eq!(h.admin("POST", "/sessions", &big).await.status, 413);
     let unauth = "GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer wrong\r\n\r\n";
     assert_eq!(h.http.raw(h.running.admin_addr, unauth).await.status, 401);
+    // The right length, a prefix, the token with more after it, another scheme: all refused.
+    let near = [
+        format!("Bearer {}", "x".repeat(ADMIN_TOKEN.len())),
+        format!("Bearer {}", &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]),
+        format!("Bearer {ADMIN_TOKEN}x"),
+        format!("Basic {ADMIN_TOKEN}"),
+    ];
+    for auth in near {
+        let req = format!("GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\n\r\n");
+        assert_eq!(
+            h.http.raw(h.running.admin_addr, &req).await.status,
+            401,
+            "{auth}"
+        );
+    }
     let none = "GET /connections HTTP/1.1\r\nHost: a\r\n\r\n";
     assert_eq!(h.http.raw(h.running.admin_addr, none).await.status, 401);
     let health = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";

@@ -326,6 +326,15 @@ mod tests {
         assert!(!c.sessions.accept_legacy_tokens);
         assert_eq!(c.store.backend, Backend::Sqlite);
         assert_eq!(c.token_policy(), TokenPolicy::default());
+        // Both listeners on loopback until told otherwise; the admin API above all.
+        assert!(c.admin.listen.ip().is_loopback());
+        assert!(c.gateway.listen.ip().is_loopback());
+        // Limits on by default.
+        let g = &c.gateway;
+        assert!(g.max_connections > 0 && g.max_connections_per_ip > 0);
+        assert!(g.max_connections_per_user > 0);
+        assert!(g.max_pending_handshakes > 0 && g.max_pending_handshakes_per_ip > 0);
+        assert!(!g.allow_missing_origin && !g.forward_session_cookie);
     }
 
     #[test]
