@@ -2188,6 +2188,36 @@ async fn slow_handshakes_are_cut_at_the_deadline() {
     );
 }
 
+#[tokio::test]
+async fn a_tls_handshake_that_never_comes_is_cut_at_the_deadline() {
+    let cert = test_cert();
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.handshake_timeout = Duration::from_millis(300);
+        s.gateway.max_pending_handshakes_per_ip = 1;
+        s.gateway.tls = Some(wsguard_gateway::tls::TlsConfig {
+            cert: cert.cert.clone(),
+            key: cert.key.clone(),
+        });
+    })
+    .await;
+    // Connected, and no ClientHello: the gateway hangs up after the deadline, with the place
+    // this address had among the pending handshakes given back.
+    let mut s = TcpStream::connect(h.running.public_addr).await.unwrap();
+    assert!(held(&mut s).await, "closed before the deadline");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_ok(),
+        "TLS connection still open long after the deadline"
+    );
+    assert!(
+        rest.is_empty(),
+        "nothing is written to a client that never said hello"
+    );
+    let mut again = TcpStream::connect(h.running.public_addr).await.unwrap();
+    assert!(held(&mut again).await, "the place was not given back");
+}
+
 /// A connection from `ip` (a loopback address) that sends nothing.
 async fn silent_from(ip: &str, to: SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
