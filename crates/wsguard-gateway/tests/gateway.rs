@@ -1027,6 +1027,11 @@ async fn upstream_failures() {
         502,
         "subprotocol not offered"
     );
+    assert_eq!(
+        h.refused("/foreign-extension", &hdrs).await,
+        502,
+        "extension not offered"
+    );
     let mut ws = h.connect_as("/crash", &token).await;
     ws.send(Message::text("boom")).await.unwrap();
     let (code, _) = next_close(&mut ws).await;
@@ -2216,6 +2221,37 @@ async fn a_tls_handshake_that_never_comes_is_cut_at_the_deadline() {
     );
     let mut again = TcpStream::connect(h.running.public_addr).await.unwrap();
     assert!(held(&mut again).await, "the place was not given back");
+}
+
+#[tokio::test]
+async fn compression_is_never_negotiated() {
+    let h = harness().await;
+    let cookie = format!("{COOKIE}={}", h.login("alice").await);
+    // A browser offers permessage-deflate: the 101 accepts none, and the upstream is not asked.
+    let r = h
+        .http
+        .raw(
+            h.running.public_addr,
+            &h.upgrade_request(
+                "/",
+                &format!(
+                    "Origin: {ORIGIN}\r\nCookie: {cookie}\r\n\
+                     Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                ),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 101, "{}", r.head);
+    assert_eq!(r.header("sec-websocket-extensions"), None, "{}", r.head);
+    let seen = h.rec.last();
+    assert!(
+        !seen
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions")),
+        "forwarded upstream: {:?}",
+        seen.headers
+    );
 }
 
 /// A connection from `ip` (a loopback address) that sends nothing.
