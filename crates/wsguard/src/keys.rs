@@ -40,7 +40,7 @@ pub fn load(config: &Config) -> anyhow::Result<KeyRing> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    warn_if_readable_by_others(path);
+    warn_if_readable_by_others(path, "key file");
     let file = KeyFile::parse(&text).with_context(|| format!("key file {}", path.display()))?;
     let ring = KeyRing::from_file(&file).with_context(|| format!("key file {}", path.display()))?;
     check_legacy(config, ring, &file)
@@ -56,18 +56,24 @@ fn check_legacy(config: &Config, ring: KeyRing, file: &KeyFile) -> anyhow::Resul
     Ok(ring)
 }
 
+/// Warns when a file holding a secret (`what`: "key file", "admin token file") can be read by
+/// its group or by other users.
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+pub(crate) fn warn_if_readable_by_others(path: &Path, what: &'static str) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
-        tracing::warn!(path = %path.display(), "key file is readable by other users; chmod 600 it");
+        tracing::warn!(
+            path = %path.display(),
+            file = what,
+            "a secret file is readable by other users; chmod 600 it"
+        );
     }
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_: &Path) {}
+pub(crate) fn warn_if_readable_by_others(_: &Path, _: &'static str) {}
 
 /// What `keygen` did.
 pub enum KeygenOutcome {

@@ -69,6 +69,7 @@ fn admin_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
                     path.display()
                 );
             }
+            crate::keys::warn_if_readable_by_others(path, "admin token file");
             return Ok(t);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

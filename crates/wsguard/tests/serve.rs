@@ -4,7 +4,8 @@
 //! reach), SIGHUP reloading a good file and refusing a bad one without dropping the live socket,
 //! a key rotation closing the sockets of the key it retires only, and SIGTERM closing sockets
 //! with 1001 and exiting 0, silent clients held to the default pending-handshake limit, and no
-//! token, ticket, admin token or key in the gateway's trace logs.
+//! token, ticket, admin token or key in the gateway's trace logs (and warnings for secret files
+//! that others can read).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
@@ -510,5 +511,39 @@ async fn the_gateways_trace_logs_hold_no_secrets() {
         ("the key", key_secret.as_str()),
     ] {
         assert!(!logged.contains(secret), "{what} is in the gateway's log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_readable_by_others_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let _echo = setup(dir.path(), free_port());
+    let token_file = dir.path().join("wsguard-admin-token");
+    std::fs::write(&token_file, "t".repeat(40)).unwrap();
+    for file in [&token_file, &dir.path().join("wsguard-keys.toml")] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let log = dir.path().join("serve.log");
+    let (gateway, _) = start(
+        bin()
+            .current_dir(dir.path())
+            .arg("serve")
+            .stderr(std::fs::File::create(&log).unwrap()),
+        "wsguard listening on ws://",
+    );
+    drop(gateway);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for (file, path) in [
+        ("admin token file", "wsguard-admin-token"),
+        ("key file", "wsguard-keys.toml"),
+    ] {
+        assert!(
+            logged.lines().any(|l| l.contains("WARN")
+                && l.contains("readable by other users")
+                && l.contains(&format!("file=\"{file}\""))
+                && l.contains(path)),
+            "no warning for the {file}:\n{logged}"
+        );
     }
 }
