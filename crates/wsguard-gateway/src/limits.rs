@@ -117,17 +117,18 @@ impl Limits {
 
     /// Takes a place for a connection just accepted from `peer`, before anything is read from
     /// it, or says which limit is full. A trusted proxy (`per_ip` false) carries many clients on
-    /// its one address: it is counted only in the global limit.
+    /// its one address: it is counted only in the global limit. Without a per-address limit,
+    /// addresses are not counted at all (no hashing per connection); a reload that sets one
+    /// then counts the connections accepted after it, which is all of them within
+    /// `handshake_timeout`.
     pub fn acquire_pending(&self, peer: IpAddr, per_ip: bool) -> Result<PendingSlot, Refusal> {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = c.config;
+        let per_ip = per_ip && cfg.pending_per_ip > 0;
         if cfg.pending > 0 && c.pending >= cfg.pending {
             return Err(Refusal::TooManyPending);
         }
-        if per_ip
-            && cfg.pending_per_ip > 0
-            && c.pending_ip.get(&peer).copied().unwrap_or(0) >= cfg.pending_per_ip
-        {
+        if per_ip && c.pending_ip.get(&peer).copied().unwrap_or(0) >= cfg.pending_per_ip {
             return Err(Refusal::TooManyPendingFromClient);
         }
         c.pending += 1;
@@ -283,6 +284,11 @@ mod tests {
         let many: Vec<_> = (0..1000)
             .map(|_| l.acquire_pending(ip("10.0.0.1"), true).unwrap())
             .collect();
+        assert_eq!(
+            l.counts.lock().unwrap().pending_ip.get(&ip("10.0.0.1")),
+            Some(&2),
+            "without a per-address limit, addresses are not counted"
+        );
         drop(many);
         l.set_config(LimitConfig {
             pending_per_ip: 1,

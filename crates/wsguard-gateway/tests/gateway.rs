@@ -1822,7 +1822,7 @@ async fn tls_slow_reader_gets_a_whole_burst() {
 }
 
 #[tokio::test]
-async fn reload_applies_a_good_config_keeps_sockets_and_refuses_a_bad_one() {
+async fn reload_applies_a_good_config_closes_retired_keys_and_refuses_a_bad_one() {
     let h = harness().await;
     // Without a loader there is nothing to reload.
     assert_eq!(h.admin("POST", "/reload", "").await.status, 501);
