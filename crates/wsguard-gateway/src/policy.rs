@@ -204,8 +204,8 @@ pub struct RoutePolicy<C: Clock = DefaultClock> {
     config: MessageConfig,
     schema: Option<jsonschema::Validator>,
     clock: C,
-    user_messages: Option<Keyed<C>>,
-    user_bytes: Option<Keyed<C>>,
+    user_messages: Option<Arc<Keyed<C>>>,
+    user_bytes: Option<Arc<Keyed<C>>>,
 }
 
 impl<C: Clock> std::fmt::Debug for RoutePolicy<C> {
@@ -273,6 +273,7 @@ impl<C: Clock + Clone> RoutePolicy<C> {
         let keyed = |r: Option<Rate>| {
             r.and_then(Rate::quota)
                 .map(|q| RateLimiter::new(q, DefaultKeyedStateStore::default(), clock.clone()))
+                .map(Arc::new)
         };
         RoutePolicy {
             user_messages: keyed(config.user_messages),
@@ -308,6 +309,30 @@ impl<C: Clock + Clone> RoutePolicy<C> {
             bytes: direct(self.config.connection_bytes),
             control: direct(Some(self.config.control_frames)),
         }
+    }
+
+    /// Takes over `earlier`'s per-user buckets where the rate is the same (on a reload, for the
+    /// same route): sockets opened before and after the reload then draw from one budget per
+    /// user, not two. A changed rate starts new buckets. Only before the policy is shared
+    /// (`Arc::get_mut`); returns whether anything was taken over.
+    pub fn keep_user_buckets(self: &mut Arc<Self>, earlier: &RoutePolicy<C>) -> bool {
+        let Some(this) = Arc::get_mut(self) else {
+            return false;
+        };
+        let mut kept = false;
+        if this.config.user_messages == earlier.config.user_messages
+            && let Some(b) = &earlier.user_messages
+        {
+            this.user_messages = Some(Arc::clone(b));
+            kept = true;
+        }
+        if this.config.user_bytes == earlier.config.user_bytes
+            && let Some(b) = &earlier.user_bytes
+        {
+            this.user_bytes = Some(Arc::clone(b));
+            kept = true;
+        }
+        kept
     }
 
     /// Forgets per-user buckets that are full again (call now and then).
@@ -617,6 +642,42 @@ mod tests {
             matches!(other.judge(text("x")), Verdict::Forward),
             "per user"
         );
+    }
+
+    #[test]
+    fn a_reloaded_route_keeps_its_users_budgets_unless_the_rate_changed() {
+        let rate = |burst| MessageConfig {
+            user_messages: Some(Rate {
+                per_second: 1,
+                burst: Some(burst),
+            }),
+            ..Default::default()
+        };
+        let clock = FakeRelativeClock::default();
+        let before = RoutePolicy::with_clock(rate(2), clock.clone());
+        let old_socket = before.connection(Some("alice"));
+        assert!(matches!(old_socket.judge(text("1")), Verdict::Forward));
+        // Reloaded with the same rate: a socket opened after the reload shares alice's bucket
+        // with the one opened before.
+        let mut after = RoutePolicy::with_clock(rate(2), clock.clone());
+        assert!(after.keep_user_buckets(&before));
+        let new_socket = after.connection(Some("alice"));
+        assert!(matches!(new_socket.judge(text("2")), Verdict::Forward));
+        assert_eq!(
+            new_socket.judge(text("3")),
+            Verdict::Close(CloseReason::RateLimited),
+            "one budget across the reload"
+        );
+        // Reloaded with another rate: new buckets, under the new rate.
+        let mut changed = RoutePolicy::with_clock(rate(3), clock.clone());
+        assert!(!changed.keep_user_buckets(&before));
+        let third = changed.connection(Some("alice"));
+        for n in 0..3 {
+            assert!(matches!(third.judge(text("x")), Verdict::Forward), "{n}");
+        }
+        // A policy already shared by sockets is left as it is.
+        let _socket = changed.connection(Some("bob"));
+        assert!(!changed.keep_user_buckets(&RoutePolicy::with_clock(rate(3), clock)));
     }
 
     #[test]

@@ -759,7 +759,7 @@ impl Gateway {
             let state = crate::build_state(&reload.settings)?;
             Ok((reload, state))
         });
-        let (reload, state) = match outcome {
+        let (reload, mut state) = match outcome {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::error!(
@@ -795,6 +795,13 @@ impl Gateway {
             now_secs(),
             CloseReason::KeyRetired,
         );
+        // A route that stays, with the same per-user rates, keeps its users' buckets: a reload
+        // must not hand every user a second budget.
+        for route in &mut state.routes {
+            if let Some(before) = old.routes.iter().find(|r| r.path == route.path) {
+                route.messages.keep_user_buckets(&before.messages);
+            }
+        }
         self.state.store(Arc::new(state));
         self.metrics.reloaded("applied");
         tracing::info!(

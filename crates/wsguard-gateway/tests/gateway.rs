@@ -1355,6 +1355,36 @@ async fn rate_limits_close_at_the_edge() {
     assert_eq!(next_text(&mut bob).await, "bob");
 }
 
+#[tokio::test]
+async fn a_reload_does_not_hand_users_a_second_budget() {
+    let h = harness().await;
+    let (settings, verifier) = (h.settings.clone(), (*h.sessions.verifier()).clone());
+    h.running.set_loader(Arc::new(move || {
+        Ok(wsguard_gateway::Reload {
+            settings: settings.clone(),
+            verifier: verifier.clone(),
+            restart_required: Vec::new(),
+        })
+    }));
+    let token = h.login("alice").await;
+    // /user-limited: a burst of 4 per user. Two messages before the reload ...
+    let mut before = h.connect_as("/user-limited", &token).await;
+    for _ in 0..2 {
+        before.send(Message::text("x")).await.unwrap();
+        assert_eq!(next_text(&mut before).await, "x");
+    }
+    let r = h.admin("POST", "/reload", "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // ... leave two for the sockets opened after it.
+    let mut after = h.connect_as("/user-limited", &token).await;
+    for _ in 0..2 {
+        after.send(Message::text("y")).await.unwrap();
+        assert_eq!(next_text(&mut after).await, "y");
+    }
+    after.send(Message::text("fifth")).await.unwrap();
+    assert_eq!(next_close(&mut after).await, (1008, "rate limited".into()));
+}
+
 fn metric(body: &str, needle: &str) -> bool {
     body.lines().any(|l| l.starts_with(needle))
 }
