@@ -572,6 +572,29 @@ impl Harness {
         )
     }
 
+    /// The admin API's `/metrics`.
+    async fn metrics(&self) -> reqwest_free::Reply {
+        self.http
+            .raw(
+                self.running.admin_addr,
+                "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+            )
+            .await
+    }
+
+    /// Polls `/metrics` until a line starts with `needle` (a state, not a timing: bounded at
+    /// 10 s); returns the body then, or None.
+    async fn wait_for_metric(&self, needle: &str) -> Option<String> {
+        for _ in 0..100 {
+            let m = self.metrics().await;
+            if metric(&m.body, needle) {
+                return Some(m.body);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     async fn admin(&self, method: &str, path: &str, body: &str) -> reqwest_free::Reply {
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
@@ -992,13 +1015,7 @@ async fn tickets_are_single_use_and_stripped() {
             .await,
         401
     );
-    let m = h
-        .http
-        .raw(
-            h.running.admin_addr,
-            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-        )
-        .await;
+    let m = h.metrics().await;
     let needle = r#"wsguard_handshakes_total{outcome="refused",reason="session_revoked"} 1"#;
     assert!(metric(&m.body, needle), "{needle} missing in\n{}", m.body);
 }
@@ -1155,13 +1172,7 @@ async fn revocation_closes_live_sockets() {
     );
 
     // Metrics, read while bob's socket is still open.
-    let m = h
-        .http
-        .raw(
-            h.running.admin_addr,
-            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-        )
-        .await;
+    let m = h.metrics().await;
     assert_eq!(m.status, 200);
     for needle in [
         "wsguard_open_connections 1",
@@ -1509,36 +1520,19 @@ async fn slow_reader_is_closed_and_the_upstream_not_buffered() {
     ws.send(Message::text("flood")).await.unwrap();
     // Do not read: the upstream floods 64 KiB messages; the gateway stops reading it once the
     // client's socket is full, and closes the client after send_timeout.
-    let mut closed = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let m = h
-            .http
-            .raw(
-                h.running.admin_addr,
-                "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-            )
-            .await;
-        if metric(
-            &m.body,
-            r#"wsguard_closes_total{code="1013",reason="overloaded"} 1"#,
-        ) {
-            let relayed = m
-                .body
-                .lines()
-                .find(|l| l.starts_with(r#"wsguard_bytes_total{direction="upstream_to_client"}"#))
-                .unwrap()
-                .to_owned();
-            let bytes: f64 = relayed.rsplit(' ').next().unwrap().parse().unwrap();
-            assert!(
-                bytes < 64.0 * 1024.0 * 1024.0,
-                "bounded: {bytes} bytes relayed to a client that reads nothing"
-            );
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "slow reader not closed");
+    let body = h
+        .wait_for_metric(r#"wsguard_closes_total{code="1013",reason="overloaded"} 1"#)
+        .await
+        .expect("slow reader not closed");
+    let relayed = body
+        .lines()
+        .find(|l| l.starts_with(r#"wsguard_bytes_total{direction="upstream_to_client"}"#))
+        .unwrap();
+    let bytes: f64 = relayed.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        bytes < 64.0 * 1024.0 * 1024.0,
+        "bounded: {bytes} bytes relayed to a client that reads nothing"
+    );
 }
 
 #[tokio::test]
@@ -1570,25 +1564,9 @@ async fn an_upstream_that_stops_reading_is_closed_after_send_timeout() {
             }
         }
     });
-    let mut closed = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let m = h
-            .http
-            .raw(
-                h.running.admin_addr,
-                "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-            )
-            .await;
-        if metric(
-            &m.body,
-            r#"wsguard_closes_total{code="1011",reason="upstream_lost"} 1"#,
-        ) {
-            closed = true;
-            break;
-        }
-    }
-    assert!(closed, "a stuck upstream was not given up on");
+    h.wait_for_metric(r#"wsguard_closes_total{code="1011",reason="upstream_lost"} 1"#)
+        .await
+        .expect("a stuck upstream was not given up on");
     // The client hears about it: a 1011 close, or (its own writes still unread by the gateway
     // when it closed) a reset; either way its socket ends.
     let end = tokio::time::timeout(Duration::from_secs(5), async {
@@ -1964,13 +1942,7 @@ async fn reload_applies_a_good_config_closes_retired_keys_and_refuses_a_bad_one(
         429
     );
 
-    let m = h
-        .http
-        .raw(
-            h.running.admin_addr,
-            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-        )
-        .await;
+    let m = h.metrics().await;
     assert!(
         metric(&m.body, r#"wsguard_reloads_total{outcome="applied"} 3"#),
         "{}",
@@ -2358,13 +2330,7 @@ async fn pending_handshakes_are_limited_per_peer_and_in_all() {
     let refused = read_to_close(&mut silent_from("127.0.0.3", to).await).await;
     assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
     // Refusals are counted under their reasons.
-    let m = h
-        .http
-        .raw(
-            h.running.admin_addr,
-            "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
-        )
-        .await;
+    let m = h.metrics().await;
     for needle in [
         r#"wsguard_handshakes_total{outcome="refused",reason="too_many_pending_from_client"} 1"#,
         r#"wsguard_handshakes_total{outcome="refused",reason="too_many_pending"} 2"#,
