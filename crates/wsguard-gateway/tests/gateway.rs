@@ -946,17 +946,22 @@ async fn tickets_are_single_use_and_stripped() {
             "POST /wsguard/ticket HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nCookie: {cookie}\r\nContent-Length: 0\r\n\r\n"
         )
     };
-    let r = h
-        .http
-        .raw(
-            h.running.public_addr,
-            &post(ORIGIN, &format!("{COOKIE}={token}")),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let json: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    let ticket = json["ticket"].as_str().unwrap().to_owned();
-    assert!(json["expires_in_ms"].as_u64().unwrap() <= 30_000);
+    // A ticket for alice's cookie: (ticket, its lifetime in ms).
+    let issue = || async {
+        let r = h
+            .http
+            .raw(
+                h.running.public_addr,
+                &post(ORIGIN, &format!("{COOKIE}={token}")),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let json: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let ticket = json["ticket"].as_str().unwrap().to_owned();
+        (ticket, json["expires_in_ms"].as_u64().unwrap())
+    };
+    let (ticket, ttl_ms) = issue().await;
+    assert!(ttl_ms <= 30_000);
     // Foreign origin or no cookie: no ticket.
     assert_eq!(
         h.http
@@ -1000,15 +1005,7 @@ async fn tickets_are_single_use_and_stripped() {
     );
 
     // A ticket does not outlive its session: revoked between issue and redeem, it is refused.
-    let r = h
-        .http
-        .raw(
-            h.running.public_addr,
-            &post(ORIGIN, &format!("{COOKIE}={token}")),
-        )
-        .await;
-    let json: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    let ticket = json["ticket"].as_str().unwrap().to_owned();
+    let (ticket, _) = issue().await;
     h.sessions.revoke_token(&token, now()).await.unwrap();
     assert_eq!(
         h.refused(&format!("/t?ticket={ticket}"), &[("origin", ORIGIN)])
