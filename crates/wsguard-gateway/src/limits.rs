@@ -84,7 +84,7 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct PendingSlot {
     limits: Limits,
-    /// `None` when the peer is not counted per address (a trusted proxy).
+    /// `None` when the peer is not counted per address (a trusted proxy, or no such limit).
     ip: Option<IpAddr>,
 }
 
