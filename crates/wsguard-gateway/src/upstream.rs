@@ -378,4 +378,25 @@ mod tests {
             Err(DialError::BadAnswer("answer head too large"))
         ));
     }
+
+    proptest::proptest! {
+        /// Whatever an upstream answers, in however many reads, the answer is accepted or
+        /// refused: never a panic, and never more than the bounded head is kept.
+        #[test]
+        fn any_answer_is_judged_without_panic(
+            valid in proptest::prelude::any::<bool>(),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            split in 0usize..1400,
+        ) {
+            let mut bytes = if valid { answer("").into_bytes() } else { Vec::new() };
+            bytes.extend_from_slice(&noise);
+            let (first, second) = bytes.split_at(split.min(bytes.len()));
+            let mut io = first.chain(second);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            if let Ok((_, rest)) = rt.block_on(read_answer(&mut io, ACCEPT)) {
+                proptest::prop_assert!(valid, "noise alone accepted");
+                proptest::prop_assert!(rest.len() <= noise.len());
+            }
+        }
+    }
 }
