@@ -123,6 +123,8 @@ impl Admin {
             }
             (&Method::GET, "/readyz") => return self.ready().await,
             (&Method::GET, "/metrics") => {
+                let pending = i64::try_from(self.gateway.limits.pending()).unwrap_or(i64::MAX);
+                self.gateway.metrics.pending.set(pending);
                 let mut r = Response::new(Full::new(Bytes::from(self.gateway.metrics.render())));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,

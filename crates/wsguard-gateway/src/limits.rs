@@ -115,6 +115,14 @@ impl Limits {
         self.counts.lock().unwrap_or_else(|p| p.into_inner()).config = config;
     }
 
+    /// Connections not yet upgraded, now.
+    pub fn pending(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending
+    }
+
     /// Takes a place for a connection just accepted from `peer`, before anything is read from
     /// it, or says which limit is full. A trusted proxy (`per_ip` false) carries many clients on
     /// its one address: it is counted only in the global limit. Without a per-address limit,

@@ -1,6 +1,6 @@
 //! Prometheus metrics, served as text at `/metrics` on the admin listener.
 //!
-//! Owns the metric set: open connections, handshakes by outcome and reason, messages and bytes
+//! Owns the metric set: open connections, connections not yet upgraded, handshakes by outcome and reason, messages and bytes
 //! relayed by direction, closes by code and reason, and the revocation → close latency
 //! histogram. Labels come only from the reason table (`reason.rs`) and fixed words, never from
 //! requests, so cardinality is bounded. Label sets are static strings and numbers (nothing is
@@ -47,6 +47,8 @@ pub struct Metrics {
     registry: Registry,
     /// Proxied sockets open now.
     pub open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Connections accepted and not yet upgraded (set from the limits when scraped).
+    pub pending: Gauge<i64, std::sync::atomic::AtomicI64>,
     handshakes: Family<Labels<2>, Counter>,
     /// Accepted handshakes (one member of `handshakes`).
     accepted: Counter,
@@ -81,6 +83,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("wsguard");
         let open = Gauge::default();
+        let pending = Gauge::default();
         let handshakes = Family::<Labels<2>, Counter>::default();
         let closes = Family::<CloseLabels, Counter>::default();
         let reloads = Family::<Labels<1>, Counter>::default();
@@ -91,6 +94,11 @@ impl Metrics {
             "open_connections",
             "Proxied WebSocket connections open now",
             open.clone(),
+        );
+        registry.register(
+            "pending_handshakes",
+            "Connections accepted and not yet upgraded (request or TLS handshake not finished)",
+            pending.clone(),
         );
         registry.register(
             "handshakes",
@@ -131,6 +139,7 @@ impl Metrics {
             bytes_down: bytes.get_or_create_owned(&dir("upstream_to_client")),
             registry,
             open,
+            pending,
             handshakes,
             closes,
             reloads,
@@ -198,6 +207,7 @@ mod tests {
         let text = m.render();
         for needle in [
             "wsguard_open_connections 0",
+            "wsguard_pending_handshakes 0",
             r#"wsguard_handshakes_total{outcome="refused",reason="origin_not_allowed"} 1"#,
             r#"wsguard_handshakes_total{outcome="accepted",reason="ok"} 1"#,
             r#"wsguard_closes_total{code="1008",reason="session_revoked"} 1"#,

@@ -2218,7 +2218,9 @@ async fn a_tls_handshake_that_never_comes_is_cut_at_the_deadline() {
         rest.is_empty(),
         "nothing is written to a client that never said hello"
     );
+    wait_pending(&h, 0).await;
     let mut again = TcpStream::connect(h.running.public_addr).await.unwrap();
+    wait_pending(&h, 1).await;
     assert!(held(&mut again).await, "the place was not given back");
 }
 
@@ -2280,6 +2282,12 @@ async fn read_to_close(s: &mut TcpStream) -> String {
     String::from_utf8(buf).unwrap()
 }
 
+/// Waits until the gateway counts `n` connections not yet upgraded.
+async fn wait_pending(h: &Harness, n: usize) {
+    let needle = format!("wsguard_pending_handshakes {n}");
+    assert!(h.wait_for_metric(&needle).await.is_some(), "never {needle}");
+}
+
 #[tokio::test]
 async fn pending_handshakes_are_limited_per_peer_and_in_all() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
@@ -2293,6 +2301,7 @@ async fn pending_handshakes_are_limited_per_peer_and_in_all() {
     // 429 before anything is read, and closed.
     let mut a1 = silent_from("127.0.0.1", to).await;
     let mut a2 = silent_from("127.0.0.1", to).await;
+    wait_pending(&h, 2).await;
     assert!(held(&mut a1).await && held(&mut a2).await);
     let refused = read_to_close(&mut silent_from("127.0.0.1", to).await).await;
     assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
@@ -2304,26 +2313,23 @@ async fn pending_handshakes_are_limited_per_peer_and_in_all() {
     // A trusted proxy carries many clients: it is held to the global limit only.
     let mut proxied = Vec::new();
     for _ in 0..3 {
-        let mut p = silent_from("127.0.0.4", to).await;
-        assert!(held(&mut p).await, "trusted proxy refused");
-        proxied.push(p);
+        proxied.push(silent_from("127.0.0.4", to).await);
     }
+    wait_pending(&h, 5).await;
     // Five connections wait: the whole gateway is full, for every address.
     let refused = read_to_close(&mut silent_from("127.0.0.2", to).await).await;
     assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
-    // A place comes back when its connection goes away.
+    // A place comes back when its connection goes away ...
     drop(a1);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // An upgraded socket gives its place back: the one freed above is used for the
-    // handshake, then free again for a silent connection.
+    wait_pending(&h, 4).await;
+    // ... and when its connection is upgraded: the upgraded socket no longer counts.
     let mut ws = h.connect_as("/", &h.login("alice").await).await;
     ws.send(Message::text("x")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "x");
+    wait_pending(&h, 4).await;
     let mut b = silent_from("127.0.0.2", to).await;
-    assert!(
-        held(&mut b).await,
-        "the upgraded socket still counts as pending"
-    );
+    wait_pending(&h, 5).await;
+    assert!(held(&mut b).await);
     let refused = read_to_close(&mut silent_from("127.0.0.3", to).await).await;
     assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
     // Refusals are counted under their reasons.
@@ -2336,6 +2342,7 @@ async fn pending_handshakes_are_limited_per_peer_and_in_all() {
         assert!(m.body.contains(needle), "{needle} missing in\n{}", m.body);
     }
     drop((a2, proxied, b));
+    wait_pending(&h, 0).await;
 }
 
 /// A client frame, masked with `key`.
