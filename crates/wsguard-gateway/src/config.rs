@@ -43,15 +43,16 @@ pub struct GatewayConfig {
     pub forward_session_cookie: bool,
     /// Most proxied sockets at once (0: unlimited). Beyond: 503.
     pub max_connections: usize,
-    /// Most sockets per client address (0: unlimited). Beyond: 429.
+    /// Most sockets per client address, IPv6 addresses per /64 (0: unlimited). Beyond: 429.
     pub max_connections_per_ip: usize,
     /// Most sockets per user (0: unlimited). Beyond: 429.
     pub max_connections_per_user: usize,
     /// Most connections not yet upgraded (accepted, handshake or TLS handshake not finished) at
     /// once (0: unlimited). Beyond: 503, sent without reading the request, then closed.
     pub max_pending_handshakes: usize,
-    /// Most connections not yet upgraded per TCP peer address (0: unlimited); trusted proxies
-    /// count only towards `max_pending_handshakes`. Beyond: 429, sent unread, then closed.
+    /// Most connections not yet upgraded per TCP peer address, IPv6 per /64 (0: unlimited);
+    /// trusted proxies count only towards `max_pending_handshakes`. Beyond: 429, sent unread,
+    /// then closed.
     pub max_pending_handshakes_per_ip: usize,
     /// Proxies whose `X-Forwarded-For` is believed for the client address.
     pub trusted_proxies: Vec<std::net::IpAddr>,

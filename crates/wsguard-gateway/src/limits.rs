@@ -4,7 +4,8 @@
 //! (released on drop); the counters of connections not yet upgraded (accepted, handshake not
 //! finished) and their [`PendingSlot`]; and the client-address rule: the TCP peer, unless the
 //! peer is a configured trusted proxy, in which case the right-most `X-Forwarded-For` entry that
-//! is not a trusted proxy. No I/O.
+//! is not a trusted proxy; and the key an address is counted under ([`address_key`]: IPv6 by
+//! its /64). No I/O.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -123,7 +124,8 @@ impl Limits {
             .pending
     }
 
-    /// Takes a place for a connection just accepted from `peer`, before anything is read from
+    /// Takes a place for a connection just accepted from `peer` (counted under its
+    /// [`address_key`]), before anything is read from
     /// it, or says which limit is full. A trusted proxy (`per_ip` false) carries many clients on
     /// its one address: it is counted only in the global limit. Without a per-address limit,
     /// addresses are not counted at all (no hashing per connection); a reload that sets one
@@ -133,6 +135,7 @@ impl Limits {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = c.config;
         let per_ip = per_ip && cfg.pending_per_ip > 0;
+        let peer = address_key(peer);
         if cfg.pending > 0 && c.pending >= cfg.pending {
             return Err(Refusal::TooManyPending);
         }
@@ -150,8 +153,10 @@ impl Limits {
         })
     }
 
-    /// Takes a place for a socket from `ip` of `user`, or says which limit is full.
+    /// Takes a place for a socket from `ip` (counted under its [`address_key`]) of `user`, or
+    /// says which limit is full.
     pub fn acquire(&self, ip: IpAddr, user: Option<&UserId>) -> Result<Slot, Refusal> {
+        let ip = address_key(ip);
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = c.config;
         if cfg.global > 0 && c.global >= cfg.global {
@@ -180,15 +185,38 @@ impl Limits {
     }
 }
 
+/// The key a client address is counted under in the per-address limits: an IPv4 address (also
+/// written IPv4-mapped, as a dual-stack listener reports it) as it is, an IPv6 address by its
+/// /64 prefix, the usual allocation to one subscriber or one host: counted one by one, a single
+/// client could take 2^64 places.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` is one of the `trusted` proxies (IPv4-mapped IPv6 addresses compared as IPv4).
+pub fn is_trusted(ip: IpAddr, trusted: &[IpAddr]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|t| t.to_canonical() == ip)
+}
+
 /// The client's address: `peer`, or, if `peer` is a trusted proxy, the right-most address in
 /// `X-Forwarded-For` (all headers, in order) that is not a trusted proxy. Malformed entries stop
-/// the walk (the last trustworthy address is used).
+/// the walk (the last trustworthy address is used). IPv4-mapped IPv6 addresses are given as
+/// IPv4.
 pub fn client_ip<'a>(
     peer: IpAddr,
     forwarded_for: impl Iterator<Item = &'a [u8]>,
     trusted: &[IpAddr],
 ) -> IpAddr {
-    if !trusted.contains(&peer) {
+    let peer = peer.to_canonical();
+    if !is_trusted(peer, trusted) {
         return peer;
     }
     let mut entries: Vec<&[u8]> = Vec::new();
@@ -206,8 +234,8 @@ pub fn client_ip<'a>(
         else {
             break;
         };
-        client = ip;
-        if !trusted.contains(&ip) {
+        client = ip.to_canonical();
+        if !is_trusted(client, trusted) {
             break;
         }
     }
@@ -314,6 +342,45 @@ mod tests {
     }
 
     #[test]
+    fn addresses_are_counted_per_ipv4_address_and_per_ipv6_64() {
+        assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            address_key(ip("::ffff:192.0.2.7")),
+            ip("192.0.2.7"),
+            "mapped"
+        );
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        let l = Limits::new(LimitConfig {
+            per_ip: 2,
+            pending_per_ip: 1,
+            ..LimitConfig::default()
+        });
+        // Two addresses of one /64 share its places; the next /64 has its own.
+        let _a = l.acquire(ip("2001:db8:1:2::1"), None).unwrap();
+        let _b = l.acquire(ip("2001:db8:1:2::ffff"), None).unwrap();
+        assert_eq!(
+            l.acquire(ip("2001:db8:1:2:1:2:3:4"), None).unwrap_err(),
+            Refusal::TooManyFromClient
+        );
+        let _c = l.acquire(ip("2001:db8:1:3::1"), None).unwrap();
+        // A dual-stack listener's IPv4-mapped peer is the IPv4 client, not all of IPv4.
+        let _p = l.acquire_pending(ip("::ffff:192.0.2.7"), true).unwrap();
+        assert_eq!(
+            l.acquire_pending(ip("192.0.2.7"), true).unwrap_err(),
+            Refusal::TooManyPendingFromClient
+        );
+        let _q = l.acquire_pending(ip("::ffff:192.0.2.8"), true).unwrap();
+        let _r = l.acquire_pending(ip("2001:db8:9::1"), true).unwrap();
+        assert_eq!(
+            l.acquire_pending(ip("2001:db8:9::2"), true).unwrap_err(),
+            Refusal::TooManyPendingFromClient
+        );
+    }
+
+    #[test]
     fn forwarded_for_only_from_trusted_proxies() {
         let trusted = [ip("127.0.0.1"), ip("10.0.0.9")];
         let xff = |v: &'static str| std::iter::once(v.as_bytes());
@@ -339,6 +406,14 @@ mod tests {
             client_ip(ip("127.0.0.1"), std::iter::empty(), &trusted),
             ip("127.0.0.1")
         );
+        // A dual-stack listener reports a trusted IPv4 proxy IPv4-mapped; the client comes
+        // back as IPv4 too.
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.9"), xff("::ffff:1.2.3.4"), &trusted),
+            ip("1.2.3.4")
+        );
+        assert!(is_trusted(ip("::ffff:127.0.0.1"), &trusted));
+        assert!(!is_trusted(ip("::ffff:127.0.0.2"), &trusted));
         let two = [&b"6.6.6.6"[..], &b"1.2.3.4"[..]];
         assert_eq!(
             client_ip(ip("127.0.0.1"), two.into_iter(), &trusted),

@@ -198,7 +198,8 @@ impl Gateway {
                     let state = self.state.load();
                     // A place among the connections not yet upgraded, taken before anything is
                     // read: slow or silent clients cannot hold more than their share.
-                    let trusted = state.settings.trusted_proxies.contains(&peer.ip());
+                    let trusted =
+                        crate::limits::is_trusted(peer.ip(), &state.settings.trusted_proxies);
                     let pending = match self.limits.acquire_pending(peer.ip(), !trusted) {
                         Ok(p) => p,
                         Err(refusal) => {
