@@ -1469,6 +1469,39 @@ async fn trusted_proxy_forwarded_for_is_the_client_address() {
 }
 
 #[tokio::test]
+async fn a_dual_stack_listener_still_knows_its_trusted_proxy() {
+    // Listening on [::], an IPv4 peer arrives as ::ffff:127.0.0.1; configured as 127.0.0.1, it
+    // is still the trusted proxy whose X-Forwarded-For names the client.
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.listen = "[::]:0".parse().unwrap();
+        s.gateway.max_connections_per_ip = 1;
+        s.gateway.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let t = format!("{COOKIE}={}", h.login("alice").await);
+    let url = format!("ws://127.0.0.1:{}/", h.running.public_addr.port());
+    let from = |client: &str| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        for (n, v) in [
+            ("origin", ORIGIN),
+            ("cookie", &t),
+            ("x-forwarded-for", client),
+        ] {
+            req.headers_mut().insert(n, v.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+    let _one = from("198.51.100.1").await.expect("first client");
+    let _two = from("198.51.100.2")
+        .await
+        .expect("another client behind the proxy");
+    match from("198.51.100.1").await {
+        Err(WsError::Http(r)) => assert_eq!(r.status().as_u16(), 429),
+        other => panic!("second socket of one client: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
 async fn idle_sockets_are_closed() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
         s.gateway.idle_timeout = Duration::from_millis(300);
