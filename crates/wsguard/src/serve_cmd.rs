@@ -96,6 +96,12 @@ fn admin_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     Ok(token)
 }
 
+/// Whether a listener at `addr` can be reached from other hosts (IPv4-mapped loopback is
+/// loopback).
+fn beyond_loopback(addr: SocketAddr) -> bool {
+    !addr.ip().to_canonical().is_loopback()
+}
+
 /// The gateway settings a configuration describes.
 pub fn settings(config: &Config) -> wsguard_gateway::Settings {
     wsguard_gateway::Settings {
@@ -189,6 +195,13 @@ pub async fn serve(
     apply_args(&mut config, &args, demo_echo);
     let sessions = open_sessions(&config)?;
     let token = admin_token(&config.admin.token_file)?;
+    if beyond_loopback(config.admin.listen) {
+        tracing::warn!(
+            listen = %config.admin.listen,
+            "the admin API is plain HTTP and listens beyond loopback: its bearer token crosses \
+             the network in clear; keep it on a private network or put TLS in front"
+        );
+    }
     let running = wsguard_gateway::start(sessions, settings(&config), token).await?;
     let scheme = if config.gateway.tls.is_some() {
         "wss"
@@ -307,4 +320,29 @@ pub async fn connect(config: &Config, args: ConnectArgs) -> anyhow::Result<ExitC
 
 fn http_header(name: &'static str) -> tokio_tungstenite::tungstenite::http::HeaderName {
     tokio_tungstenite::tungstenite::http::HeaderName::from_static(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_admin_listeners_go_unwarned() {
+        for quiet in [
+            "127.0.0.1:9090",
+            "127.1.2.3:9090",
+            "[::1]:9090",
+            "[::ffff:127.0.0.1]:9090",
+        ] {
+            assert!(!beyond_loopback(quiet.parse().unwrap()), "{quiet}");
+        }
+        for loud in [
+            "0.0.0.0:9090",
+            "10.0.0.5:9090",
+            "[::]:9090",
+            "[2001:db8::1]:9090",
+        ] {
+            assert!(beyond_loopback(loud.parse().unwrap()), "{loud}");
+        }
+    }
 }

@@ -534,6 +534,10 @@ async fn secret_files_readable_by_others_are_warned_about() {
     );
     drop(gateway);
     let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains("beyond loopback"),
+        "an admin API on loopback is not warned about:\n{logged}"
+    );
     for (file, path) in [
         ("admin token file", "wsguard-admin-token"),
         ("key file", "wsguard-keys.toml"),
