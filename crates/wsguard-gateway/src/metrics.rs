@@ -2,9 +2,10 @@
 //!
 //! Owns the metric set: open connections, connections not yet upgraded, handshakes by outcome
 //! and reason, messages and bytes relayed by direction, closes by code and reason, and the
-//! revocation → close latency histogram. Labels come only from the reason table (`reason.rs`) and fixed words, never from
-//! requests, so cardinality is bounded. Label sets are static strings and numbers (nothing is
-//! allocated to count), and hot-path counters are plain atomics obtained once.
+//! revocation → close latency histogram. Labels come only from the reason table (`reason.rs`)
+//! and fixed words, never from requests, so cardinality is bounded. Label sets are static
+//! strings and numbers (nothing is allocated to count), and hot-path counters are plain atomics
+//! obtained once.
 
 use std::sync::atomic::AtomicU64;
 

@@ -306,12 +306,13 @@ impl Gateway {
     }
 
     /// Refuses a connection before reading from it (a pending-handshake limit is full): counts
-    /// and logs the refusal and, on a plain listener, writes its fixed response if the socket
-    /// takes it at once. The connection is then dropped; a request already received makes the
-    /// close a reset, so the client may not see the response.
+    /// the refusal, logs it at debug level (these come in floods, which must not flood the log
+    /// too; the metric shows them) and, on a plain listener, writes its fixed response if the
+    /// socket takes it at once. The connection is then dropped; a request already received
+    /// makes the close a reset, so the client may not see the response.
     fn refuse_unread(&self, refusal: Refusal, stream: &TcpStream, peer: SocketAddr, plain: bool) {
         self.metrics.refused(refusal);
-        tracing::info!(
+        tracing::debug!(
             event = "handshake_refused",
             reason = refusal.code(),
             status = refusal.status(),
