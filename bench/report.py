@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Turns bench/run.sh's JSON lines into the Markdown tables quoted in BENCHMARKS.md and an SVG
-chart (throughput and p99 latency per path). Standard library only; reads one results file,
-writes two files, computes ratios within the one run it is given."""
+"""Turns bench/run.sh's JSON lines into the Markdown tables quoted in BENCHMARKS.md, headed by
+issue 5's goals judged on them, and an SVG chart (throughput and p99 latency per path). Standard
+library only; reads one results file, writes two files, computes ratios within the one run it
+is given."""
 
 import json
 import statistics
@@ -64,6 +65,56 @@ def round_by_round(rows):
                 else:
                     cells += ["—", "—"]
             md.append(f"| {conns} | {size_label(size)} | {p} | " + " | ".join(cells) + " |")
+    md.append("")
+    return md
+
+
+def goals(echo, hs, mem):
+    """Issue 5's goals, judged on this run's medians: what is met, and by how much."""
+    md = ["### Goals (issue 5) in this run\n",
+          "From the medians below. A cell is a (connections, size) pair at 64 B or 1 KiB, for each "
+          "wsguard route: 8 in all.\n"]
+    cells = [(c, s) for (c, s) in sorted(echo) if s < 65536]
+    routes = ("wsguard-public", "wsguard-auth")
+    for peer, name in (("nginx", "nginx"), ("haproxy", "HAProxy")):
+        ratios = [(echo[k][p]["messages_per_sec"] / echo[k][peer]["messages_per_sec"], k, p)
+                  for k in cells for p in routes if p in echo[k] and peer in echo[k]]
+        if ratios:
+            met = sum(1 for r, _, _ in ratios if r >= 1.0)
+            low, (c, s), p = min(ratios)
+            md.append(f"- msgs/s ≥ {name}: {met} of {len(ratios)} cells "
+                      f"(lowest {low:.3f}: {p}, {c} × {size_label(s)}).")
+    worst, none = None, []
+    for k in cells:
+        cell = echo[k]
+        if not all(x in cell for x in ("direct", "nginx")):
+            continue
+        base = cell["direct"]["latency_p99_us"]
+        n_added = cell["nginx"]["latency_p99_us"] - base
+        for p in routes:
+            if p not in cell:
+                continue
+            added = cell[p]["latency_p99_us"] - base
+            if n_added <= 0:
+                none.append(f"{p}, {k[0]} × {size_label(k[1])}")
+            elif worst is None or added / n_added > worst[0]:
+                worst = (added / n_added, p, k)
+    if worst is not None:
+        verdict = "met" if worst[0] <= 2.0 else "not met"
+        md.append(f"- added p99 ≤ 2× nginx's: {verdict} where nginx's added p99 is above zero "
+                  f"(worst {worst[0]:.2f}×: {worst[1]}, {worst[2][0]} × {size_label(worst[2][1])}).")
+    if none:
+        md.append(f"- added p99: no ratio where nginx's p99 was at or below direct's ({'; '.join(none)}).")
+    if "wsguard-auth" in hs and "nginx" in hs:
+        r = hs["wsguard-auth"]["handshakes_per_sec"] / hs["nginx"]["handshakes_per_sec"]
+        md.append(f"- authenticated handshakes/s ≥ nginx's plain upgrades/s: {'met' if r >= 1.0 else 'not met'} "
+                  f"({r:.2f}).")
+    if "nginx" in mem:
+        n = mem["nginx"]["bytes_per_connection"]
+        parts = [f"{p} {mem[p]['bytes_per_connection'] / n:.2f}" for p in routes if p in mem]
+        ok = all(mem[p]["bytes_per_connection"] <= n for p in routes if p in mem)
+        md.append(f"- idle memory per connection ≤ nginx's: {'met' if ok else 'not met'} "
+                  f"({', '.join(parts)} of nginx's).")
     md.append("")
     return md
 
@@ -193,6 +244,7 @@ def main(src, md_out, svg_out):
                       f"{r['latency_p99_us']} |")
         md.append("")
 
+    md = goals(echo, hs if hs_runs else {}, mem) + md
     with open(md_out, "w") as f:
         f.write("\n".join(md) + "\n")
     with open(svg_out, "w") as f:

@@ -289,3 +289,5 @@ done
 
 python3 "$root/bench/report.py" "$results" "$out/latest.md" "$out/latest.svg"
 echo "wrote $out/latest.md and $out/latest.svg" >&2
+# The goals section, for whoever runs this: the same lines as at the top of latest.md.
+sed -n '/^### Goals/,/^### Round trips/p' "$out/latest.md" | sed '$d' >&2
