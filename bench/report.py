@@ -69,11 +69,14 @@ def round_by_round(rows):
     return md
 
 
-def goals(echo, hs, mem):
+def goals(echo, hs, mem, rounds):
     """Issue 5's goals, judged on this run's medians: what is met, and by how much."""
     md = ["### Goals (issue 5) in this run\n",
           "From the medians below. A cell is a (connections, size) pair at 64 B or 1 KiB, for each "
           "wsguard route: 8 in all.\n"]
+    if rounds < 3:
+        md.append(f"**{rounds} round(s) only (a smoke run such as `QUICK=1`): these verdicts are "
+                  "noise, not a measurement.**\n")
     cells = [(c, s) for (c, s) in sorted(echo) if s < 65536]
     routes = ("wsguard-public", "wsguard-auth")
     for peer, name in (("nginx", "nginx"), ("haproxy", "HAProxy")):
@@ -244,7 +247,7 @@ def main(src, md_out, svg_out):
                       f"{r['latency_p99_us']} |")
         md.append("")
 
-    md = goals(echo, hs if hs_runs else {}, mem) + md
+    md = goals(echo, hs if hs_runs else {}, mem, rounds) + md
     with open(md_out, "w") as f:
         f.write("\n".join(md) + "\n")
     with open(svg_out, "w") as f:
