@@ -54,6 +54,10 @@ pub struct GatewayConfig {
     /// trusted proxies count only towards `max_pending_handshakes`. Beyond: 429, sent unread,
     /// then closed.
     pub max_pending_handshakes_per_ip: usize,
+    /// Most new connections per TCP peer address (IPv6 per /64) and second, with a burst; off
+    /// unless set (behind a load balancer not listed in `trusted_proxies`, every client shares
+    /// its address). Trusted proxies are exempt. Beyond: 429, sent unread, then closed.
+    pub handshake_rate_per_ip: Option<crate::policy::Rate>,
     /// Proxies whose `X-Forwarded-For` is believed for the client address.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Close after this long without a data message either way ("0s": never).
@@ -91,6 +95,7 @@ impl Default for GatewayConfig {
             max_connections_per_user: 64,
             max_pending_handshakes: 1_024,
             max_pending_handshakes_per_ip: 64,
+            handshake_rate_per_ip: None,
             trusted_proxies: Vec::new(),
             idle_timeout: Duration::from_secs(3600),
             ping_interval: Duration::from_secs(30),
@@ -349,6 +354,13 @@ pub fn validate(g: &GatewayConfig) -> Result<(), String> {
     }
     if !(8..=1024).contains(&g.max_headers) {
         errors.push("gateway.max_headers: must be between 8 and 1024".into());
+    }
+    if let Some(r) = g.handshake_rate_per_ip
+        && r.quota().is_none()
+    {
+        errors.push(
+            "gateway.handshake_rate_per_ip: per_second and burst must be more than zero".into(),
+        );
     }
     if let Err(e) = OriginPolicy::new(&g.allowed_origins, g.allow_missing_origin) {
         errors.push(format!("gateway.allowed_origins: {e}"));

@@ -94,6 +94,8 @@ pub(crate) struct State {
     pub(crate) ticket_origins: origin::OriginPolicy,
     pub(crate) settings: GatewayConfig,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `gateway.handshake_rate_per_ip`'s buckets, if set (kept across a reload that keeps it).
+    pub(crate) handshake_rate: Option<Arc<limits::HandshakeRate>>,
 }
 
 impl std::fmt::Debug for State {
@@ -159,6 +161,11 @@ pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
             ticket_origins,
             settings: settings.gateway.clone(),
             tls,
+            handshake_rate: settings
+                .gateway
+                .handshake_rate_per_ip
+                .and_then(policy::Rate::quota)
+                .map(|q| Arc::new(limits::HandshakeRate::new(q))),
         }),
         // An origin error is already in `errors` (config::validate checks them).
         _ => Err(errors.join("\n")),

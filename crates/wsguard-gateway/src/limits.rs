@@ -4,12 +4,18 @@
 //! (released on drop); the counters of connections not yet upgraded (accepted, handshake not
 //! finished) and their [`PendingSlot`]; and the client-address rule: the TCP peer, unless the
 //! peer is a configured trusted proxy, in which case the right-most `X-Forwarded-For` entry that
-//! is not a trusted proxy; and the key an address is counted under ([`address_key`]: IPv6 by
-//! its /64). No I/O.
+//! is not a trusted proxy; the key an address is counted under ([`address_key`]: IPv6 by its
+//! /64); and the opt-in rate of handshakes per address ([`HandshakeRate`], governor buckets on
+//! a clock the caller chooses). No I/O.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 
 use wsguard_token::UserId;
 
@@ -182,6 +188,69 @@ impl Limits {
             ip,
             user: user.cloned(),
         })
+    }
+}
+
+/// Most addresses whose handshake buckets are kept. Beyond, new addresses pass unchecked until
+/// housekeeping forgets the buckets that are full again: a bound on memory (one entry per
+/// address an attacker can rotate through), and a client with that many addresses is not one a
+/// per-address limit can stop anyway.
+pub const HANDSHAKE_RATE_MAX_ADDRESSES: usize = 100_000;
+
+type KeyedLimiter<C> =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// `gateway.handshake_rate_per_ip`: accepted connections per client address and second (a
+/// bucket per [`address_key`]), checked right after `accept`, before anything is read.
+pub struct HandshakeRate<C: Clock = DefaultClock> {
+    quota: Quota,
+    limiter: KeyedLimiter<C>,
+}
+
+impl<C: Clock> std::fmt::Debug for HandshakeRate<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeRate")
+            .field("quota", &self.quota)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HandshakeRate<DefaultClock> {
+    /// Buckets of `quota` on the real clock.
+    pub fn new(quota: Quota) -> Self {
+        Self::with_clock(quota, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> HandshakeRate<C> {
+    /// Buckets of `quota` on `clock`.
+    pub fn with_clock(quota: Quota, clock: C) -> Self {
+        HandshakeRate {
+            quota,
+            limiter: RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock),
+        }
+    }
+
+    /// The quota (a reload with the same one keeps these buckets).
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// Takes one handshake from `peer`'s bucket, or refuses it.
+    pub fn check(&self, peer: IpAddr) -> Result<(), Refusal> {
+        if self.limiter.len() >= HANDSHAKE_RATE_MAX_ADDRESSES {
+            return Ok(());
+        }
+        self.limiter
+            .check_key(&address_key(peer))
+            .map_err(|_| Refusal::HandshakeRateLimited)
+    }
+
+    /// Forgets the buckets that are full again (call now and then); how many are left.
+    pub fn shrink(&self) -> usize {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        self.limiter.len()
     }
 }
 
@@ -377,6 +446,57 @@ mod tests {
         assert_eq!(
             l.acquire_pending(ip("2001:db8:9::2"), true).unwrap_err(),
             Refusal::TooManyPendingFromClient
+        );
+    }
+
+    #[test]
+    fn handshake_rate_per_address_with_its_bounds() {
+        use governor::clock::FakeRelativeClock;
+        use std::num::NonZeroU32;
+        use std::time::Duration;
+        let quota =
+            Quota::per_second(NonZeroU32::new(1).unwrap()).allow_burst(NonZeroU32::new(2).unwrap());
+        let clock = FakeRelativeClock::default();
+        let rate = HandshakeRate::with_clock(quota, clock.clone());
+        // A burst of two, then one a second; per address, an IPv6 client per /64.
+        for peer in ["10.0.0.1", "10.0.0.1", "2001:db8:1:2::1", "2001:db8:1:2::2"] {
+            assert_eq!(rate.check(ip(peer)), Ok(()), "{peer}");
+        }
+        assert_eq!(
+            rate.check(ip("::ffff:10.0.0.1")),
+            Err(Refusal::HandshakeRateLimited)
+        );
+        assert_eq!(
+            rate.check(ip("2001:db8:1:2:ffff::9")),
+            Err(Refusal::HandshakeRateLimited)
+        );
+        assert_eq!(rate.check(ip("10.0.0.2")), Ok(()));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(rate.check(ip("10.0.0.1")), Ok(()));
+        assert_eq!(
+            rate.check(ip("10.0.0.1")),
+            Err(Refusal::HandshakeRateLimited)
+        );
+        // Buckets full again are forgotten.
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(rate.shrink(), 0);
+        // At most HANDSHAKE_RATE_MAX_ADDRESSES addresses are kept; beyond, checks pass until
+        // housekeeping shrinks the map.
+        for _ in 0..2 {
+            rate.check(ip("10.9.9.9")).unwrap();
+        }
+        for n in 0..HANDSHAKE_RATE_MAX_ADDRESSES as u32 {
+            let _ = rate.check(IpAddr::from((0x0b00_0000u32 + n).to_be_bytes()));
+        }
+        assert_eq!(rate.check(ip("10.9.9.9")), Ok(()), "full: unchecked");
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(rate.shrink(), 0);
+        for _ in 0..2 {
+            rate.check(ip("10.9.9.9")).unwrap();
+        }
+        assert_eq!(
+            rate.check(ip("10.9.9.9")),
+            Err(Refusal::HandshakeRateLimited)
         );
     }
 

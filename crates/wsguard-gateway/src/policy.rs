@@ -49,7 +49,8 @@ pub struct Rate {
 }
 
 impl Rate {
-    fn quota(self) -> Option<Quota> {
+    /// The governor quota; None if `per_second` or `burst` is zero.
+    pub fn quota(self) -> Option<Quota> {
         let per = NonZeroU32::new(self.per_second)?;
         let burst = NonZeroU32::new(self.burst.unwrap_or(self.per_second))?;
         Some(Quota::per_second(per).allow_burst(burst))

@@ -59,6 +59,9 @@ pub enum Refusal {
     TooManyPending,
     /// Too many connections not yet upgraded from this TCP peer (refused unread).
     TooManyPendingFromClient,
+    /// Connections from this TCP peer come faster than `gateway.handshake_rate_per_ip` allows
+    /// (refused unread).
+    HandshakeRateLimited,
     /// The gateway is shutting down.
     ShuttingDown,
     /// The upstream refused the connection or did not answer 101.
@@ -80,7 +83,10 @@ impl Refusal {
             OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => 403,
             NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => 401,
             StoreUnavailable | ShuttingDown | TooManyConnections | TooManyPending => 503,
-            TooManyFromClient | TooManyForUser | TooManyPendingFromClient => 429,
+            TooManyFromClient
+            | TooManyForUser
+            | TooManyPendingFromClient
+            | HandshakeRateLimited => 429,
             NoRoute => 404,
             UpstreamFailed => 502,
             UpstreamTimeout => 504,
@@ -125,6 +131,7 @@ impl Refusal {
             TooManyForUser => "too_many_for_user",
             TooManyPending => "too_many_pending",
             TooManyPendingFromClient => "too_many_pending_from_client",
+            HandshakeRateLimited => "handshake_rate_limited",
             ShuttingDown => "shutting_down",
             UpstreamFailed => "upstream_failed",
             UpstreamTimeout => "upstream_timeout",
@@ -152,6 +159,7 @@ impl Refusal {
             | TooManyForUser
             | TooManyPending
             | TooManyPendingFromClient => "too many connections\n",
+            HandshakeRateLimited => "too many handshakes\n",
             ShuttingDown => "shutting down\n",
             UpstreamFailed => "bad gateway\n",
             UpstreamTimeout => "gateway timeout\n",
@@ -200,6 +208,7 @@ impl Refusal {
             TooManyForUser,
             TooManyPending,
             TooManyPendingFromClient,
+            HandshakeRateLimited,
             ShuttingDown,
             UpstreamFailed,
             UpstreamTimeout,

@@ -200,6 +200,13 @@ impl Gateway {
                     // read: slow or silent clients cannot hold more than their share.
                     let trusted =
                         crate::limits::is_trusted(peer.ip(), &state.settings.trusted_proxies);
+                    if !trusted
+                        && let Some(rate) = &state.handshake_rate
+                        && let Err(refusal) = rate.check(peer.ip())
+                    {
+                        self.refuse_unread(refusal, &stream, peer, state.tls.is_none());
+                        continue;
+                    }
                     let pending = match self.limits.acquire_pending(peer.ip(), !trusted) {
                         Ok(p) => p,
                         Err(refusal) => {
@@ -261,8 +268,12 @@ impl Gateway {
     /// One housekeeping round; returns (expired tickets dropped, store rows purged).
     pub(crate) async fn sweep(&self, purge_store: bool) -> (usize, usize) {
         let tickets = self.tickets.purge(now_ms());
-        for route in &self.state.load().routes {
+        let state = self.state.load();
+        for route in &state.routes {
             route.messages.shrink();
+        }
+        if let Some(rate) = &state.handshake_rate {
+            rate.shrink();
         }
         let mut purged = 0;
         if purge_store {
@@ -803,6 +814,12 @@ impl Gateway {
             if let Some(before) = old.routes.iter().find(|r| r.path == route.path) {
                 route.messages.keep_user_buckets(&before.messages);
             }
+        }
+        // Likewise the handshake buckets of every address, if the rate stays.
+        if let (Some(new), Some(before)) = (&state.handshake_rate, &old.handshake_rate)
+            && new.quota() == before.quota()
+        {
+            state.handshake_rate = Some(Arc::clone(before));
         }
         self.state.store(Arc::new(state));
         self.metrics.reloaded("applied");

@@ -2315,6 +2315,51 @@ async fn read_to_close(s: &mut TcpStream) -> String {
     String::from_utf8(buf).unwrap()
 }
 
+#[tokio::test]
+async fn handshake_rate_per_address_when_set() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.handshake_rate_per_ip = Some(Rate {
+            per_second: 1,
+            burst: Some(2),
+        });
+        s.gateway.trusted_proxies = vec!["127.0.0.4".parse().unwrap()];
+    })
+    .await;
+    let to = h.running.public_addr;
+    // Two at once from one address, then the third is refused unread; others are not touched.
+    let _a = silent_from("127.0.0.1", to).await;
+    let _b = silent_from("127.0.0.1", to).await;
+    let refused = read_to_close(&mut silent_from("127.0.0.1", to).await).await;
+    assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
+    assert!(refused.ends_with("too many handshakes\n"), "{refused}");
+    // A reload that keeps the rate keeps the buckets: the address stays spent.
+    let (settings, verifier) = (h.settings.clone(), (*h.sessions.verifier()).clone());
+    h.running.set_loader(Arc::new(move || {
+        Ok(wsguard_gateway::Reload {
+            settings: settings.clone(),
+            verifier: verifier.clone(),
+            restart_required: Vec::new(),
+        })
+    }));
+    assert_eq!(h.admin("POST", "/reload", "").await.status, 200);
+    let refused = read_to_close(&mut silent_from("127.0.0.1", to).await).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 429 "),
+        "after a reload: {refused}"
+    );
+    let mut other = silent_from("127.0.0.2", to).await;
+    // A trusted proxy carries many clients: exempt.
+    let mut proxied = Vec::new();
+    for _ in 0..3 {
+        proxied.push(silent_from("127.0.0.4", to).await);
+    }
+    wait_pending(&h, 6).await;
+    assert!(held(&mut other).await);
+    let m = h.metrics().await;
+    let needle = r#"wsguard_handshakes_total{outcome="refused",reason="handshake_rate_limited"} 2"#;
+    assert!(m.body.contains(needle), "{needle} missing in\n{}", m.body);
+}
+
 /// Waits until the gateway counts `n` connections not yet upgraded.
 async fn wait_pending(h: &Harness, n: usize) {
     let needle = format!("wsguard_pending_handshakes {n}");

@@ -576,7 +576,7 @@ fn check_config_explains_every_error() {
     // Several problems at once: each is named, with its key.
     let env = Env::with_config(
         "[sessions]\nidle_timeout = 30\n\n[gateway]\nallowed_origins = [\"https://ok.example\", \"ftp://x\"]\n\
-         max_headers = 2\nticket_ttl = \"1m\"\n\n[[route]]\npath = \"chat\"\nupstream = \"ws://127.0.0.1:1\"\n\n\
+         max_headers = 2\nticket_ttl = \"1m\"\nhandshake_rate_per_ip = { per_second = 0 }\n\n[[route]]\npath = \"chat\"\nupstream = \"ws://127.0.0.1:1\"\n\n\
          [[route]]\npath = \"/b\"\nupstream = \"http://127.0.0.1:1\"\n\n\
          [[route]]\npath = \"/c\"\nupstream = \"wss://localhost:1\"\nupstream_ca = \"missing-ca.pem\"\n",
     );
@@ -588,6 +588,7 @@ fn check_config_explains_every_error() {
         "gateway.allowed_origins",
         "gateway.max_headers",
         "gateway.ticket_ttl",
+        "gateway.handshake_rate_per_ip",
         "route[0].path",
         "route[1].upstream",
         "sessions.keys_file",
