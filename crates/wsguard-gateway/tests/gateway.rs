@@ -572,6 +572,18 @@ impl Harness {
         )
     }
 
+    /// Makes `POST /reload` apply the settings and keys the gateway started with.
+    fn reload_as_started(&self) {
+        let (settings, verifier) = (self.settings.clone(), (*self.sessions.verifier()).clone());
+        self.running.set_loader(Arc::new(move || {
+            Ok(wsguard_gateway::Reload {
+                settings: settings.clone(),
+                verifier: verifier.clone(),
+                restart_required: Vec::new(),
+            })
+        }));
+    }
+
     /// The admin API's `/metrics`.
     async fn metrics(&self) -> reqwest_free::Reply {
         self.http
@@ -1366,14 +1378,7 @@ async fn rate_limits_close_at_the_edge() {
 #[tokio::test]
 async fn a_reload_does_not_hand_users_a_second_budget() {
     let h = harness().await;
-    let (settings, verifier) = (h.settings.clone(), (*h.sessions.verifier()).clone());
-    h.running.set_loader(Arc::new(move || {
-        Ok(wsguard_gateway::Reload {
-            settings: settings.clone(),
-            verifier: verifier.clone(),
-            restart_required: Vec::new(),
-        })
-    }));
+    h.reload_as_started();
     let token = h.login("alice").await;
     // /user-limited: a burst of 4 per user. Two messages before the reload ...
     let mut before = h.connect_as("/user-limited", &token).await;
@@ -2333,14 +2338,7 @@ async fn handshake_rate_per_address_when_set() {
     assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
     assert!(refused.ends_with("too many handshakes\n"), "{refused}");
     // A reload that keeps the rate keeps the buckets: the address stays spent.
-    let (settings, verifier) = (h.settings.clone(), (*h.sessions.verifier()).clone());
-    h.running.set_loader(Arc::new(move || {
-        Ok(wsguard_gateway::Reload {
-            settings: settings.clone(),
-            verifier: verifier.clone(),
-            restart_required: Vec::new(),
-        })
-    }));
+    h.reload_as_started();
     assert_eq!(h.admin("POST", "/reload", "").await.status, 200);
     let refused = read_to_close(&mut silent_from("127.0.0.1", to).await).await;
     assert!(
