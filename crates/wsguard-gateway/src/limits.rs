@@ -131,9 +131,9 @@ impl Limits {
     }
 
     /// Takes a place for a connection just accepted from `peer` (counted under its
-    /// [`address_key`]), before anything is read from
-    /// it, or says which limit is full. A trusted proxy (`per_ip` false) carries many clients on
-    /// its one address: it is counted only in the global limit. Without a per-address limit,
+    /// [`address_key`]), before anything is read from it, or says which limit is full. A trusted
+    /// proxy (`per_ip` false) carries many clients on its one address: it is counted only in the
+    /// global limit. Without a per-address limit,
     /// addresses are not counted at all (no hashing per connection); a reload that sets one
     /// then counts the connections accepted after it, which is all of them within
     /// `handshake_timeout`.
