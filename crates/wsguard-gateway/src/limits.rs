@@ -133,10 +133,9 @@ impl Limits {
     /// Takes a place for a connection just accepted from `peer` (counted under its
     /// [`address_key`]), before anything is read from it, or says which limit is full. A trusted
     /// proxy (`per_ip` false) carries many clients on its one address: it is counted only in the
-    /// global limit. Without a per-address limit,
-    /// addresses are not counted at all (no hashing per connection); a reload that sets one
-    /// then counts the connections accepted after it, which is all of them within
-    /// `handshake_timeout`.
+    /// global limit. Without a per-address limit, addresses are not counted at all (no hashing
+    /// per connection); a reload that sets one then counts the connections accepted after it,
+    /// which is all of them within `handshake_timeout`.
     pub fn acquire_pending(&self, peer: IpAddr, per_ip: bool) -> Result<PendingSlot, Refusal> {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = c.config;
