@@ -408,6 +408,16 @@ async fn http(addr: &str, request: String) -> String {
     answer
 }
 
+/// A string field of the JSON body of an HTTP answer.
+fn json_field(answer: &str, field: &str) -> String {
+    let (_, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    json[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {body}"))
+        .to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_trace_logs_hold_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
@@ -453,12 +463,7 @@ async fn the_gateways_trace_logs_hold_no_secrets() {
         ),
     )
     .await;
-    let ticket = answer
-        .split("\"ticket\":\"")
-        .nth(1)
-        .and_then(|t| t.split('"').next())
-        .expect("a ticket")
-        .to_owned();
+    let ticket = json_field(&answer, "ticket");
     let mut req = format!("ws://{addr}/chat?ticket={ticket}")
         .into_client_request()
         .unwrap();
@@ -477,12 +482,7 @@ async fn the_gateways_trace_logs_hold_no_secrets() {
         ),
     )
     .await;
-    let bob = issued
-        .split("\"token\":\"")
-        .nth(1)
-        .and_then(|t| t.split('"').next())
-        .expect("a token for bob")
-        .to_owned();
+    let bob = json_field(&issued, "token");
     let wrong = http(
         &admin,
         "GET /users/bob/sessions HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer not-the-token\r\n\
