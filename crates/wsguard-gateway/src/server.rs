@@ -196,18 +196,18 @@ impl Gateway {
                     };
                     let _ = stream.set_nodelay(true);
                     let state = self.state.load();
-                    // A place among the connections not yet upgraded, taken before anything is
-                    // read: slow or silent clients cannot hold more than their share.
+                    // Before anything is read: a token from the address's handshake bucket (if
+                    // a rate is set), then a place among the connections not yet upgraded, so
+                    // that fast, slow or silent clients cannot take more than their share.
                     let trusted =
                         crate::limits::is_trusted(peer.ip(), &state.settings.trusted_proxies);
-                    if !trusted
-                        && let Some(rate) = &state.handshake_rate
-                        && let Err(refusal) = rate.check(peer.ip())
-                    {
-                        self.refuse_unread(refusal, &stream, peer, state.tls.is_none());
-                        continue;
-                    }
-                    let pending = match self.limits.acquire_pending(peer.ip(), !trusted) {
+                    let rate = match &state.handshake_rate {
+                        Some(rate) if !trusted => rate.check(peer.ip()),
+                        _ => Ok(()),
+                    };
+                    let admitted =
+                        rate.and_then(|()| self.limits.acquire_pending(peer.ip(), !trusted));
+                    let pending = match admitted {
                         Ok(p) => p,
                         Err(refusal) => {
                             self.refuse_unread(refusal, &stream, peer, state.tls.is_none());
