@@ -210,7 +210,7 @@ impl Admin {
         };
         let data = match r.data {
             None => SessionData::empty(),
-            Some(raw) => match SessionData::parse(raw.get()) {
+            Some(raw) => match SessionData::parse_for_issue(raw.get()) {
                 Ok(d) => d,
                 Err(e) => return error(StatusCode::BAD_REQUEST, &format!("data: {e}")),
             },

@@ -41,6 +41,12 @@ pub struct GatewayConfig {
     pub ticket_ttl: Duration,
     /// Forward wsguard's session cookie to the upstream. Off by default.
     pub forward_session_cookie: bool,
+    /// Client headers passed to the upstream as the client sent them, by name (any case).
+    /// Every other client header is dropped, except those wsguard rebuilds from what it
+    /// checked (`Origin`, `Cookie` without the session cookie, `Sec-WebSocket-Protocol`).
+    pub forward_headers: Vec<String>,
+    /// `[gateway.client_headers]`: how the upstream is told who the client is.
+    pub client_headers: crate::forward::ClientHeadersConfig,
     /// Most proxied sockets at once (0: unlimited). Beyond: 503.
     pub max_connections: usize,
     /// Most sockets per client address, IPv6 addresses per /64 (0: unlimited). Beyond: 429.
@@ -58,7 +64,8 @@ pub struct GatewayConfig {
     /// unless set (behind a load balancer not listed in `trusted_proxies`, every client shares
     /// its address). Trusted proxies are exempt. Beyond: 429, sent unread, then closed.
     pub handshake_rate_per_ip: Option<crate::policy::Rate>,
-    /// Proxies whose `X-Forwarded-For` is believed for the client address.
+    /// Proxies whose `X-Forwarded-For` (and `X-Forwarded-Proto`, `X-Forwarded-Host`) is
+    /// believed for the client address.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Close after this long without a data message either way ("0s": never).
     #[serde(with = "humantime_serde_secs")]
@@ -90,6 +97,10 @@ impl Default for GatewayConfig {
             max_headers: 64,
             ticket_ttl: Duration::from_secs(30),
             forward_session_cookie: false,
+            forward_headers: crate::forward::DEFAULT_FORWARD_HEADERS
+                .map(String::from)
+                .to_vec(),
+            client_headers: crate::forward::ClientHeadersConfig::default(),
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             max_connections_per_user: 64,
@@ -194,8 +205,12 @@ pub(crate) mod humantime_serde_secs {
 /// A validated route.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// Path prefix, without a trailing `/` (except the root route `/`).
+    /// Path prefix in normal form ([`crate::target::normalise`]), without a trailing `/`
+    /// (except the root route `/`).
     pub path: String,
+    /// The path as a case-insensitive backend reads it ([`crate::target::fold`]): no two routes
+    /// share one.
+    pub folded_path: String,
     /// Upstream base (scheme, authority, base path without trailing `/`).
     pub upstream: url::Url,
     /// No authentication.
@@ -214,11 +229,9 @@ pub struct Route {
 }
 
 impl Route {
-    /// Whether `path` falls under this route (prefix at a segment boundary).
+    /// Whether a normalised `path` falls under this route (prefix at a segment boundary).
     pub fn matches(&self, path: &str) -> bool {
-        self.path == "/"
-            || path == self.path
-            || (path.starts_with(&self.path) && path.as_bytes().get(self.path.len()) == Some(&b'/'))
+        crate::target::is_under(&self.path, path)
     }
 
     /// The upstream request target (origin form: the upstream's base path, then the request
@@ -264,17 +277,36 @@ fn route(
 ) -> Result<Route, String> {
     {
         let at = |key: &str| format!("route[{i}].{key}");
-        if !r.path.starts_with('/') || r.path.contains(['?', '#']) || r.path.contains("//") {
+        if !r.path.starts_with('/') || r.path.contains(['?', '#']) {
             return Err(format!(
                 "{}: must be an absolute path like \"/chat\"",
                 at("path")
             ));
         }
-        let path = if r.path == "/" {
-            "/".to_owned()
-        } else {
-            r.path.trim_end_matches('/').to_owned()
+        // Requests are matched in normal form, so the route must be written in it.
+        let trimmed = |p: &str| match p.trim_end_matches('/') {
+            "" if p == "/" => "/".to_owned(),
+            t => t.to_owned(),
         };
+        let path = match crate::target::normalise(&r.path) {
+            Ok(p) if trimmed(&p) == trimmed(&r.path) => trimmed(&p),
+            Ok(p) => {
+                return Err(format!(
+                    "{}: not in normal form; requests are matched after normalisation, so write \
+                     it as {:?}",
+                    at("path"),
+                    trimmed(&p)
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{}: holds what no request path may (a raw \\ or ;, an escaped /, \\, ;, %, \
+                     ?, # or control, or a character outside ASCII: escape it as UTF-8)",
+                    at("path")
+                ));
+            }
+        };
+        let folded_path = crate::target::fold(&path);
         let upstream = url::Url::parse(&r.upstream)
             .map_err(|e| format!("{}: not a URL ({e})", at("upstream")))?;
         if !matches!(upstream.scheme(), "ws" | "wss") || upstream.host().is_none() {
@@ -312,6 +344,15 @@ fn route(
         if before.iter().any(|o: &Route| o.path == path) {
             return Err(format!("{}: two routes for {path}", at("path")));
         }
+        if let Some(o) = before.iter().find(|o| o.folded_path == folded_path) {
+            return Err(format!(
+                "{}: {path} and route[{}]'s {} are the same path to a backend that ignores case \
+                 or trailing dots: requests for it would be ambiguous",
+                at("path"),
+                o.index,
+                o.path
+            ));
+        }
         if r.upstream_ca.is_some() && upstream.scheme() != "wss" {
             return Err(format!(
                 "{}: only meaningful with a wss:// upstream",
@@ -320,6 +361,7 @@ fn route(
         }
         Ok(Route {
             path,
+            folded_path,
             upstream,
             public: r.public,
             origins,
@@ -364,6 +406,13 @@ pub fn validate(g: &GatewayConfig) -> Result<(), String> {
     }
     if let Err(e) = OriginPolicy::new(&g.allowed_origins, g.allow_missing_origin) {
         errors.push(format!("gateway.allowed_origins: {e}"));
+    }
+    if let Err(e) = crate::forward::Forwarding::new(
+        &g.forward_headers,
+        &g.client_headers,
+        g.forward_session_cookie,
+    ) {
+        errors.extend(e);
     }
     if errors.is_empty() {
         Ok(())

@@ -1,8 +1,12 @@
-//! Strict checks of a client's WebSocket upgrade request (RFC 6455 §4.2.1).
+//! Strict checks of a client's request: the HTTP rules every request must meet (RFC 9112:
+//! one valid `Host`, no body, no ambiguous framing), then the WebSocket opening handshake
+//! (RFC 6455 §4.2.1).
 //!
-//! Owns the decision "is this a well-formed WebSocket opening handshake?" over the request line
-//! and headers, and the computation of `Sec-WebSocket-Accept`. It runs before authentication and
-//! long before any upstream is dialled. Pure: no I/O; it reads headers, never logs them.
+//! Owns the decisions "may this request be read further?" ([`check_request`]) and "is this a
+//! well-formed WebSocket opening handshake?" ([`check`]), and the computation of
+//! `Sec-WebSocket-Accept`. Both run before authentication and long before any upstream is
+//! dialled. The target's path is `crate::target`'s. Pure: no I/O; it reads headers, never logs
+//! them.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -17,8 +21,72 @@ pub struct Upgrade {
     /// The client's `Sec-WebSocket-Key` (validated: base64 of 16 bytes).
     pub key: String,
     /// Subprotocols the client offered, in order (comma-separated tokens, possibly over several
-    /// headers), bounded.
+    /// headers), distinct, bounded. The upstream is offered exactly these.
     pub protocols: Vec<String>,
+}
+
+/// Checks what every request must meet before anything else is read of it, and returns its
+/// `Host`:
+/// - exactly one `Host`, `host[:port]` with a DNS name, IPv4 or bracketed IPv6 address
+///   ([`Refusal::BadHost`]);
+/// - not both `Transfer-Encoding` and `Content-Length` ([`Refusal::AmbiguousLength`]);
+/// - no body: no `Transfer-Encoding`, and `Content-Length` only as `0` ([`Refusal::RequestBody`]).
+pub fn check_request(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().ok().filter(|h| valid_host(h)),
+        _ => None,
+    }
+    .ok_or(Refusal::BadHost)?;
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    let cl = headers.get_all(header::CONTENT_LENGTH);
+    if te && cl.iter().next().is_some() {
+        return Err(Refusal::AmbiguousLength);
+    }
+    if te || cl.iter().any(|v| v.as_bytes().trim_ascii() != b"0") {
+        return Err(Refusal::RequestBody);
+    }
+    Ok(host)
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2), strictly: a DNS name or IPv4 address (letters,
+/// digits, `-`, `.`, `_`), or an IPv6 address in brackets; a port of 1 to 5 digits up to 65535.
+/// No userinfo, no percent-encoding, no empty host.
+pub fn valid_host(host: &str) -> bool {
+    if host.is_empty() || host.len() > 255 {
+        return false;
+    }
+    let (name, port) = if let Some(v6) = host.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return false;
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            p => match p.strip_prefix(':') {
+                Some(p) => ("", Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    let name_ok = host.starts_with('[')
+        || (!name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+    port_ok && name_ok
 }
 
 /// Most subprotocols accepted in one offer.
@@ -81,19 +149,32 @@ pub fn check(method: &Method, version: Version, headers: &HeaderMap) -> Result<U
         return Err(Refusal::BadKey);
     }
     let key = String::from_utf8_lossy(key).into_owned();
-    let mut protocols = Vec::new();
+    let protocols = protocols(headers)?;
+    Ok(Upgrade { key, protocols })
+}
+
+/// The subprotocols offered: tokens separated by commas, over every `Sec-WebSocket-Protocol`
+/// header. Empty list elements between tokens are ignored (RFC 9110 §5.6.1), but a header that
+/// names no protocol at all (empty, or only commas) is refused, as are a non-token, a repeated
+/// protocol (RFC 6455 §4.1: they must be unique) and more than [`MAX_PROTOCOLS`].
+fn protocols(headers: &HeaderMap) -> Result<Vec<String>, Refusal> {
+    let mut protocols: Vec<String> = Vec::new();
     for v in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
-        let Ok(s) = v.to_str() else {
-            return Err(Refusal::BadKey);
-        };
+        let s = v.to_str().map_err(|_| Refusal::BadProtocol)?;
+        let mut named = false;
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            if protocols.len() == MAX_PROTOCOLS || !is_token(p) {
-                return Err(Refusal::BadKey);
+            if protocols.len() == MAX_PROTOCOLS || !is_token(p) || protocols.iter().any(|o| o == p)
+            {
+                return Err(Refusal::BadProtocol);
             }
+            named = true;
             protocols.push(p.to_owned());
         }
+        if !named {
+            return Err(Refusal::BadProtocol);
+        }
     }
-    Ok(Upgrade { key, protocols })
+    Ok(protocols)
 }
 
 /// RFC 7230 token characters.
@@ -257,7 +338,7 @@ mod tests {
                         HeaderValue::from_static("a b"),
                     );
                 },
-                Refusal::BadKey,
+                Refusal::BadProtocol,
             ),
         ];
         for (i, (edit, want)) in cases.into_iter().enumerate() {
@@ -288,6 +369,123 @@ mod tests {
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_str(&many).unwrap(),
         );
-        assert_eq!(run(&h), Err(Refusal::BadKey));
+        assert_eq!(run(&h), Err(Refusal::BadProtocol));
+    }
+
+    #[test]
+    fn protocol_lists_that_name_nothing_or_repeat_are_refused() {
+        for (values, want) in [
+            (&[""][..], Err(Refusal::BadProtocol)),
+            (&[","][..], Err(Refusal::BadProtocol)),
+            (&[" , ,, "][..], Err(Refusal::BadProtocol)),
+            (&["chat", ""][..], Err(Refusal::BadProtocol)),
+            (&["chat, chat"][..], Err(Refusal::BadProtocol)),
+            (&["chat", "chat"][..], Err(Refusal::BadProtocol)),
+            (&["chat;v=1"][..], Err(Refusal::BadProtocol)),
+            (&["chat,,mqtt"][..], Ok(vec!["chat", "mqtt"])),
+            (&[" chat , "][..], Ok(vec!["chat"])),
+            (&["Chat, chat"][..], Ok(vec!["Chat", "chat"])),
+        ] {
+            let mut h = good();
+            for v in values {
+                h.append(
+                    header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            let got = run(&h).map(|u| u.protocols);
+            let want = want.map(|w| w.into_iter().map(String::from).collect::<Vec<_>>());
+            assert_eq!(got, want, "{values:?}");
+        }
+    }
+
+    fn request(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in headers {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn host_must_be_one_valid_host() {
+        for host in [
+            "example.com",
+            "EXAMPLE.com:8080",
+            "127.0.0.1",
+            "127.0.0.1:1",
+            "[::1]",
+            "[2001:db8::1]:65535",
+            "a_b-c.d",
+            "localhost",
+        ] {
+            assert_eq!(
+                check_request(&request(&[("host", host)])),
+                Ok(host),
+                "{host}"
+            );
+        }
+        for host in [
+            "",
+            " ",
+            "a b",
+            "user@example.com",
+            "example.com:",
+            "example.com:0x50",
+            "example.com:65536",
+            "example.com:123456",
+            "exa%6dple.com",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[v1.x]",
+            "[fe80::1%eth0]",
+            "::1",
+            "example.com/x",
+            "example.com\\x",
+            "ex\u{e9}.com",
+        ] {
+            let h = HeaderMap::from_iter(
+                HeaderValue::from_bytes(host.as_bytes())
+                    .ok()
+                    .map(|v| (header::HOST, v)),
+            );
+            assert_eq!(check_request(&h), Err(Refusal::BadHost), "{host:?}");
+        }
+        assert_eq!(check_request(&request(&[])), Err(Refusal::BadHost));
+        assert_eq!(
+            check_request(&request(&[("host", "a"), ("host", "a")])),
+            Err(Refusal::BadHost)
+        );
+    }
+
+    #[test]
+    fn requests_carry_no_body_and_no_ambiguous_framing() {
+        let h = |extra: &[(&str, &str)]| {
+            let mut all = vec![("host", "example.com")];
+            all.extend_from_slice(extra);
+            check_request(&request(&all)).map(str::to_owned)
+        };
+        let ok = Ok("example.com".to_owned());
+        assert_eq!(h(&[("content-length", "0")]), ok);
+        assert_eq!(h(&[("content-length", "0"), ("content-length", "0")]), ok);
+        for extra in [
+            &[("transfer-encoding", "chunked"), ("content-length", "5")][..],
+            &[("content-length", "0"), ("transfer-encoding", "chunked")][..],
+            &[("transfer-encoding", "gzip"), ("content-length", "0")][..],
+        ] {
+            assert_eq!(h(extra), Err(Refusal::AmbiguousLength), "{extra:?}");
+        }
+        for extra in [
+            &[("transfer-encoding", "chunked")][..],
+            &[("content-length", "5")][..],
+            &[("content-length", "0"), ("content-length", "5")][..],
+            &[("content-length", "00x")][..],
+        ] {
+            assert_eq!(h(extra), Err(Refusal::RequestBody), "{extra:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod cookie;
 pub mod echo;
+pub mod forward;
 pub mod handshake;
 pub mod limits;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod registry;
 pub mod relay;
 pub mod server;
 pub mod stream;
+pub mod target;
 pub mod tickets;
 pub mod tls;
 pub mod upstream;
@@ -92,6 +94,8 @@ pub enum ReloadError {
 pub(crate) struct State {
     pub(crate) routes: Vec<config::Route>,
     pub(crate) ticket_origins: origin::OriginPolicy,
+    /// What the upstream is told (validated `forward_headers` and `client_headers`).
+    pub(crate) forwarding: forward::Forwarding,
     pub(crate) settings: GatewayConfig,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     /// `gateway.handshake_rate_per_ip`'s buckets, if set (kept across a reload that keeps it).
@@ -155,10 +159,17 @@ pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
         &settings.gateway.allowed_origins,
         settings.gateway.allow_missing_origin,
     );
-    match (errors.is_empty(), ticket_origins) {
-        (true, Ok(ticket_origins)) => Ok(State {
+    // Its errors are already in `errors` (config::validate checks it).
+    let forwarding = forward::Forwarding::new(
+        &settings.gateway.forward_headers,
+        &settings.gateway.client_headers,
+        settings.gateway.forward_session_cookie,
+    );
+    match (errors.is_empty(), ticket_origins, forwarding) {
+        (true, Ok(ticket_origins), Ok(forwarding)) => Ok(State {
             routes,
             ticket_origins,
+            forwarding,
             settings: settings.gateway.clone(),
             tls,
             handshake_rate: settings

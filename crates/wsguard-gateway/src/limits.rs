@@ -274,42 +274,6 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpAddr]) -> bool {
     trusted.iter().any(|t| t.to_canonical() == ip)
 }
 
-/// The client's address: `peer`, or, if `peer` is a trusted proxy, the right-most address in
-/// `X-Forwarded-For` (all headers, in order) that is not a trusted proxy. Malformed entries stop
-/// the walk (the last trustworthy address is used). IPv4-mapped IPv6 addresses are given as
-/// IPv4.
-pub fn client_ip<'a>(
-    peer: IpAddr,
-    forwarded_for: impl Iterator<Item = &'a [u8]>,
-    trusted: &[IpAddr],
-) -> IpAddr {
-    let peer = peer.to_canonical();
-    if !is_trusted(peer, trusted) {
-        return peer;
-    }
-    let mut entries: Vec<&[u8]> = Vec::new();
-    for h in forwarded_for {
-        entries.extend(h.split(|b| *b == b',').map(<[u8]>::trim_ascii));
-        if entries.len() > 64 {
-            break;
-        }
-    }
-    let mut client = peer;
-    for e in entries.iter().rev() {
-        let Some(ip) = std::str::from_utf8(e)
-            .ok()
-            .and_then(|s| s.parse::<IpAddr>().ok())
-        else {
-            break;
-        };
-        client = ip.to_canonical();
-        if !is_trusted(client, trusted) {
-            break;
-        }
-    }
-    client
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,47 +460,6 @@ mod tests {
         assert_eq!(
             rate.check(ip("10.9.9.9")),
             Err(Refusal::HandshakeRateLimited)
-        );
-    }
-
-    #[test]
-    fn forwarded_for_only_from_trusted_proxies() {
-        let trusted = [ip("127.0.0.1"), ip("10.0.0.9")];
-        let xff = |v: &'static str| std::iter::once(v.as_bytes());
-        assert_eq!(
-            client_ip(ip("192.0.2.1"), xff("1.2.3.4"), &trusted),
-            ip("192.0.2.1"),
-            "untrusted peer"
-        );
-        assert_eq!(
-            client_ip(ip("127.0.0.1"), xff("1.2.3.4"), &trusted),
-            ip("1.2.3.4")
-        );
-        assert_eq!(
-            client_ip(ip("127.0.0.1"), xff("6.6.6.6, 1.2.3.4, 10.0.0.9"), &trusted),
-            ip("1.2.3.4"),
-            "right-most untrusted"
-        );
-        assert_eq!(
-            client_ip(ip("127.0.0.1"), xff("1.2.3.4, garbage"), &trusted),
-            ip("127.0.0.1")
-        );
-        assert_eq!(
-            client_ip(ip("127.0.0.1"), std::iter::empty(), &trusted),
-            ip("127.0.0.1")
-        );
-        // A dual-stack listener reports a trusted IPv4 proxy IPv4-mapped; the client comes
-        // back as IPv4 too.
-        assert_eq!(
-            client_ip(ip("::ffff:10.0.0.9"), xff("::ffff:1.2.3.4"), &trusted),
-            ip("1.2.3.4")
-        );
-        assert!(is_trusted(ip("::ffff:127.0.0.1"), &trusted));
-        assert!(!is_trusted(ip("::ffff:127.0.0.2"), &trusted));
-        let two = [&b"6.6.6.6"[..], &b"1.2.3.4"[..]];
-        assert_eq!(
-            client_ip(ip("127.0.0.1"), two.into_iter(), &trusted),
-            ip("1.2.3.4")
         );
     }
 }

@@ -194,6 +194,30 @@ impl OriginRule {
     }
 }
 
+/// The origin of a request the policy accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allowed {
+    /// No `Origin` header (the policy admits that).
+    Missing,
+    /// `Origin: null` (listed in the allowlist).
+    Null,
+    /// An allowed origin, parsed.
+    Origin(Origin),
+}
+
+impl Allowed {
+    /// The `Origin` header to forward, re-serialised from the parsed value (lower-case host,
+    /// no default port), never the client's bytes.
+    pub fn header_value(&self) -> Option<http::HeaderValue> {
+        match self {
+            Allowed::Missing => None,
+            Allowed::Null => Some(http::HeaderValue::from_static("null")),
+            // A parsed origin is visible ASCII.
+            Allowed::Origin(o) => http::HeaderValue::from_str(&o.to_string()).ok(),
+        }
+    }
+}
+
 /// The allowlist of a route.
 #[derive(Debug, Clone)]
 pub struct OriginPolicy {
@@ -219,10 +243,13 @@ impl OriginPolicy {
     }
 
     /// Decides on the values of every `Origin` header of a request.
-    pub fn check<'a>(&self, mut values: impl Iterator<Item = &'a [u8]>) -> Result<(), Refusal> {
+    pub fn check<'a>(
+        &self,
+        mut values: impl Iterator<Item = &'a [u8]>,
+    ) -> Result<Allowed, Refusal> {
         let Some(first) = values.next() else {
             return if self.allow_missing {
-                Ok(())
+                Ok(Allowed::Missing)
             } else {
                 Err(Refusal::OriginMissing)
             };
@@ -235,14 +262,14 @@ impl OriginPolicy {
         };
         if value == "null" {
             return if self.allow_null {
-                Ok(())
+                Ok(Allowed::Null)
             } else {
                 Err(Refusal::OriginNotAllowed)
             };
         }
         let origin = parse(value).ok_or(Refusal::OriginMalformed)?;
         if self.rules.iter().any(|r| r.matches(&origin)) {
-            Ok(())
+            Ok(Allowed::Origin(origin))
         } else {
             Err(Refusal::OriginNotAllowed)
         }
@@ -264,7 +291,7 @@ mod tests {
     }
 
     fn one(p: &OriginPolicy, v: &str) -> Result<(), Refusal> {
-        p.check(std::iter::once(v.as_bytes()))
+        p.check(std::iter::once(v.as_bytes())).map(|_| ())
     }
 
     #[test]
@@ -338,7 +365,7 @@ mod tests {
         let p = policy(&["https://app.example.com"]);
         assert_eq!(p.check(std::iter::empty()), Err(Refusal::OriginMissing));
         let open = OriginPolicy::new(&["https://app.example.com".into()], true).unwrap();
-        assert_eq!(open.check(std::iter::empty()), Ok(()));
+        assert_eq!(open.check(std::iter::empty()), Ok(Allowed::Missing));
         let two = [
             &b"https://app.example.com"[..],
             &b"https://app.example.com"[..],

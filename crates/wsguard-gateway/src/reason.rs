@@ -11,8 +11,26 @@ use wsguard_token::{Malformed, Rejection};
 /// anything it sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// `Host` missing, repeated or not `host[:port]`, or an absolute-form target naming another
+    /// host (RFC 9112 §3.2).
+    BadHost,
+    /// Both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.1: a smuggling attempt or a
+    /// broken client); the connection is closed.
+    AmbiguousLength,
+    /// A body on a request that takes none (an upgrade, the ticket endpoint); it is not read,
+    /// and the connection is closed.
+    RequestBody,
+    /// The request target is not a path (`*`, authority-form, another scheme), holds a byte no
+    /// target may (controls, space, non-ASCII), has a malformed percent-escape, or gives
+    /// wsguard's `ticket` parameter twice or in another spelling.
+    BadTarget,
+    /// A path that backends could read differently (see `target::normalise` and
+    /// `target::route`).
+    AmbiguousPath,
     /// Method other than GET.
     NotGet,
+    /// Method other than POST on the ticket endpoint.
+    NotPost,
     /// Not HTTP/1.1.
     NotHttp11,
     /// No `Upgrade: websocket` (a plain request to a WebSocket route).
@@ -25,6 +43,9 @@ pub enum Refusal {
     BadVersion,
     /// `Sec-WebSocket-Key` missing, repeated, or not base64 of 16 bytes.
     BadKey,
+    /// `Sec-WebSocket-Protocol` present but empty, or not a list of distinct tokens (at most
+    /// [`crate::handshake::MAX_PROTOCOLS`]).
+    BadProtocol,
     /// Request headers too large or too many.
     HeadersTooLarge,
     /// The handshake did not complete in time.
@@ -47,6 +68,9 @@ pub enum Refusal {
     TicketInvalid,
     /// The session store could not answer (fail closed).
     StoreUnavailable,
+    /// The identity could not be put into the upstream's headers whole (session data too long
+    /// for a header): refused rather than forwarded in part.
+    IdentityUnforwardable,
     /// No route for this path.
     NoRoute,
     /// Too many connections on the whole gateway.
@@ -75,8 +99,12 @@ impl Refusal {
     pub fn status(self) -> u16 {
         use Refusal::*;
         match self {
-            NotGet => 405,
+            NotGet | NotPost => 405,
+            BadHost | AmbiguousLength | RequestBody | BadTarget | AmbiguousPath | BadProtocol => {
+                400
+            }
             NotHttp11 | OtherUpgrade | NoConnectionUpgrade | BadKey => 400,
+            IdentityUnforwardable => 500,
             NotWebSocket | BadVersion => 426,
             HeadersTooLarge => 431,
             HandshakeTimeout => 408,
@@ -97,7 +125,15 @@ impl Refusal {
     pub fn code(self) -> &'static str {
         use Refusal::*;
         match self {
+            BadHost => "bad_host",
+            AmbiguousLength => "ambiguous_length",
+            RequestBody => "request_body",
+            BadTarget => "bad_target",
+            AmbiguousPath => "ambiguous_path",
+            BadProtocol => "bad_protocol",
+            IdentityUnforwardable => "identity_unforwardable",
             NotGet => "not_get",
+            NotPost => "not_post",
             NotHttp11 => "not_http11",
             NotWebSocket => "not_websocket",
             OtherUpgrade => "other_upgrade",
@@ -138,11 +174,21 @@ impl Refusal {
         }
     }
 
+    /// Whether the connection is closed after this refusal rather than kept for another
+    /// request: after a body the gateway did not read, or a framing it could not trust, the
+    /// next bytes on the connection cannot be trusted to start a request.
+    pub fn closes_connection(self) -> bool {
+        matches!(self, Refusal::AmbiguousLength | Refusal::RequestBody)
+    }
+
     /// The response body: a fixed text, never an echo of the request.
     pub fn body(self) -> &'static str {
         use Refusal::*;
         match self {
-            NotGet => "method not allowed\n",
+            BadHost | AmbiguousLength | RequestBody | BadTarget | AmbiguousPath => "bad request\n",
+            BadProtocol => "bad websocket handshake\n",
+            IdentityUnforwardable => "cannot forward the session\n",
+            NotGet | NotPost => "method not allowed\n",
             NotHttp11 | NoConnectionUpgrade | BadKey => "bad websocket handshake\n",
             OtherUpgrade => "only websocket upgrades are accepted\n",
             NotWebSocket | BadVersion => "websocket version 13 required\n",
@@ -170,13 +216,20 @@ impl Refusal {
     pub fn all() -> Vec<Refusal> {
         use Refusal::*;
         let mut v = vec![
+            BadHost,
+            AmbiguousLength,
+            RequestBody,
+            BadTarget,
+            AmbiguousPath,
             NotGet,
+            NotPost,
             NotHttp11,
             NotWebSocket,
             OtherUpgrade,
             NoConnectionUpgrade,
             BadVersion,
             BadKey,
+            BadProtocol,
             HeadersTooLarge,
             HandshakeTimeout,
             OriginMissing,
@@ -202,6 +255,7 @@ impl Refusal {
         v.extend([
             TicketInvalid,
             StoreUnavailable,
+            IdentityUnforwardable,
             NoRoute,
             TooManyConnections,
             TooManyFromClient,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -23,6 +23,7 @@ use wsguard_session::{AuthError, Session, Sessions};
 
 use arc_swap::ArcSwap;
 
+use crate::forward::{ClientChain, Decided};
 use crate::limits::PendingSlot;
 use crate::reason::{CloseReason, Refusal};
 use crate::registry::Registry;
@@ -31,13 +32,7 @@ use crate::tickets::Tickets;
 use crate::{Loader, ReloadError, State};
 use crate::{cookie, handshake};
 
-/// Headers wsguard sets on the upstream handshake; any client-sent header of these names is
-/// removed first.
-pub const USER_HEADER: &str = "x-wsguard-user";
-/// Session id header.
-pub const SESSION_HEADER: &str = "x-wsguard-session";
-/// Session data (JSON) header.
-pub const DATA_HEADER: &str = "x-wsguard-data";
+pub use crate::forward::{DATA_HEADER, SESSION_HEADER, USER_HEADER};
 
 /// How often expired tickets and idle rate buckets are dropped.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
@@ -123,6 +118,10 @@ pub(crate) fn refuse(refusal: Refusal, peer: SocketAddr, path: &str) -> Response
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET"));
         }
+        Refusal::NotPost => {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
         Refusal::StoreUnavailable
         | Refusal::ShuttingDown
         | Refusal::TooManyConnections
@@ -132,6 +131,10 @@ pub(crate) fn refuse(refusal: Refusal, peer: SocketAddr, path: &str) -> Response
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
         }
         _ => {}
+    }
+    if refusal.closes_connection() {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
 }
@@ -160,20 +163,15 @@ fn loggable_path(path: &str) -> String {
         .collect()
 }
 
-/// Removes `ticket=` from a query string; returns (ticket, remaining query).
-fn take_ticket(query: Option<&str>) -> (Option<&str>, Option<String>) {
-    let Some(q) = query else { return (None, None) };
-    let mut ticket = None;
-    let mut rest = Vec::new();
-    for pair in q.split('&') {
-        match pair.strip_prefix("ticket=") {
-            Some(t) if ticket.is_none() => ticket = Some(t),
-            Some(_) => {}
-            None => rest.push(pair),
-        }
-    }
-    let rest = (!rest.is_empty()).then(|| rest.join("&"));
-    (ticket, rest)
+/// What the rules every request meets established, for the upgrade that follows.
+struct Checked {
+    peer: SocketAddr,
+    /// The client reached the gateway over TLS.
+    tls: bool,
+    /// The request's `Host` (validated).
+    host: String,
+    /// The request target, normalised.
+    target: crate::target::Target,
 }
 
 impl Gateway {
@@ -216,7 +214,9 @@ impl Gateway {
                     };
                     match &state.tls {
                         None => {
-                            tokio::spawn(Arc::clone(&self).connection(stream, peer, pending));
+                            tokio::spawn(
+                                Arc::clone(&self).connection(stream, peer, false, pending),
+                            );
                         }
                         Some(acceptor) => {
                             let accept = acceptor.accept(stream);
@@ -224,7 +224,7 @@ impl Gateway {
                             let gateway = Arc::clone(&self);
                             tokio::spawn(async move {
                                 match tokio::time::timeout(deadline, accept).await {
-                                    Ok(Ok(tls)) => gateway.connection(tls, peer, pending).await,
+                                    Ok(Ok(tls)) => gateway.connection(tls, peer, true, pending).await,
                                     Ok(Err(e)) => {
                                         tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                                     }
@@ -336,8 +336,13 @@ impl Gateway {
 
     /// Serves one connection's HTTP until it is upgraded or ends; `pending` is its place among
     /// the connections not yet upgraded, given back when this returns.
-    async fn connection<S>(self: Arc<Self>, stream: S, peer: SocketAddr, pending: PendingSlot)
-    where
+    async fn connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        tls: bool,
+        pending: PendingSlot,
+    ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(stream);
@@ -345,7 +350,7 @@ impl Gateway {
         let gateway = Arc::clone(&self);
         let service = hyper::service::service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
-            async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+            async move { Ok::<_, Infallible>(gateway.handle(req, peer, tls).await) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -360,15 +365,19 @@ impl Gateway {
         drop(pending);
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<Body> {
         let path = req.uri().path().to_owned();
-        if *self.shutdown.borrow() {
-            return refuse(Refusal::ShuttingDown, peer, &path);
-        }
-        if path == TICKET_PATH {
-            return self.ticket(req, peer).await;
-        }
-        match self.upgrade(req, peer).await {
+        let outcome = if *self.shutdown.borrow() {
+            Err(Refusal::ShuttingDown)
+        } else {
+            self.dispatch(req, peer, tls).await
+        };
+        match outcome {
             Ok(r) => r,
             Err(refusal) => {
                 self.metrics.refused(refusal);
@@ -377,57 +386,66 @@ impl Gateway {
         }
     }
 
+    /// The rules every request meets, then the endpoint its normalised path names: the ticket
+    /// endpoint or an upgrade.
+    async fn dispatch(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Result<Response<Body>, Refusal> {
+        let host = handshake::check_request(req.headers())?.to_owned();
+        let target = crate::target::parse(req.uri(), &host)?;
+        if target.path == TICKET_PATH {
+            return self.ticket(&req).await;
+        }
+        self.upgrade(
+            req,
+            Checked {
+                peer,
+                tls,
+                host,
+                target,
+            },
+        )
+        .await
+    }
+
     /// `POST /wsguard/ticket`: a valid cookie and an allowed Origin get a one-time ticket.
-    async fn ticket(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let path = TICKET_PATH;
+    async fn ticket(&self, req: &Request<Incoming>) -> Result<Response<Body>, Refusal> {
         if req.method() != Method::POST {
-            let mut r = refuse(Refusal::NotGet, peer, path);
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return r;
+            return Err(Refusal::NotPost);
         }
         let headers = req.headers();
-        if let Err(r) = self
-            .state
+        self.state
             .load()
             .ticket_origins
-            .check(headers.get_all(header::ORIGIN).iter().map(|v| v.as_bytes()))
-        {
-            return refuse(r, peer, path);
-        }
-        let token = match cookie::session_cookie(
+            .check(headers.get_all(header::ORIGIN).iter().map(|v| v.as_bytes()))?;
+        let token = cookie::session_cookie(
             headers.get_all(header::COOKIE).iter().map(|v| v.as_bytes()),
             &self.cookie_name,
             self.cookie_values(),
-        ) {
-            Ok(Some(t)) => t.to_owned(),
-            Ok(None) => return refuse(Refusal::NoCredentials, peer, path),
-            Err(e) => return refuse(cookie_refusal(e), peer, path),
-        };
-        let session = match self.authenticate(&token).await {
-            Ok(s) => s,
-            Err(r) => return refuse(r, peer, path),
-        };
-        match self.tickets.issue(session.uid().as_str(), &token, now_ms()) {
-            Ok(ticket) => {
-                let body =
-                    serde_json::json!({ "ticket": ticket, "expires_in_ms": self.tickets.ttl_ms() });
-                let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                r
-            }
-            Err(crate::tickets::TicketError::UserFull) => {
-                refuse(Refusal::TooManyForUser, peer, path)
-            }
-            Err(crate::tickets::TicketError::Full) => {
-                refuse(Refusal::TooManyConnections, peer, path)
-            }
-        }
+        )
+        .map_err(cookie_refusal)?
+        .ok_or(Refusal::NoCredentials)?
+        .to_owned();
+        let session = self.authenticate(&token).await?;
+        let ticket = self
+            .tickets
+            .issue(session.uid().as_str(), &token, now_ms())
+            .map_err(|e| match e {
+                crate::tickets::TicketError::UserFull => Refusal::TooManyForUser,
+                crate::tickets::TicketError::Full => Refusal::TooManyConnections,
+            })?;
+        let body = serde_json::json!({ "ticket": ticket, "expires_in_ms": self.tickets.ttl_ms() });
+        let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(r)
     }
 
     async fn authenticate(&self, token: &str) -> Result<Session, Refusal> {
@@ -444,28 +462,28 @@ impl Gateway {
     async fn upgrade(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        checked: Checked,
     ) -> Result<Response<Body>, Refusal> {
+        let Checked {
+            peer,
+            tls,
+            host,
+            target,
+        } = checked;
         let up = handshake::check(req.method(), req.version(), req.headers())?;
-        let path = req.uri().path().to_owned();
         // One configuration for the whole handshake, even if a reload lands meanwhile.
         let state = self.state.load_full();
-        let route = state
-            .routes
-            .iter()
-            .find(|r| r.matches(&path))
-            .ok_or(Refusal::NoRoute)?;
+        let route = crate::target::route(&state.routes, &target.path)?;
         let headers = req.headers();
-        route
+        let origin = route
             .origins
             .check(headers.get_all(header::ORIGIN).iter().map(|v| v.as_bytes()))?;
 
-        let (ticket, query) = take_ticket(req.uri().query());
         // Taken before the store is read: see `Sessions::still_live_after`.
         let revocation_mark = self.sessions.revocation_mark();
         let session = if route.public {
             None
-        } else if let Some(ticket) = ticket {
+        } else if let Some(ticket) = &target.ticket {
             let token = self
                 .tickets
                 .redeem(ticket, now_ms())
@@ -481,30 +499,40 @@ impl Gateway {
             .ok_or(Refusal::NoCredentials)?;
             Some(self.authenticate(token).await?)
         };
-        let query = if route.public {
-            req.uri().query().map(str::to_owned)
-        } else {
-            query
-        };
 
-        let client_ip = crate::limits::client_ip(
+        let trusted = &state.settings.trusted_proxies;
+        let chain = ClientChain::new(
             peer.ip(),
             headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .map(|v| v.as_bytes()),
-            &state.settings.trusted_proxies,
+            trusted,
         );
+        // Everything the upstream is told, rebuilt from what was checked above.
+        let upstream_headers = state.forwarding.headers(
+            headers,
+            &Decided {
+                session: session.as_ref(),
+                origin: origin.header_value(),
+                protocols: &up.protocols,
+                chain: &chain,
+                trusted,
+                host: &host,
+                tls,
+                cookie_name: &self.cookie_name,
+            },
+        )?;
         let slot = self
             .limits
-            .acquire(client_ip, session.as_ref().map(Session::uid))?;
+            .acquire(chain.client(), session.as_ref().map(Session::uid))?;
 
-        // Dial the upstream only now that the client has passed every check.
-        let target = route.upstream_target(&path, query.as_deref());
-        let upstream_headers = self.upstream_headers(headers, session.as_ref(), &state);
+        // Dial the upstream only now that the client has passed every check; it is asked for
+        // exactly the path that was matched.
+        let upstream_target = route.upstream_target(&target.path, target.query.as_deref());
         let dial = crate::upstream::dial(
             &route.upstream,
-            &target,
+            &upstream_target,
             &upstream_headers,
             route.tls.as_ref(),
         );
@@ -576,49 +604,6 @@ impl Gateway {
             drop(slot);
         });
         Ok(resp)
-    }
-
-    /// The headers sent upstream after the handshake's own.
-    fn upstream_headers(
-        &self,
-        client_headers: &http::HeaderMap,
-        session: Option<&Session>,
-        state: &State,
-    ) -> http::HeaderMap {
-        let mut out = http::HeaderMap::with_capacity(client_headers.len() + 3);
-        let h = &mut out;
-        // Forward end-to-end headers only: everything the handshake itself owns (and anything
-        // named like ours, in any case: HeaderMap names are already lowercase) is set here.
-        for (name, value) in client_headers {
-            if is_hop_or_owned(name) {
-                continue;
-            }
-            if name == header::COOKIE {
-                if state.settings.forward_session_cookie {
-                    h.append(name, value.clone());
-                } else if let Some(rest) = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| cookie::strip_cookie(v, &self.cookie_name))
-                    && let Ok(v) = HeaderValue::from_str(&rest)
-                {
-                    h.append(name, v);
-                }
-                continue;
-            }
-            h.append(name, value.clone());
-        }
-        if let Some(s) = session {
-            let insert = |h: &mut http::HeaderMap, name: &'static str, value: &str| {
-                if let Ok(v) = HeaderValue::from_str(value) {
-                    h.insert(HeaderName::from_static(name), v);
-                }
-            };
-            insert(h, USER_HEADER, s.uid().as_str());
-            insert(h, SESSION_HEADER, s.sid().as_str());
-            insert(h, DATA_HEADER, s.data().as_json());
-        }
-        out
     }
 
     async fn run_socket<C, U>(
@@ -832,23 +817,4 @@ impl Gateway {
         );
         Ok(restart_required)
     }
-}
-
-fn is_hop_or_owned(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "host"
-            | "connection"
-            | "upgrade"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "content-length"
-            | "sec-websocket-key"
-            | "sec-websocket-version"
-            | "sec-websocket-extensions"
-            | "sec-websocket-accept"
-    ) || name.as_str().starts_with("x-wsguard-")
 }

@@ -2,12 +2,14 @@
 //!
 //! Owns [`SessionData`] and its strict validation: a JSON object, at most [`SessionData::MAX_LEN`]
 //! bytes and [`SessionData::MAX_DEPTH`] levels deep, with no duplicate key at any level, stored as
-//! compact JSON text (no whitespace outside strings, so it is header- and log-safe). It must not
-//! interpret the data: the meaning belongs to the application.
+//! compact JSON text (no whitespace outside strings). Also owns the data's one header form
+//! ([`SessionData::header_value`]): the same JSON value in visible ASCII, so every byte of it
+//! reaches a backend unchanged. It must not interpret the data: the meaning belongs to the
+//! application.
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use compact_str::CompactString;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -35,6 +37,15 @@ pub enum DataError {
     /// Nested deeper than [`SessionData::MAX_DEPTH`].
     #[error("session data is nested deeper than {} levels", SessionData::MAX_DEPTH)]
     TooDeep,
+    /// Its header form ([`SessionData::header_value`]) is longer than
+    /// [`SessionData::MAX_HEADER_LEN`] bytes: characters outside visible ASCII count six bytes
+    /// each (twelve beyond U+FFFF), so the data could not reach a backend.
+    #[error(
+        "session data is too long to forward: over {} bytes once every character outside \
+         visible ASCII is escaped as \\uXXXX",
+        SessionData::MAX_HEADER_LEN
+    )]
+    TooLongToForward,
 }
 
 impl SessionData {
@@ -76,9 +87,55 @@ impl SessionData {
         Ok(SessionData(CompactString::new(json)))
     }
 
+    /// Longest header form ([`SessionData::header_value`]) in bytes: with the header's name,
+    /// the line stays within 8 KiB, the most that common servers (nginx's default
+    /// `large_client_header_buffers`) take in one header line.
+    pub const MAX_HEADER_LEN: usize = 8000;
+
     /// The compact JSON text.
     pub fn as_json(&self) -> &str {
         &self.0
+    }
+
+    /// The data as one HTTP header value: the same JSON value, with every character outside
+    /// visible ASCII and space (DEL, and anything beyond U+007F; controls are already escaped in
+    /// valid JSON) written as a `\uXXXX` escape (a UTF-16 surrogate pair beyond U+FFFF). Valid
+    /// JSON holds such characters only inside strings, where the escape means the same
+    /// character, so a backend's JSON parser reads exactly this data back, whatever its HTTP
+    /// layer does with bytes outside ASCII. Borrowed when nothing needs escaping (the usual
+    /// case). Refused when longer than [`SessionData::MAX_HEADER_LEN`].
+    pub fn header_value(&self) -> Result<Cow<'_, str>, DataError> {
+        let text = self.as_json();
+        let plain = |c: char| (' '..='~').contains(&c);
+        let value = if text.chars().all(plain) {
+            Cow::Borrowed(text)
+        } else {
+            let mut out = String::with_capacity(text.len() + 32);
+            let mut units = [0u16; 2];
+            for c in text.chars() {
+                if plain(c) {
+                    out.push(c);
+                } else {
+                    for u in c.encode_utf16(&mut units) {
+                        // Writing to a String cannot fail.
+                        let _ = write!(out, "\\u{u:04x}");
+                    }
+                }
+            }
+            Cow::Owned(out)
+        };
+        if value.len() > Self::MAX_HEADER_LEN {
+            return Err(DataError::TooLongToForward);
+        }
+        Ok(value)
+    }
+
+    /// Validates JSON text for a new session: [`SessionData::parse`], and its header form must
+    /// fit ([`SessionData::header_value`]), so every session issued can reach a backend whole.
+    pub fn parse_for_issue(json: &str) -> Result<Self, DataError> {
+        let data = Self::parse(json)?;
+        data.header_value()?;
+        Ok(data)
     }
 
     /// The data as a `serde_json::Value` (an object).
@@ -348,6 +405,8 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy as _;
+
     use super::*;
 
     #[test]
@@ -470,6 +529,86 @@ mod tests {
             if let Some(fast) = flat::check(input.as_bytes()) {
                 proptest::prop_assert_eq!(fast, validate_with_serde(&input), "{}", input);
             }
+        }
+    }
+
+    /// The header form is the same JSON value in visible ASCII: DEL, C1 controls, other
+    /// non-ASCII and characters beyond U+FFFF (as surrogate pairs) are escaped, an escaped
+    /// control stays escaped, and data that needs nothing is borrowed as it is.
+    #[test]
+    fn header_value_is_the_same_json_in_visible_ascii() {
+        let cases = [
+            r#"{"role":"admin","readonly":true}"#,
+            "{\"a\":\"x\u{7f}y\"}",
+            r#"{"a":"\u0001\n\t\"\\"}"#,
+            "{\"name\":\"Zoë\",\"city\":\"東京\",\"emoji\":\"🔒\"}",
+            "{\"sep\":\"\u{2028}\u{85}\u{a0}\"}",
+            "{\"ключ\":{\"deep\":[\"\u{7f}\",1,null]}}",
+        ];
+        for json in cases {
+            let data = SessionData::parse(json).unwrap();
+            let header = data.header_value().unwrap();
+            assert!(
+                header.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "{header}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&header).unwrap();
+            assert_eq!(back, data.to_value(), "{json}");
+        }
+        let plain = SessionData::parse(r#"{"a":"b c"}"#).unwrap();
+        assert!(matches!(plain.header_value(), Ok(Cow::Borrowed(_))));
+        let del = SessionData::parse("{\"a\":\"\u{7f}\"}").unwrap();
+        assert_eq!(del.header_value().unwrap(), r#"{"a":"\u007f"}"#);
+        let astral = SessionData::parse("{\"a\":\"🔒\"}").unwrap();
+        assert_eq!(astral.header_value().unwrap(), r#"{"a":"\ud83d\udd12"}"#);
+    }
+
+    /// What cannot be carried is refused when a session is issued, and only then: `parse` (the
+    /// verify path) still takes it, so the gateway must refuse it itself.
+    #[test]
+    fn data_too_long_to_forward_is_refused_at_issue() {
+        // 1,400 DELs: 1,408 bytes of JSON, 8,408 bytes escaped.
+        let json = format!("{{\"a\":\"{}\"}}", "\u{7f}".repeat(1400));
+        assert!(json.len() <= SessionData::MAX_LEN);
+        let data = SessionData::parse(&json).unwrap();
+        assert_eq!(data.header_value(), Err(DataError::TooLongToForward));
+        assert_eq!(
+            SessionData::parse_for_issue(&json),
+            Err(DataError::TooLongToForward)
+        );
+        // The longest that fits: 1,332 DELs escape to 7,992 bytes, 8,000 with the rest.
+        let json = format!("{{\"a\":\"{}\"}}", "\u{7f}".repeat(1332));
+        let data = SessionData::parse_for_issue(&json).unwrap();
+        assert_eq!(
+            data.header_value().unwrap().len(),
+            SessionData::MAX_HEADER_LEN
+        );
+    }
+
+    proptest::proptest! {
+        /// For any session data that can be issued, the header form is visible ASCII and parses
+        /// back to the same JSON value.
+        #[test]
+        fn header_value_round_trips(
+            members in proptest::collection::btree_map(
+                "\\PC{0,8}|[\u{0}-\u{a0}]{0,8}",
+                proptest::prop_oneof![
+                    "\\PC{0,12}".prop_map(serde_json::Value::from),
+                    "[\u{0}-\u{ff}\u{2028}\u{1f512}]{0,12}".prop_map(serde_json::Value::from),
+                    proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+                    proptest::bool::ANY.prop_map(serde_json::Value::from),
+                ],
+                0..6,
+            ),
+        ) {
+            let value = serde_json::Value::Object(members.into_iter().collect());
+            let Ok(data) = SessionData::parse_for_issue(&value.to_string()) else {
+                return Ok(());
+            };
+            let header = data.header_value().unwrap();
+            proptest::prop_assert!(header.bytes().all(|b| (0x20..0x7f).contains(&b)));
+            let back: serde_json::Value = serde_json::from_str(&header).unwrap();
+            proptest::prop_assert_eq!(back, value);
         }
     }
 

@@ -96,7 +96,7 @@ async fn issue(
     now: u64,
 ) -> anyhow::Result<ExitCode> {
     let uid = parse_user(&a.user)?;
-    let data = SessionData::parse(&a.data).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+    let data = SessionData::parse_for_issue(&a.data).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
     let issued = sessions
         .issue(uid, data, now)
         .await

@@ -1,0 +1,389 @@
+//! What the upstream is told: the headers of the upstream handshake, rebuilt from what the
+//! gateway validated and decided, never the client's request copied as a whole.
+//!
+//! Owns:
+//! - the allowlist of client headers passed through as they came (`gateway.forward_headers`);
+//!   every other client header is dropped;
+//! - the headers rebuilt from parsed values: `Origin`, `Cookie` (without wsguard's session
+//!   cookie), `Sec-WebSocket-Protocol`;
+//! - the identity headers (`X-Wsguard-User`, `-Session`, `-Data`): all of them or a refusal,
+//!   never a part;
+//! - the client's address as the gateway decided it ([`ClientChain`]: `X-Forwarded-For` is
+//!   believed only from `gateway.trusted_proxies`), sent as `X-Forwarded-For`,
+//!   `X-Forwarded-Proto`, `X-Forwarded-Host` and RFC 7239 `Forwarded` (names configurable in
+//!   `[gateway.client_headers]`, optionally `X-Real-IP`).
+//!
+//! The upstream handshake's own headers (`Host`, `Upgrade`, `Connection`, `Sec-WebSocket-Key`,
+//! `-Version`) are written by `crate::upstream`. Pure: no I/O, nothing logged.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use wsguard_session::Session;
+
+use crate::limits::is_trusted;
+use crate::reason::Refusal;
+
+/// Header carrying the authenticated user id to the upstream.
+pub const USER_HEADER: &str = "x-wsguard-user";
+/// Header carrying the session id.
+pub const SESSION_HEADER: &str = "x-wsguard-session";
+/// Header carrying the session data: JSON in visible ASCII
+/// ([`wsguard_token::SessionData::header_value`]).
+pub const DATA_HEADER: &str = "x-wsguard-data";
+
+/// Client headers passed through by default: harmless to any backend, useful to many.
+pub const DEFAULT_FORWARD_HEADERS: [&str; 2] = ["user-agent", "accept-language"];
+
+/// Most `X-Forwarded-For` entries read from a trusted proxy.
+const MAX_CHAIN: usize = 64;
+
+/// `[gateway.client_headers]`: the headers that tell the upstream who the client is. Each name
+/// may be set to `""` to send no such header; client-sent headers of these names (and of every
+/// other client-address header) never reach the upstream as the client wrote them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientHeadersConfig {
+    /// The client address, then every proxy after it (`X-Forwarded-For`).
+    pub for_header: String,
+    /// `http` or `https`: how the client reached the first proxy (`X-Forwarded-Proto`).
+    pub proto_header: String,
+    /// The `Host` the client asked for (`X-Forwarded-Host`).
+    pub host_header: String,
+    /// RFC 7239 `Forwarded`: the same facts in the standard header.
+    pub forwarded: bool,
+    /// The client address alone (e.g. `X-Real-IP`); none unless set.
+    pub real_ip_header: String,
+}
+
+impl Default for ClientHeadersConfig {
+    fn default() -> Self {
+        ClientHeadersConfig {
+            for_header: "x-forwarded-for".into(),
+            proto_header: "x-forwarded-proto".into(),
+            host_header: "x-forwarded-host".into(),
+            forwarded: true,
+            real_ip_header: String::new(),
+        }
+    }
+}
+
+/// Headers that only wsguard may write upstream: the handshake's, hop-by-hop ones, identity,
+/// client-address headers (any a backend might believe), and headers that override the path
+/// (IIS, Symfony) and would undo the route decision.
+fn is_reserved(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "connection"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "content-length"
+            | "cookie"
+            | "origin"
+            | "forwarded"
+            | "x-real-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "fastly-client-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "client-ip"
+            | "x-original-url"
+            | "x-rewrite-url"
+    ) || name.starts_with("sec-websocket-")
+        || name.starts_with("x-wsguard-")
+        || name.starts_with("x-forwarded")
+}
+
+/// The forwarding settings, validated.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pass: Vec<HeaderName>,
+    for_header: Option<HeaderName>,
+    proto_header: Option<HeaderName>,
+    host_header: Option<HeaderName>,
+    forwarded: bool,
+    real_ip_header: Option<HeaderName>,
+    forward_session_cookie: bool,
+}
+
+impl Forwarding {
+    /// Validates `gateway.forward_headers`, `gateway.client_headers` and
+    /// `gateway.forward_session_cookie`; every error names its key.
+    pub fn new(
+        forward_headers: &[String],
+        client: &ClientHeadersConfig,
+        forward_session_cookie: bool,
+    ) -> Result<Forwarding, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut pass: Vec<HeaderName> = Vec::new();
+        for (i, name) in forward_headers.iter().enumerate() {
+            let key = format!("gateway.forward_headers[{i}]");
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Err(_) => errors.push(format!("{key}: {name:?} is not a header name")),
+                Ok(n) if is_reserved(n.as_str()) => errors.push(format!(
+                    "{key}: {n} is written by wsguard (handshake, identity, client address or \
+                     a rebuilt header) and cannot be passed through as the client sent it"
+                )),
+                Ok(n) if pass.contains(&n) => errors.push(format!("{key}: {n} is listed twice")),
+                Ok(n) => pass.push(n),
+            }
+        }
+        let mut own: Vec<HeaderName> = Vec::new();
+        let mut name = |field: &str, value: &str| -> Option<HeaderName> {
+            if value.is_empty() {
+                return None;
+            }
+            let key = format!("gateway.client_headers.{field}");
+            match HeaderName::from_bytes(value.as_bytes()) {
+                Ok(n) if own.contains(&n) => {
+                    errors.push(format!("{key}: {n} is already another client header"));
+                    None
+                }
+                Ok(n) if pass.contains(&n) => {
+                    errors.push(format!(
+                        "{key}: {n} is also in gateway.forward_headers: the client's value would \
+                         be forwarded beside wsguard's"
+                    ));
+                    None
+                }
+                Ok(n)
+                    if is_reserved(n.as_str())
+                        && !(n.as_str().starts_with("x-forwarded") || n == "x-real-ip") =>
+                {
+                    errors.push(format!(
+                        "{key}: {n} is written by wsguard for another purpose"
+                    ));
+                    None
+                }
+                Ok(n) => {
+                    own.push(n.clone());
+                    Some(n)
+                }
+                Err(_) => {
+                    errors.push(format!("{key}: {value:?} is not a header name"));
+                    None
+                }
+            }
+        };
+        let for_header = name("for_header", &client.for_header);
+        let proto_header = name("proto_header", &client.proto_header);
+        let host_header = name("host_header", &client.host_header);
+        let real_ip_header = name("real_ip_header", &client.real_ip_header);
+        if errors.is_empty() {
+            Ok(Forwarding {
+                pass,
+                for_header,
+                proto_header,
+                host_header,
+                forwarded: client.forwarded,
+                real_ip_header,
+                forward_session_cookie,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The addresses a request came through, as far as the gateway believes them: the client
+/// first, then each trusted proxy after it, the TCP peer last. Only a peer in
+/// `gateway.trusted_proxies` is asked (through `X-Forwarded-For`) who it forwards for, and the
+/// walk from the right stops at the first address that is not a trusted proxy (the client) or
+/// at an entry that is not an address (the last trusted proxy is then the client). IPv4-mapped
+/// IPv6 addresses are given as IPv4.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientChain(Vec<IpAddr>);
+
+impl ClientChain {
+    /// The chain of a request from `peer` with these `X-Forwarded-For` values (every header, in
+    /// order).
+    pub fn new<'a>(
+        peer: IpAddr,
+        forwarded_for: impl Iterator<Item = &'a [u8]>,
+        trusted: &[IpAddr],
+    ) -> ClientChain {
+        let peer = peer.to_canonical();
+        let mut chain = vec![peer];
+        if is_trusted(peer, trusted) {
+            let mut entries: Vec<&[u8]> = Vec::new();
+            for h in forwarded_for {
+                entries.extend(h.split(|b| *b == b',').map(<[u8]>::trim_ascii));
+                if entries.len() > MAX_CHAIN {
+                    break;
+                }
+            }
+            for e in entries.iter().rev().take(MAX_CHAIN) {
+                let Some(ip) = std::str::from_utf8(e)
+                    .ok()
+                    .and_then(|s| s.parse::<IpAddr>().ok())
+                else {
+                    break;
+                };
+                let ip = ip.to_canonical();
+                chain.push(ip);
+                if !is_trusted(ip, trusted) {
+                    break;
+                }
+            }
+        }
+        chain.reverse();
+        ClientChain(chain)
+    }
+
+    /// The client's address.
+    pub fn client(&self) -> IpAddr {
+        self.0[0]
+    }
+
+    /// Every address, the client first, the TCP peer last.
+    pub fn hops(&self) -> &[IpAddr] {
+        &self.0
+    }
+
+    /// Whether the TCP peer is a trusted proxy.
+    fn via_trusted_proxy(&self, trusted: &[IpAddr]) -> bool {
+        self.0.last().is_some_and(|peer| is_trusted(*peer, trusted))
+    }
+}
+
+/// What the gateway decided about one handshake, for the upstream's headers.
+#[derive(Debug)]
+pub struct Decided<'a> {
+    /// The authenticated session (`None` on a public route).
+    pub session: Option<&'a Session>,
+    /// The client's `Origin`, re-serialised from its parsed form (`None` if it sent none).
+    pub origin: Option<HeaderValue>,
+    /// The subprotocols the client offered (validated).
+    pub protocols: &'a [String],
+    /// Who the client is.
+    pub chain: &'a ClientChain,
+    /// `gateway.trusted_proxies`.
+    pub trusted: &'a [IpAddr],
+    /// The request's `Host` (validated).
+    pub host: &'a str,
+    /// Whether the client reached the gateway over TLS.
+    pub tls: bool,
+    /// The name of wsguard's session cookie.
+    pub cookie_name: &'a str,
+}
+
+impl Forwarding {
+    /// The headers for the upstream handshake, after its own. Refused
+    /// ([`Refusal::IdentityUnforwardable`]) if the session cannot be carried whole.
+    pub fn headers(&self, client: &HeaderMap, d: &Decided<'_>) -> Result<HeaderMap, Refusal> {
+        let mut out = HeaderMap::with_capacity(self.pass.len() + 10);
+        for name in &self.pass {
+            for v in client.get_all(name) {
+                out.append(name.clone(), v.clone());
+            }
+        }
+        if let Some(origin) = &d.origin {
+            out.insert(header::ORIGIN, origin.clone());
+        }
+        for v in client.get_all(header::COOKIE) {
+            if self.forward_session_cookie {
+                out.append(header::COOKIE, v.clone());
+            } else if let Some(rest) = v
+                .to_str()
+                .ok()
+                .and_then(|v| crate::cookie::strip_cookie(v, d.cookie_name))
+                && let Ok(v) = HeaderValue::from_str(&rest)
+            {
+                out.append(header::COOKIE, v);
+            }
+        }
+        if !d.protocols.is_empty() {
+            let list = d.protocols.join(", ");
+            // Tokens are visible ASCII (checked by `handshake`).
+            if let Ok(v) = HeaderValue::from_str(&list) {
+                out.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+            }
+        }
+        if let Some(s) = d.session {
+            identity(&mut out, s)?;
+        }
+        self.client_headers(&mut out, client, d);
+        Ok(out)
+    }
+
+    fn client_headers(&self, out: &mut HeaderMap, client: &HeaderMap, d: &Decided<'_>) {
+        let trusted = d.chain.via_trusted_proxy(d.trusted);
+        // A trusted proxy says how the client reached it; otherwise the gateway knows.
+        let proto = trusted
+            .then(|| single(client, "x-forwarded-proto"))
+            .flatten()
+            .and_then(|p| {
+                ["http", "https"]
+                    .into_iter()
+                    .find(|s| p.eq_ignore_ascii_case(s))
+            })
+            .unwrap_or(if d.tls { "https" } else { "http" });
+        let host = trusted
+            .then(|| single(client, "x-forwarded-host"))
+            .flatten()
+            .filter(|h| crate::handshake::valid_host(h))
+            .unwrap_or(d.host);
+        let hops = d.chain.hops();
+        let put = |out: &mut HeaderMap, name: &Option<HeaderName>, value: String| {
+            if let (Some(name), Ok(v)) = (name, HeaderValue::from_str(&value)) {
+                out.insert(name.clone(), v);
+            }
+        };
+        let list: Vec<String> = hops.iter().map(IpAddr::to_string).collect();
+        put(out, &self.for_header, list.join(", "));
+        put(out, &self.proto_header, proto.to_owned());
+        put(out, &self.host_header, host.to_owned());
+        put(out, &self.real_ip_header, d.chain.client().to_string());
+        if self.forwarded {
+            // One element per hop (RFC 7239 §4): the first also says how and for which host
+            // the client asked. IPv6 addresses are quoted in brackets (§6); the host is quoted
+            // because of its port's colon.
+            let node = |ip: &IpAddr| match ip {
+                IpAddr::V4(v4) => format!("for={v4}"),
+                IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+            };
+            let mut value = format!("{};host=\"{host}\";proto={proto}", node(&hops[0]));
+            for ip in &hops[1..] {
+                value.push_str(", ");
+                value.push_str(&node(ip));
+            }
+            put(out, &Some(header::FORWARDED), value);
+        }
+    }
+}
+
+/// The one value of a header sent once, as text.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => v.to_str().ok().map(str::trim),
+        _ => None,
+    }
+}
+
+/// Adds the identity headers, all three or none.
+fn identity(out: &mut HeaderMap, s: &Session) -> Result<(), Refusal> {
+    let data = s
+        .data()
+        .header_value()
+        .map_err(|_| Refusal::IdentityUnforwardable)?;
+    let value = |v: &str| HeaderValue::from_str(v).map_err(|_| Refusal::IdentityUnforwardable);
+    let user = value(s.uid().as_str())?;
+    let session = value(s.sid().as_str())?;
+    let data = value(&data)?;
+    out.insert(HeaderName::from_static(USER_HEADER), user);
+    out.insert(HeaderName::from_static(SESSION_HEADER), session);
+    out.insert(HeaderName::from_static(DATA_HEADER), data);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
