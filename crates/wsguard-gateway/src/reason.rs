@@ -14,11 +14,10 @@ pub enum Refusal {
     /// `Host` missing, repeated or not `host[:port]`, or an absolute-form target naming another
     /// host (RFC 9112 §3.2).
     BadHost,
-    /// Both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.1: a smuggling attempt or a
-    /// broken client); the connection is closed.
-    AmbiguousLength,
-    /// A body on a request that takes none (an upgrade, the ticket endpoint); it is not read,
-    /// and the connection is closed.
+    /// A body on a request that takes none (an upgrade, the ticket endpoint): any
+    /// `Transfer-Encoding` (with or without `Content-Length`, which the HTTP layer drops then:
+    /// RFC 9112 §6.1), or a `Content-Length` other than 0. It is not read, and the connection
+    /// is closed.
     RequestBody,
     /// The request target is not a path (`*`, authority-form, another scheme), holds a byte no
     /// target may (controls, space, non-ASCII), has a malformed percent-escape, or gives
@@ -100,9 +99,7 @@ impl Refusal {
         use Refusal::*;
         match self {
             NotGet | NotPost => 405,
-            BadHost | AmbiguousLength | RequestBody | BadTarget | AmbiguousPath | BadProtocol => {
-                400
-            }
+            BadHost | RequestBody | BadTarget | AmbiguousPath | BadProtocol => 400,
             NotHttp11 | OtherUpgrade | NoConnectionUpgrade | BadKey => 400,
             IdentityUnforwardable => 500,
             NotWebSocket | BadVersion => 426,
@@ -126,7 +123,6 @@ impl Refusal {
         use Refusal::*;
         match self {
             BadHost => "bad_host",
-            AmbiguousLength => "ambiguous_length",
             RequestBody => "request_body",
             BadTarget => "bad_target",
             AmbiguousPath => "ambiguous_path",
@@ -178,14 +174,14 @@ impl Refusal {
     /// request: after a body the gateway did not read, or a framing it could not trust, the
     /// next bytes on the connection cannot be trusted to start a request.
     pub fn closes_connection(self) -> bool {
-        matches!(self, Refusal::AmbiguousLength | Refusal::RequestBody)
+        matches!(self, Refusal::RequestBody)
     }
 
     /// The response body: a fixed text, never an echo of the request.
     pub fn body(self) -> &'static str {
         use Refusal::*;
         match self {
-            BadHost | AmbiguousLength | RequestBody | BadTarget | AmbiguousPath => "bad request\n",
+            BadHost | RequestBody | BadTarget | AmbiguousPath => "bad request\n",
             BadProtocol => "bad websocket handshake\n",
             IdentityUnforwardable => "cannot forward the session\n",
             NotGet | NotPost => "method not allowed\n",
@@ -217,7 +213,6 @@ impl Refusal {
         use Refusal::*;
         let mut v = vec![
             BadHost,
-            AmbiguousLength,
             RequestBody,
             BadTarget,
             AmbiguousPath,

@@ -29,6 +29,7 @@ pub use wsguard_gateway::config::{GatewayConfig, RouteConfig};
 pub use wsguard_gateway::policy::{Kind, MessageConfig, Rate};
 pub use wsguard_gateway::{Running, Settings, wire};
 pub use wsguard_session::{Mode, Sessions};
+#[allow(unused_imports)]
 pub use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
 pub use wsguard_token::{KeyRing, SessionData, TokenPolicy, UserId, Verifier};
 pub use zeroize::Zeroizing;
