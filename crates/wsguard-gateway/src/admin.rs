@@ -18,6 +18,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -125,6 +126,7 @@ impl Admin {
             (&Method::GET, "/metrics") => {
                 let pending = i64::try_from(self.gateway.limits.pending()).unwrap_or(i64::MAX);
                 self.gateway.metrics.pending.set(pending);
+                self.gateway.metrics.set_upstreams(&self.upstream_states());
                 let mut r = Response::new(Full::new(Bytes::from(self.gateway.metrics.render())));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -153,6 +155,26 @@ impl Admin {
                 StatusCode::OK,
                 json!({ "connections": self.gateway.registry.list() }),
             ),
+            (&Method::GET, ["upstreams"]) => json_response(
+                StatusCode::OK,
+                json!({ "upstreams": self.upstream_states() }),
+            ),
+            (&Method::POST, ["upstreams", key, action @ ("drain" | "undrain")]) => {
+                let state = self.gateway.state.load();
+                match state.backends.get(key) {
+                    Some(b) => {
+                        b.set_draining(*action == "drain");
+                        tracing::info!(
+                            event = "upstream_drain",
+                            upstream = b.key(),
+                            draining = b.is_draining(),
+                            open = b.open(),
+                        );
+                        json_response(StatusCode::OK, json!(b.state(Instant::now())))
+                    }
+                    None => error(StatusCode::NOT_FOUND, "no such upstream (host:port)"),
+                }
+            }
             (&Method::POST, ["reload"]) => match self.gateway.reload() {
                 Ok(restart_required) => json_response(
                     StatusCode::OK,
@@ -169,6 +191,18 @@ impl Admin {
             },
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
+    }
+
+    /// Every configured upstream's state now.
+    fn upstream_states(&self) -> Vec<crate::pool::BackendState> {
+        let now = Instant::now();
+        self.gateway
+            .state
+            .load()
+            .backends
+            .all()
+            .map(|b| b.state(now))
+            .collect()
     }
 
     async fn ready(&self) -> Response<Full<Bytes>> {

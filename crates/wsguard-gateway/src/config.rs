@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::origin::OriginPolicy;
+use crate::pool::Backends;
 
 /// `[gateway]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,9 +27,16 @@ pub struct GatewayConfig {
     /// Deadline for a client to send its complete handshake.
     #[serde(with = "humantime_serde_secs")]
     pub handshake_timeout: Duration,
-    /// Deadline for the upstream to answer its handshake.
+    /// Deadline for an upstream to answer its handshake, for all the upstreams of a pool
+    /// tried in turn.
     #[serde(with = "humantime_serde_secs")]
     pub upstream_timeout: Duration,
+    /// How long an upstream whose dial failed (connect, TLS, connection lost before an
+    /// answer) is passed over for new sockets while others are up.
+    #[serde(with = "humantime_serde_secs")]
+    pub upstream_backoff: Duration,
+    /// `[gateway.health_check]`: probe every upstream periodically (off unless set).
+    pub health_check: Option<HealthCheckConfig>,
     /// How long shutdown waits for sockets to finish closing.
     #[serde(with = "humantime_serde_secs")]
     pub drain_timeout: Duration,
@@ -92,6 +100,8 @@ impl Default for GatewayConfig {
             allow_missing_origin: false,
             handshake_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(10),
+            upstream_backoff: Duration::from_secs(10),
+            health_check: None,
             drain_timeout: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,
             max_headers: 64,
@@ -117,14 +127,48 @@ impl Default for GatewayConfig {
     }
 }
 
+/// `[gateway.health_check]`: active health checks of every upstream.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Time between two probes of an upstream.
+    #[serde(with = "humantime_serde_secs")]
+    pub interval: Duration,
+    /// How long a probe may take.
+    #[serde(with = "humantime_serde_secs", default = "default_probe_timeout")]
+    pub timeout: Duration,
+    /// Probe with `GET path` (healthy: a 2xx or 3xx answer); without it, a TCP connect (and
+    /// the TLS handshake for `wss://`) is the probe.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+fn default_probe_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
 /// One `[[route]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Path prefix (at a `/` boundary); the longest matching route wins.
     pub path: String,
-    /// Upstream base URL, `ws://` or `wss://`. The request path and query are appended.
-    pub upstream: String,
+    /// Upstream base URL, `ws://` or `wss://`. The request's normalised path (see
+    /// `strip_prefix`, `upstream_path`) and query are appended. Set this or `upstreams`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Several upstreams (a pool): each new socket goes to the one with the fewest open sockets
+    /// (`crate::pool`). Set this or `upstream`.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Remove the route's path from the request path before it is appended to the upstream's
+    /// (`/chat/room` on route `/chat` asks the upstream for `/room`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Ask every upstream for exactly this path (normal form), whatever the request path under
+    /// the route; the query is kept. The upstream URLs may then carry no path.
+    #[serde(default)]
+    pub upstream_path: Option<String>,
     /// No authentication on this route (still origin-checked).
     #[serde(default)]
     pub public: bool,
@@ -148,7 +192,10 @@ impl RouteConfig {
     pub fn new(path: impl Into<String>, upstream: impl Into<String>) -> RouteConfig {
         RouteConfig {
             path: path.into(),
-            upstream: upstream.into(),
+            upstream: Some(upstream.into()),
+            upstreams: Vec::new(),
+            strip_prefix: false,
+            upstream_path: None,
             public: false,
             allowed_origins: None,
             allow_missing_origin: None,
@@ -211,8 +258,10 @@ pub struct Route {
     /// The path as a case-insensitive backend reads it ([`crate::target::fold`]): no two routes
     /// share one.
     pub folded_path: String,
-    /// Upstream base (scheme, authority, base path without trailing `/`).
-    pub upstream: url::Url,
+    /// The upstreams (one, or a pool).
+    pub pool: crate::pool::Pool,
+    /// How the request path becomes the upstream's.
+    pub rewrite: Rewrite,
     /// No authentication.
     pub public: bool,
     /// The origin policy in force on this route.
@@ -234,14 +283,24 @@ impl Route {
         crate::target::is_under(&self.path, path)
     }
 
-    /// The upstream request target (origin form: the upstream's base path, then the request
-    /// path, then the query, already cleaned) for a request path and query.
-    pub fn upstream_target(&self, path: &str, query: Option<&str>) -> String {
-        let base = self.upstream.path().trim_end_matches('/');
+    /// The upstream request target (origin form) on `upstream` for a normalised request path
+    /// under this route and its query (already without wsguard's parameters): the upstream's
+    /// base path, then the path as [`Rewrite`] says, then the query.
+    pub fn upstream_target(&self, upstream: &url::Url, path: &str, query: Option<&str>) -> String {
+        let base = upstream.path().trim_end_matches('/');
+        let rest = match &self.rewrite {
+            Rewrite::Append => path,
+            Rewrite::StripPrefix if self.path == "/" => path,
+            Rewrite::StripPrefix => path.get(self.path.len()..).unwrap_or(""),
+            Rewrite::Fixed(fixed) => fixed,
+        };
         let mut s =
-            String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+            String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
         s.push_str(base);
-        s.push_str(path);
+        s.push_str(rest);
+        if s.is_empty() {
+            s.push('/');
+        }
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             s.push('?');
             s.push_str(q);
@@ -250,13 +309,36 @@ impl Route {
     }
 }
 
+/// How a route turns the request path into the upstream's (after the upstream URL's own path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// The whole normalised path (the default).
+    Append,
+    /// The normalised path without the route's prefix (`strip_prefix = true`).
+    StripPrefix,
+    /// Always this path (`upstream_path`).
+    Fixed(String),
+}
+
 /// Builds the route table. Errors name the route and key; every route's errors are reported,
 /// one per line.
 pub fn routes(gateway: &GatewayConfig, routes: &[RouteConfig]) -> Result<Vec<Route>, String> {
+    routes_with(gateway, routes, &Backends::default()).map(|(r, _)| r)
+}
+
+/// Builds the route table and the upstreams it names, taking each upstream's state from
+/// `previous` when it names the same `host:port` (a reload keeps open counts, health and
+/// draining).
+pub fn routes_with(
+    gateway: &GatewayConfig,
+    routes: &[RouteConfig],
+    previous: &Backends,
+) -> Result<(Vec<Route>, Backends), String> {
     let mut out = Vec::with_capacity(routes.len());
     let mut errors = Vec::new();
+    let mut backends = Backends::default();
     for (i, r) in routes.iter().enumerate() {
-        match route(gateway, i, r, &out) {
+        match route(gateway, i, r, &out, &mut backends, previous) {
             Ok(route) => out.push(route),
             Err(e) => errors.push(e),
         }
@@ -266,7 +348,24 @@ pub fn routes(gateway: &GatewayConfig, routes: &[RouteConfig]) -> Result<Vec<Rou
     }
     // Longest prefix first.
     out.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-    Ok(out)
+    Ok((out, backends))
+}
+
+/// Parses one upstream URL of a route.
+fn upstream_url(key: &str, raw: &str) -> Result<url::Url, String> {
+    let upstream = url::Url::parse(raw).map_err(|e| format!("{key}: not a URL ({e})"))?;
+    if !matches!(upstream.scheme(), "ws" | "wss") || upstream.host().is_none() {
+        return Err(format!("{key}: must be a ws:// or wss:// URL with a host"));
+    }
+    if upstream.query().is_some()
+        || upstream.fragment().is_some()
+        || !upstream.username().is_empty()
+    {
+        return Err(format!(
+            "{key}: must not carry a query, fragment or credentials"
+        ));
+    }
+    Ok(upstream)
 }
 
 fn route(
@@ -274,6 +373,8 @@ fn route(
     i: usize,
     r: &RouteConfig,
     before: &[Route],
+    backends: &mut Backends,
+    previous: &Backends,
 ) -> Result<Route, String> {
     {
         let at = |key: &str| format!("route[{i}].{key}");
@@ -307,23 +408,69 @@ fn route(
             }
         };
         let folded_path = crate::target::fold(&path);
-        let upstream = url::Url::parse(&r.upstream)
-            .map_err(|e| format!("{}: not a URL ({e})", at("upstream")))?;
-        if !matches!(upstream.scheme(), "ws" | "wss") || upstream.host().is_none() {
-            return Err(format!(
-                "{}: must be a ws:// or wss:// URL with a host",
-                at("upstream")
-            ));
+        let urls: Vec<(String, &str)> = match (&r.upstream, r.upstreams.as_slice()) {
+            (Some(u), []) => vec![(at("upstream"), u.as_str())],
+            (None, []) => {
+                return Err(format!(
+                    "{}: no upstream: set upstream = \"ws://host:port\" or upstreams = [...]",
+                    at("upstream")
+                ));
+            }
+            (None, list) => list
+                .iter()
+                .enumerate()
+                .map(|(j, u)| (at(&format!("upstreams[{j}]")), u.as_str()))
+                .collect(),
+            (Some(_), _) => {
+                return Err(format!(
+                    "{}: set upstream or upstreams, not both",
+                    at("upstreams")
+                ));
+            }
+        };
+        let mut members: Vec<crate::pool::Member> = Vec::with_capacity(urls.len());
+        for (key, raw) in &urls {
+            let url = upstream_url(key, raw)?;
+            let backend_key = crate::pool::key_of(&url);
+            if members
+                .iter()
+                .any(|m| crate::pool::key_of(&m.url) == backend_key)
+            {
+                return Err(format!(
+                    "{key}: {backend_key} is already in this route's pool"
+                ));
+            }
+            members.push(crate::pool::Member {
+                backend: backends.resolve(&backend_key, previous),
+                url,
+            });
         }
-        if upstream.query().is_some()
-            || upstream.fragment().is_some()
-            || !upstream.username().is_empty()
-        {
-            return Err(format!(
-                "{}: must not carry a query, fragment or credentials",
-                at("upstream")
-            ));
-        }
+        let has_base_path = members.iter().any(|m| m.url.path() != "/");
+        let rewrite = match (&r.upstream_path, r.strip_prefix) {
+            (Some(_), true) => {
+                return Err(format!(
+                    "{}: set upstream_path or strip_prefix, not both",
+                    at("upstream_path")
+                ));
+            }
+            (Some(_), false) if has_base_path => {
+                return Err(format!(
+                    "{}: the upstream URL already has a path; write the whole path in one place",
+                    at("upstream_path")
+                ));
+            }
+            (Some(p), false) => match crate::target::normalise(p) {
+                Ok(n) if &n == p => Rewrite::Fixed(n),
+                _ => {
+                    return Err(format!(
+                        "{}: must be an absolute path in normal form, like \"/socket\"",
+                        at("upstream_path")
+                    ));
+                }
+            },
+            (None, true) => Rewrite::StripPrefix,
+            (None, false) => Rewrite::Append,
+        };
         let origins = r
             .allowed_origins
             .as_ref()
@@ -353,7 +500,7 @@ fn route(
                 o.path
             ));
         }
-        if r.upstream_ca.is_some() && upstream.scheme() != "wss" {
+        if r.upstream_ca.is_some() && !members.iter().any(|m| m.url.scheme() == "wss") {
             return Err(format!(
                 "{}: only meaningful with a wss:// upstream",
                 at("upstream_ca")
@@ -362,7 +509,8 @@ fn route(
         Ok(Route {
             path,
             folded_path,
-            upstream,
+            pool: crate::pool::Pool::new(members),
+            rewrite,
             public: r.public,
             origins,
             messages,
@@ -376,13 +524,27 @@ fn route(
 /// Validates the `[gateway]` numbers; every error, one per line.
 pub fn validate(g: &GatewayConfig) -> Result<(), String> {
     let mut errors = Vec::new();
-    let nonzero = [
+    let mut nonzero = vec![
         ("gateway.handshake_timeout", g.handshake_timeout),
         ("gateway.upstream_timeout", g.upstream_timeout),
         ("gateway.ticket_ttl", g.ticket_ttl),
         ("gateway.pong_timeout", g.pong_timeout),
         ("gateway.send_timeout", g.send_timeout),
+        ("gateway.upstream_backoff", g.upstream_backoff),
     ];
+    if let Some(h) = &g.health_check {
+        nonzero.push(("gateway.health_check.interval", h.interval));
+        nonzero.push(("gateway.health_check.timeout", h.timeout));
+        if h.path
+            .as_deref()
+            .is_some_and(|p| crate::target::normalise(p).ok().as_deref() != Some(p))
+        {
+            errors.push(
+                "gateway.health_check.path: must be an absolute path in normal form, like \"/healthz\""
+                    .into(),
+            );
+        }
+    }
     for (key, d) in nonzero {
         if d.is_zero() {
             errors.push(format!("{key}: must be more than zero"));

@@ -14,10 +14,12 @@ pub mod cookie;
 pub mod echo;
 pub mod forward;
 pub mod handshake;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod pool;
 pub mod reason;
 pub mod registry;
 pub mod relay;
@@ -93,6 +95,8 @@ pub enum ReloadError {
 /// the ticket endpoint's origins, limits and timeouts, the TLS certificate.
 pub(crate) struct State {
     pub(crate) routes: Vec<config::Route>,
+    /// Every upstream the routes name, by `host:port` (shared state, kept across reloads).
+    pub(crate) backends: pool::Backends,
     pub(crate) ticket_origins: origin::OriginPolicy,
     /// What the upstream is told (validated `forward_headers` and `client_headers`).
     pub(crate) forwarding: forward::Forwarding,
@@ -112,8 +116,9 @@ impl std::fmt::Debug for State {
 }
 
 /// Validates settings and builds the state they describe, reading the TLS files they name.
-/// Every error is reported, one per line, naming its key.
-pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
+/// Upstreams named by `previous` keep their state (open sockets, health, draining). Every error
+/// is reported, one per line, naming its key.
+pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Result<State, String> {
     let mut errors = Vec::new();
     if let Err(e) = config::validate(&settings.gateway) {
         errors.push(e);
@@ -121,13 +126,14 @@ pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
     if settings.routes.is_empty() {
         errors.push("route: no [[route]] configured: nothing to proxy to".into());
     }
-    let mut routes = match config::routes(&settings.gateway, &settings.routes) {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(e);
-            Vec::new()
-        }
-    };
+    let (mut routes, backends) =
+        match config::routes_with(&settings.gateway, &settings.routes, previous) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e);
+                Default::default()
+            }
+        };
     for r in &mut routes {
         if let Some(path) = &r.messages.config().json_schema {
             match load_schema(path) {
@@ -137,7 +143,7 @@ pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
                 Err(e) => errors.push(format!("route[{}].messages.json_schema: {e}", r.index)),
             }
         }
-        if r.upstream.scheme() == "wss" {
+        if r.pool.members().iter().any(|m| m.url.scheme() == "wss") {
             let key = format!("route[{}].upstream_ca", r.index);
             match tls::client_config(&key, r.upstream_ca.as_deref()) {
                 Ok(c) => r.tls = Some(c),
@@ -168,6 +174,7 @@ pub(crate) fn build_state(settings: &Settings) -> Result<State, String> {
     match (errors.is_empty(), ticket_origins, forwarding) {
         (true, Ok(ticket_origins), Ok(forwarding)) => Ok(State {
             routes,
+            backends,
             ticket_origins,
             forwarding,
             settings: settings.gateway.clone(),
@@ -197,7 +204,7 @@ fn load_schema(path: &std::path::Path) -> Result<jsonschema::Validator, String> 
 /// Checks settings as `start` and a reload would, without binding anything: every error, one
 /// per line, naming its key (for `wsguard check-config`).
 pub fn check(settings: &Settings) -> Result<(), String> {
-    build_state(settings).map(|_| ())
+    build_state(settings, &pool::Backends::default()).map(|_| ())
 }
 
 fn limit_config(g: &GatewayConfig) -> limits::LimitConfig {
@@ -302,7 +309,7 @@ pub async fn start(
     settings: Settings,
     admin_token: Zeroizing<String>,
 ) -> Result<Running, StartError> {
-    let state = build_state(&settings).map_err(StartError::Config)?;
+    let state = build_state(&settings, &pool::Backends::default()).map_err(StartError::Config)?;
     let bind = |addr: SocketAddr| listen(addr).map_err(|source| StartError::Bind { addr, source });
     let public = bind(settings.gateway.listen)?;
     let admin = bind(settings.admin.listen)?;

@@ -1,9 +1,10 @@
 //! Prometheus metrics, served as text at `/metrics` on the admin listener.
 //!
 //! Owns the metric set: open connections, connections not yet upgraded, handshakes by outcome
-//! and reason, messages and bytes relayed by direction, closes by code and reason, and the
-//! revocation → close latency histogram. Labels come only from the reason table (`reason.rs`)
-//! and fixed words, never from requests, so cardinality is bounded. Label sets are static
+//! and reason, messages and bytes relayed by direction, closes by code and reason, the
+//! revocation → close latency histogram, and per upstream: open sockets, health, draining and
+//! failed dials. Labels come only from the reason table (`reason.rs`), fixed words and the
+//! configured upstreams (`host:port`), never from requests, so cardinality is bounded. Label sets are static
 //! strings and numbers (nothing is allocated to count), and hot-path counters are plain atomics
 //! obtained once.
 
@@ -27,6 +28,12 @@ type Labels<const N: usize> = [(&'static str, &'static str); N];
 struct CloseLabels {
     code: Code,
     reason: &'static str,
+}
+
+/// The label of an upstream (`host:port`, from the configuration).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
 }
 
 /// A close code, `none` if the close frame had none.
@@ -65,6 +72,10 @@ pub struct Metrics {
     pub bytes_down: Counter<u64, AtomicU64>,
     /// Seconds from a revocation reaching the gateway to the close frame being written.
     pub revocation_close: Histogram,
+    upstream_open: Family<UpstreamLabel, Gauge>,
+    upstream_up: Family<UpstreamLabel, Gauge>,
+    upstream_draining: Family<UpstreamLabel, Gauge>,
+    upstream_failures: Family<UpstreamLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,6 +102,30 @@ impl Metrics {
         let messages = Family::<Labels<1>, Counter>::default();
         let bytes = Family::<Labels<1>, Counter>::default();
         let revocation_close = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let upstream_open = Family::<UpstreamLabel, Gauge>::default();
+        let upstream_up = Family::<UpstreamLabel, Gauge>::default();
+        let upstream_draining = Family::<UpstreamLabel, Gauge>::default();
+        let upstream_failures = Family::<UpstreamLabel, Counter>::default();
+        registry.register(
+            "upstream_open_connections",
+            "Sockets open to each upstream (and handshakes being dialled)",
+            upstream_open.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "1 if the upstream is believed up (no recent failed dial, no failed probe), else 0",
+            upstream_up.clone(),
+        );
+        registry.register(
+            "upstream_draining",
+            "1 if the upstream takes no new sockets (drained through the admin API), else 0",
+            upstream_draining.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Failed dials or handshakes by upstream",
+            upstream_failures.clone(),
+        );
         registry.register(
             "open_connections",
             "Proxied WebSocket connections open now",
@@ -145,6 +180,39 @@ impl Metrics {
             closes,
             reloads,
             revocation_close,
+            upstream_open,
+            upstream_up,
+            upstream_draining,
+            upstream_failures,
+        }
+    }
+
+    /// Counts a failed dial or handshake of an upstream.
+    pub fn upstream_failed(&self, upstream: &str) {
+        self.upstream_failures
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the per-upstream gauges to the upstreams configured now (those a reload removed are
+    /// dropped).
+    pub fn set_upstreams(&self, states: &[crate::pool::BackendState]) {
+        self.upstream_open.clear();
+        self.upstream_up.clear();
+        self.upstream_draining.clear();
+        for s in states {
+            let label = UpstreamLabel {
+                upstream: s.upstream.clone(),
+            };
+            self.upstream_open
+                .get_or_create(&label)
+                .set(i64::try_from(s.open).unwrap_or(i64::MAX));
+            self.upstream_up.get_or_create(&label).set(i64::from(s.up));
+            self.upstream_draining
+                .get_or_create(&label)
+                .set(i64::from(s.draining));
         }
     }
 

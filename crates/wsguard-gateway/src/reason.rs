@@ -87,6 +87,8 @@ pub enum Refusal {
     HandshakeRateLimited,
     /// The gateway is shutting down.
     ShuttingDown,
+    /// Every upstream of the route is draining (admin API): none takes new sockets.
+    NoUpstream,
     /// The upstream refused the connection or did not answer 101.
     UpstreamFailed,
     /// The upstream did not complete its handshake in time.
@@ -107,7 +109,9 @@ impl Refusal {
             HandshakeTimeout => 408,
             OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => 403,
             NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => 401,
-            StoreUnavailable | ShuttingDown | TooManyConnections | TooManyPending => 503,
+            StoreUnavailable | ShuttingDown | TooManyConnections | TooManyPending | NoUpstream => {
+                503
+            }
             TooManyFromClient
             | TooManyForUser
             | TooManyPendingFromClient
@@ -165,6 +169,7 @@ impl Refusal {
             TooManyPendingFromClient => "too_many_pending_from_client",
             HandshakeRateLimited => "handshake_rate_limited",
             ShuttingDown => "shutting_down",
+            NoUpstream => "no_upstream",
             UpstreamFailed => "upstream_failed",
             UpstreamTimeout => "upstream_timeout",
         }
@@ -203,6 +208,7 @@ impl Refusal {
             | TooManyPendingFromClient => "too many connections\n",
             HandshakeRateLimited => "too many handshakes\n",
             ShuttingDown => "shutting down\n",
+            NoUpstream => "no upstream available\n",
             UpstreamFailed => "bad gateway\n",
             UpstreamTimeout => "gateway timeout\n",
         }
@@ -259,6 +265,7 @@ impl Refusal {
             TooManyPendingFromClient,
             HandshakeRateLimited,
             ShuttingDown,
+            NoUpstream,
             UpstreamFailed,
             UpstreamTimeout,
         ]);

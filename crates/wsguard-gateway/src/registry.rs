@@ -39,6 +39,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Route path.
     pub route: String,
+    /// The upstream it was sent to (`host:port`).
+    pub upstream: String,
     /// When it opened, Unix seconds.
     pub opened_at: u64,
 }
@@ -132,7 +134,7 @@ impl Registry {
         &self,
         session: Option<&Session>,
         peer: SocketAddr,
-        route: &str,
+        (route, upstream): (&str, &str),
         now: u64,
     ) -> (Registration, oneshot::Receiver<CloseRequest>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -143,6 +145,7 @@ impl Registry {
             uid: session.map(|s| s.uid().clone()),
             peer,
             route: route.to_owned(),
+            upstream: upstream.to_owned(),
             opened_at: now,
         };
         let mut inner = self.lock();

@@ -123,6 +123,7 @@ pub(crate) fn refuse(refusal: Refusal, peer: SocketAddr, path: &str) -> Response
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         Refusal::StoreUnavailable
+        | Refusal::NoUpstream
         | Refusal::ShuttingDown
         | Refusal::TooManyConnections
         | Refusal::TooManyFromClient
@@ -181,6 +182,7 @@ impl Gateway {
         let mut shutdown = self.shutdown.subscribe();
         let revocations = tokio::spawn(Arc::clone(&self).follow_revocations());
         let housekeeping = tokio::spawn(Arc::clone(&self).housekeeping());
+        let health = tokio::spawn(Arc::clone(&self).health_checks());
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
@@ -248,6 +250,7 @@ impl Gateway {
         }
         revocations.abort();
         housekeeping.abort();
+        health.abort();
     }
 
     /// Every [`HOUSEKEEPING`]: drops expired tickets and full per-user rate buckets; every
@@ -263,6 +266,52 @@ impl Gateway {
             round = round.wrapping_add(1);
             self.sweep(round.is_multiple_of(STORE_PURGE_EVERY)).await;
         }
+    }
+
+    /// Probes every upstream each `gateway.health_check.interval` (read again each round, so a
+    /// reload turns checks on, off or changes them), all upstreams at once.
+    async fn health_checks(self: Arc<Self>) {
+        loop {
+            let check = self.state.load().settings.health_check.clone();
+            let Some(check) = check else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            self.probe_all(&check).await;
+            tokio::time::sleep(check.interval).await;
+        }
+    }
+
+    /// One round of probes; logs each upstream whose health changed.
+    pub(crate) async fn probe_all(&self, check: &crate::config::HealthCheckConfig) {
+        let state = self.state.load_full();
+        let mut seen = std::collections::HashSet::new();
+        let mut probes = Vec::new();
+        for route in &state.routes {
+            for m in route.pool.members() {
+                if !seen.insert(m.backend.key().to_owned()) {
+                    continue;
+                }
+                let (m, tls) = (m.clone(), route.tls.clone());
+                let path = check.path.clone();
+                let timeout = check.timeout;
+                probes.push(async move {
+                    let ok =
+                        crate::health::probe(&m.url, tls.as_ref(), path.as_deref(), timeout).await;
+                    let was_up = m.backend.is_up(Instant::now());
+                    m.backend.probed(ok);
+                    if was_up != ok {
+                        tracing::warn!(
+                            event = "upstream_health",
+                            upstream = m.backend.key(),
+                            up = ok,
+                            "health check changed the upstream's state"
+                        );
+                    }
+                });
+            }
+        }
+        futures_util::future::join_all(probes).await;
     }
 
     /// One housekeeping round; returns (expired tickets dropped, store rows purged).
@@ -527,24 +576,11 @@ impl Gateway {
             .limits
             .acquire(chain.client(), session.as_ref().map(Session::uid))?;
 
-        // Dial the upstream only now that the client has passed every check; it is asked for
+        // Dial an upstream only now that the client has passed every check; it is asked for
         // exactly the path that was matched.
-        let upstream_target = route.upstream_target(&target.path, target.query.as_deref());
-        let dial = crate::upstream::dial(
-            &route.upstream,
-            &upstream_target,
-            &upstream_headers,
-            route.tls.as_ref(),
-        );
-        let (upstream, protocol) =
-            match tokio::time::timeout(state.settings.upstream_timeout, dial).await {
-                Err(_) => return Err(Refusal::UpstreamTimeout),
-                Ok(Err(e)) => {
-                    tracing::warn!(event = "upstream_failed", error = %e, route = %route.path);
-                    return Err(Refusal::UpstreamFailed);
-                }
-                Ok(Ok(ok)) => ok,
-            };
+        let (upstream, protocol, lease) = self
+            .dial(route, &target, &upstream_headers, &state.settings)
+            .await?;
         if let Some(p) = &protocol {
             // The upstream may only pick one of the client's offers.
             if !up.protocols.iter().any(|o| o.as_bytes() == p.as_bytes()) {
@@ -597,13 +633,92 @@ impl Gateway {
                     },
                     (session, revocation_mark),
                     peer,
-                    &route_path,
+                    (&route_path, lease.backend().key()),
                     &messages,
                 )
                 .await;
-            drop(slot);
+            drop((slot, lease));
         });
         Ok(resp)
+    }
+
+    /// Dials the route's upstreams in the pool's order until one completes the handshake, all
+    /// within `gateway.upstream_timeout`. An upstream that cannot be reached is passed over for
+    /// `gateway.upstream_backoff` and the next one is tried; one that answers but refuses the
+    /// handshake ends the attempt (the application said no). Returns the socket, the
+    /// subprotocol chosen, and the place taken on that upstream.
+    async fn dial(
+        &self,
+        route: &crate::config::Route,
+        target: &crate::target::Target,
+        headers: &http::HeaderMap,
+        settings: &crate::config::GatewayConfig,
+    ) -> Result<
+        (
+            crate::upstream::UpstreamSocket,
+            Option<HeaderValue>,
+            crate::pool::Lease,
+        ),
+        Refusal,
+    > {
+        let deadline = tokio::time::Instant::now() + settings.upstream_timeout;
+        let mut tried = Vec::new();
+        loop {
+            let Some(i) = route.pool.pick(Instant::now(), &tried) else {
+                return Err(if tried.is_empty() {
+                    Refusal::NoUpstream
+                } else {
+                    Refusal::UpstreamFailed
+                });
+            };
+            tried.push(i);
+            let Some((member, lease)) = route.pool.lease(i) else {
+                return Err(Refusal::UpstreamFailed);
+            };
+            let backend = lease.backend();
+            let upstream_target =
+                route.upstream_target(&member.url, &target.path, target.query.as_deref());
+            let dial =
+                crate::upstream::dial(&member.url, &upstream_target, headers, route.tls.as_ref());
+            match tokio::time::timeout_at(deadline, dial).await {
+                Ok(Ok((socket, protocol))) => {
+                    backend.dial_succeeded();
+                    return Ok((socket, protocol, lease));
+                }
+                Ok(Err(e)) if e.is_unreachable() => {
+                    backend.dial_failed(Instant::now(), settings.upstream_backoff);
+                    self.metrics.upstream_failed(backend.key());
+                    tracing::warn!(
+                        event = "upstream_failed",
+                        error = %e,
+                        route = %route.path,
+                        upstream = backend.key(),
+                        "passed over for gateway.upstream_backoff; trying the next upstream"
+                    );
+                }
+                Ok(Err(e)) => {
+                    self.metrics.upstream_failed(backend.key());
+                    tracing::warn!(
+                        event = "upstream_failed",
+                        error = %e,
+                        route = %route.path,
+                        upstream = backend.key(),
+                    );
+                    return Err(Refusal::UpstreamFailed);
+                }
+                Err(_) => {
+                    backend.dial_failed(Instant::now(), settings.upstream_backoff);
+                    self.metrics.upstream_failed(backend.key());
+                    tracing::warn!(
+                        event = "upstream_failed",
+                        error = "no handshake within gateway.upstream_timeout",
+                        route = %route.path,
+                        upstream = backend.key(),
+                    );
+                    return Err(Refusal::UpstreamTimeout);
+                }
+            }
+        }
     }
 
     async fn run_socket<C, U>(
@@ -612,14 +727,16 @@ impl Gateway {
         upstream: crate::relay::Opened<'_, U>,
         (mut session, revocation_mark): (Option<Session>, Option<u64>),
         peer: SocketAddr,
-        route: &str,
+        (route, upstream_key): (&str, &str),
         messages: &Arc<crate::policy::RoutePolicy>,
     ) where
         C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
         U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let now = now_secs();
-        let (registration, stop) = self.registry.register(session.as_ref(), peer, route, now);
+        let (registration, stop) =
+            self.registry
+                .register(session.as_ref(), peer, (route, upstream_key), now);
         // A revocation between authentication and registration would be missed: check again
         // (without a store round trip when no revocation was announced since the mark).
         if let Some(s) = &session
@@ -753,10 +870,12 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(ReloadError::NotConfigured)?;
+        let previous = self.state.load();
         let outcome = loader().and_then(|reload| {
-            let state = crate::build_state(&reload.settings)?;
+            let state = crate::build_state(&reload.settings, &previous.backends)?;
             Ok((reload, state))
         });
+        drop(previous);
         let (reload, mut state) = match outcome {
             Ok(ok) => ok,
             Err(e) => {

@@ -59,6 +59,19 @@ pub enum DialError {
     BadAnswer(&'static str),
 }
 
+impl DialError {
+    /// Whether the upstream itself failed (no connection, no TLS, the connection lost before
+    /// an answer), rather than answered: another upstream of the pool may be tried, and this
+    /// one is passed over for a while. An answer that refuses the handshake (a status, a bad
+    /// 101) is the application's and is not retried.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            DialError::Connect(_) | DialError::Tls(_) | DialError::Http(_)
+        )
+    }
+}
+
 /// Dials `url` and performs the WebSocket handshake for the origin-form `target` (path and
 /// query), sending `headers` after the handshake's own. Returns the socket and the
 /// subprotocol the upstream chose, if any.
