@@ -1,7 +1,8 @@
 //! The `wsguard` binary: command-line parsing and dispatch.
 //!
-//! Owns the clap definitions, logging setup, exit codes (0 success/valid, 1 invalid token,
-//! 2 usage or operational error) and the wiring from configuration to key ring, store and
+//! Owns the clap definitions, logging setup, exit codes (0 success/valid, 1 invalid token or
+//! configuration, 2 usage or operational error; `connect` adds 3 and 4, see
+//! `serve_cmd::ConnectOutcome`) and the wiring from configuration to key ring, store and
 //! sessions. Command logic lives in the modules it calls; this file must not grow policy.
 
 mod check_cmd;
@@ -63,6 +64,7 @@ enum Command {
     /// Run a plain WebSocket echo backend (for trying wsguard out).
     Echo(serve_cmd::EchoArgs),
     /// Connect to a WebSocket URL with a session cookie; send stdin lines, print replies.
+    #[command(after_help = serve_cmd::CONNECT_EXIT_STATUS)]
     Connect(serve_cmd::ConnectArgs),
 }
 

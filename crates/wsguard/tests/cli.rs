@@ -625,3 +625,19 @@ fn check_config_explains_every_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("line 2"));
 }
+
+#[test]
+fn connect_help_documents_its_exit_statuses() {
+    let env = Env::new();
+    let out = env.run(&["connect", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for status in [
+        "Exit status:",
+        "  0  closed normally",
+        "  2  usage",
+        "  3  the server closed",
+        "  4  the server refused",
+    ] {
+        assert!(help.contains(status), "{status:?} missing in:\n{help}");
+    }
+}
