@@ -16,11 +16,11 @@ pub fn problems(path: Option<&Path>) -> Result<String, Vec<String>> {
     let path: PathBuf = path.map_or_else(|| PathBuf::from(DEFAULT_CONFIG), Path::to_path_buf);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-    let mut config = Config::parse_unchecked(&text).map_err(|e| vec![format!("{e:#}")])?;
+    let mut config = Config::parse_unchecked(&text).map_err(|e| vec![crate::report(&e)])?;
     config.resolve_paths(path.parent().unwrap_or(Path::new("")));
     let mut out = config.problems();
     if let Err(e) = keys::load(&config) {
-        out.push(format!("{e:#}"));
+        out.push(crate::report(&e));
     }
     if out.is_empty() {
         // Files named by the gateway sections (TLS certificate and key, upstream CAs).

@@ -2,8 +2,9 @@
 //!
 //! Owns the clap definitions, logging setup, exit codes (0 success/valid, 1 invalid token or
 //! configuration, 2 usage or operational error; `connect` adds 3 and 4, see
-//! `serve_cmd::ConnectOutcome`) and the wiring from configuration to key ring, store and
-//! sessions. Command logic lives in the modules it calls; this file must not grow policy.
+//! `serve_cmd::ConnectOutcome`), how an error is printed (each cause once), and the wiring from
+//! configuration to key ring, store and sessions. Command logic lives in the modules it calls;
+//! this file must not grow policy.
 
 mod check_cmd;
 mod config;
@@ -123,13 +124,32 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// An error and its causes on one line, each said once. A cause whose text the message before
+/// it already holds is left out: `cannot listen on …: Address already in use (os error 98)`
+/// is not followed by the `io::Error` it quotes, `URL error: URL scheme not supported` not by
+/// the `UrlError` it wraps.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::from(2)
         }
     }
@@ -195,4 +215,38 @@ fn keygen(config: &Config, args: &KeygenArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_says_each_cause_once() {
+        // A context that quotes its source, as `StartError::Bind` and tungstenite's errors do.
+        #[derive(Debug)]
+        struct Quoting {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Quoting {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot listen on 127.0.0.1:8080: {}", self.source)
+            }
+        }
+        impl std::error::Error for Quoting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let text = io.to_string();
+        let e = anyhow::Error::new(Quoting { source: io }).context("serve");
+        assert_eq!(
+            report(&e),
+            format!("serve: cannot listen on 127.0.0.1:8080: {text}")
+        );
+        // Causes that add something are all kept, in order.
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(report(&e), "outer: middle: inner");
+    }
 }

@@ -145,9 +145,9 @@ fn loader(
     first: Config,
 ) -> wsguard_gateway::Loader {
     std::sync::Arc::new(move || {
-        let mut config = Config::load(path.as_deref()).map_err(|e| format!("{e:#}"))?;
+        let mut config = Config::load(path.as_deref()).map_err(|e| crate::report(&e))?;
         apply_args(&mut config, &args, demo_echo);
-        let ring = keys::load(&config).map_err(|e| format!("{e:#}"))?;
+        let ring = keys::load(&config).map_err(|e| crate::report(&e))?;
         let verifier =
             wsguard_token::Verifier::new(std::sync::Arc::new(ring), config.token_policy());
         let mut restart_required = Vec::new();

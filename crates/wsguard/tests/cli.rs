@@ -641,3 +641,18 @@ fn connect_help_documents_its_exit_statuses() {
         assert!(help.contains(status), "{status:?} missing in:\n{help}");
     }
 }
+
+/// Each cause of an error is said once (anyhow's chain printed whole used to repeat it).
+#[test]
+fn errors_say_each_cause_once() {
+    let env = Env::new();
+    let out = env.run(&["echo", "--listen", "192.0.2.1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on 192.0.2.1:1"), "{stderr}");
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+    let out = env.run(&["connect", "ws://127.0.0.1:1/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+}
