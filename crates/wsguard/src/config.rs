@@ -254,6 +254,13 @@ impl Config {
         if let Err(e) = wsguard_gateway::config::routes(&self.gateway, &self.routes) {
             out.extend(e.lines().map(str::to_owned));
         }
+        let (public, admin) = (self.gateway.listen, self.admin.listen);
+        if public == admin && public.port() != 0 {
+            out.push(format!(
+                "admin.listen: must differ from gateway.listen (both {public}): two listeners \
+                 cannot share one address"
+            ));
+        }
         if self.store.backend == Backend::Sqlite && self.store.path.as_os_str().is_empty() {
             out.push("store.path: must not be empty with backend = \"sqlite\"".into());
         }
@@ -366,6 +373,18 @@ mod tests {
         assert!(e.contains("store.backend"), "{e}");
         let e = err("[sessions]\nkeys_env = \"A-B\"\n");
         assert!(e.contains("sessions.keys_env"), "{e}");
+    }
+
+    #[test]
+    fn listeners_cannot_share_an_address() {
+        let e =
+            err("[gateway]\nlisten = \"127.0.0.1:7000\"\n[admin]\nlisten = \"127.0.0.1:7000\"\n");
+        assert!(
+            e.contains("admin.listen: must differ from gateway.listen"),
+            "{e}"
+        );
+        Config::parse("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+            .unwrap();
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `wsguard serve`, `wsguard echo` and `wsguard connect`.
 //!
 //! Owns process-level wiring of the gateway: the admin token file, the `--demo` conveniences,
-//! signals (Ctrl-C / SIGTERM → graceful shutdown, exit 0), and a minimal interactive client that
-//! ends with its socket (its exit statuses: [`CONNECT_EXIT_STATUS`]). Gateway behaviour itself
-//! lives in `wsguard-gateway`.
+//! listener errors that name their key and flag, signals (Ctrl-C / SIGTERM → graceful shutdown,
+//! exit 0), and a minimal interactive client that ends with its socket (its exit statuses:
+//! [`CONNECT_EXIT_STATUS`]). Gateway behaviour itself lives in `wsguard-gateway`.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -205,7 +205,9 @@ pub async fn serve(
              the network in clear; keep it on a private network or put TLS in front"
         );
     }
-    let running = wsguard_gateway::start(sessions, settings(&config), token).await?;
+    let running = wsguard_gateway::start(sessions, settings(&config), token)
+        .await
+        .map_err(|e| start_error(&config, e))?;
     let scheme = if config.gateway.tls.is_some() {
         "wss"
     } else {
@@ -225,6 +227,40 @@ pub async fn serve(
     running.shutdown();
     running.wait().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A failed start as the operator needs it: for a listener, which key set the address, the
+/// flag that overrides it, and what to do.
+fn start_error(config: &Config, e: wsguard_gateway::StartError) -> anyhow::Error {
+    match e {
+        wsguard_gateway::StartError::Config(e) => anyhow::anyhow!(e),
+        wsguard_gateway::StartError::Bind { addr, source } => {
+            // The gateway binds first, and both listeners on one address are refused by
+            // `Config::problems`, so an address equal to gateway.listen is the gateway's.
+            let (key, flag) = if addr == config.gateway.listen {
+                ("gateway.listen", "--listen")
+            } else {
+                ("admin.listen", "--admin-listen")
+            };
+            let what = match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "another process listens on it: stop that process, or choose another address"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges: choose a port from 1024 up (or give \
+                     wsguard the CAP_NET_BIND_SERVICE capability), or another address"
+                }
+                std::io::ErrorKind::AddrNotAvailable => {
+                    "it is not an address of this host: choose another address"
+                }
+                _ => "choose another address",
+            };
+            anyhow::anyhow!(
+                "{key}: cannot listen on {addr}: {source}; {what} with {flag} ADDR or {key} \
+                 in the configuration file"
+            )
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the configuration on each SIGHUP meanwhile (the

@@ -656,3 +656,37 @@ fn errors_say_each_cause_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
 }
+
+/// A listener that cannot bind names its key and the flag that overrides it, and says the OS
+/// error once.
+#[test]
+fn a_bind_failure_names_the_key_and_the_flag() {
+    let env = Env::with_config(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"https://a.example\"]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:1\"\n",
+    );
+    env.cmd().arg("keygen").assert().success();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for (flag, key) in [
+        ("--listen", "gateway.listen"),
+        ("--admin-listen", "admin.listen"),
+    ] {
+        let out = env.run(&["serve", flag, &taken]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{key}: cannot listen on {taken}")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("with {flag} ADDR or {key}")),
+            "{stderr}"
+        );
+        assert_eq!(
+            stderr.matches("Address already in use").count(),
+            1,
+            "said once: {stderr}"
+        );
+    }
+}
