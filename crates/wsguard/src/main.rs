@@ -90,7 +90,11 @@ pub fn now() -> u64 {
 
 /// Builds the sessions service described by the configuration.
 pub fn open_sessions(config: &Config) -> anyhow::Result<Sessions> {
-    let ring = keys::load(config)?;
+    sessions_with(config, keys::load(config)?)
+}
+
+/// Builds the sessions service described by the configuration, with its keys already read.
+pub fn sessions_with(config: &Config, ring: wsguard_token::KeyRing) -> anyhow::Result<Sessions> {
     let verifier = Verifier::new(Arc::new(ring), config.token_policy());
     let store: Arc<dyn SessionStore> = match config.store.backend {
         Backend::Memory => Arc::new(MemoryStore::new()),

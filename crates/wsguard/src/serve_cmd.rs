@@ -1,9 +1,10 @@
 //! `wsguard serve`, `wsguard echo` and `wsguard connect`.
 //!
-//! Owns process-level wiring of the gateway: the admin token file, the `--demo` conveniences,
-//! listener errors that name their key and flag, signals (Ctrl-C / SIGTERM → graceful shutdown,
-//! exit 0), and a minimal interactive client that ends with its socket (its exit statuses:
-//! [`CONNECT_EXIT_STATUS`]). Gateway behaviour itself lives in `wsguard-gateway`.
+//! Owns process-level wiring of the gateway: the checks before any file is created, the admin
+//! token file, the `--demo` conveniences, listener errors that name their key and flag, signals
+//! (Ctrl-C / SIGTERM → graceful shutdown, exit 0), and a minimal interactive client that ends
+//! with its socket (its exit statuses: [`CONNECT_EXIT_STATUS`]). Gateway behaviour itself lives
+//! in `wsguard-gateway`.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use wsguard_gateway::config::RouteConfig;
 use zeroize::Zeroizing;
 
 use crate::config::Config;
-use crate::{keys, now, open_sessions};
+use crate::{keys, now, sessions_with};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -175,28 +176,42 @@ pub async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let mut demo_echo = None;
     if args.demo {
-        if !config.sessions.keys_file.exists() && config.sessions.keys_env.is_none() {
-            keys::keygen(
-                &config.sessions.keys_file,
-                now(),
-                config.sessions.max_age.as_secs(),
-            )?;
-            println!(
-                "demo: created key file {}",
-                config.sessions.keys_file.display()
-            );
-        }
         if !config.routes.is_empty() {
             bail!("--demo: routes are configured; --demo adds its own echo route");
         }
-        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("--demo: cannot listen on 127.0.0.1 for the echo backend")?;
         let echo_addr = echo.local_addr()?;
         tokio::spawn(wsguard_gateway::echo::serve(echo));
-        println!("demo: echo backend on ws://{echo_addr}");
         demo_echo = Some(echo_addr);
     }
     apply_args(&mut config, &args, demo_echo);
-    let sessions = open_sessions(&config)?;
+    // The whole configuration is checked before any file is created (key file, session
+    // store, admin token): a refused start leaves the directory as it was.
+    let demo_keys =
+        args.demo && config.sessions.keys_env.is_none() && !config.sessions.keys_file.exists();
+    let ring = (!demo_keys).then(|| keys::load(&config));
+    check_before_start(&config, ring.as_ref().and_then(|r| r.as_ref().err()))?;
+    if demo_keys {
+        keys::keygen(
+            &config.sessions.keys_file,
+            now(),
+            config.sessions.max_age.as_secs(),
+        )?;
+        println!(
+            "demo: created key file {}",
+            config.sessions.keys_file.display()
+        );
+    }
+    if let Some(echo_addr) = demo_echo {
+        println!("demo: echo backend on ws://{echo_addr}");
+    }
+    let ring = match ring {
+        Some(ring) => ring?,
+        None => keys::load(&config)?,
+    };
+    let sessions = sessions_with(&config, ring)?;
     let token = admin_token(&config.admin.token_file)?;
     if beyond_loopback(config.admin.listen) {
         tracing::warn!(
@@ -227,6 +242,30 @@ pub async fn serve(
     running.shutdown();
     running.wait().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every problem `serve` would meet with this configuration, in one error, before it creates
+/// any file: the values (as `check-config` checks them), the files they name (TLS certificate
+/// and key, CAs, schemas) and `keys`, the key file's (already read).
+fn check_before_start(config: &Config, keys: Option<&anyhow::Error>) -> anyhow::Result<()> {
+    let mut problems = config.problems();
+    if problems.is_empty()
+        && let Err(e) = wsguard_gateway::check(&settings(config))
+    {
+        problems.extend(e.lines().map(str::to_owned));
+    }
+    if let Some(e) = keys {
+        problems.push(crate::report(e));
+    }
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => bail!(
+            "{} problems in the configuration:\n  {}",
+            many.len(),
+            many.join("\n  ")
+        ),
+    }
 }
 
 /// A failed start as the operator needs it: for a listener, which key set the address, the

@@ -690,3 +690,40 @@ fn a_bind_failure_names_the_key_and_the_flag() {
         );
     }
 }
+
+/// `serve` checks the whole configuration before it creates any file: a refused start leaves
+/// the directory as it was (no admin token, no session database).
+#[test]
+fn serve_creates_no_file_before_the_configuration_is_checked() {
+    let env = Env::new();
+    let out = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Both problems at once: no route, no key file.
+    assert!(stderr.contains("no [[route]] configured"), "{stderr}");
+    assert!(stderr.contains("wsguard keygen"), "{stderr}");
+    env.cmd().arg("keygen").assert().success();
+    let out = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let files: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        ["wsguard-keys.toml"],
+        "files left by a refused start"
+    );
+}
