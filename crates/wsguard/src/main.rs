@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wsguard_session::Sessions;
 use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
@@ -60,13 +60,20 @@ enum Command {
     /// upstream, close revoked sessions live.
     Serve(serve_cmd::ServeArgs),
     /// Validate a configuration file as `serve` would (including the key, certificate and CA
-    /// files it names) and explain every problem: exit 0 valid, 1 invalid.
-    CheckConfig,
+    /// files it names) and explain every problem: exit 0 valid, 1 invalid. Without a file
+    /// (neither FILE nor --config) and no wsguard.toml here, checks the built-in defaults.
+    CheckConfig(CheckArgs),
     /// Run a plain WebSocket echo backend (for trying wsguard out).
     Echo(serve_cmd::EchoArgs),
     /// Connect to a WebSocket URL with a session cookie; send stdin lines, print replies.
     #[command(after_help = serve_cmd::CONNECT_EXIT_STATUS)]
     Connect(serve_cmd::ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The file to check (the same as --config FILE).
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -160,10 +167,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::CheckConfig = cli.command {
-        return Ok(check_cmd::run(cli.config.as_deref()));
-    }
-    let config = Config::load(cli.config.as_deref())?;
+    let load = || Config::load(cli.config.as_deref());
     let current_thread = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -171,9 +175,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .context("cannot start the async runtime")
     };
     match cli.command {
-        Command::Keygen(args) => keygen(&config, &args),
-        Command::Session(cmd) => current_thread()?.block_on(session_cmd::run(&config, cmd)),
+        Command::Keygen(args) => keygen(&load()?, &args),
+        Command::Session(cmd) => current_thread()?.block_on(session_cmd::run(&load()?, cmd)),
         Command::Serve(args) => {
+            let config = load()?;
             let runtime = if args.threads == 1 {
                 current_thread()?
             } else {
@@ -188,9 +193,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             runtime.block_on(serve_cmd::serve(config, cli.config, args))
         }
-        Command::CheckConfig => Ok(check_cmd::run(cli.config.as_deref())),
-        Command::Echo(args) => current_thread()?.block_on(serve_cmd::echo(args)),
-        Command::Connect(args) => current_thread()?.block_on(serve_cmd::connect(&config, args)),
+        Command::CheckConfig(args) => {
+            let path = match (args.file, cli.config) {
+                (Some(file), Some(config)) if file != config => bail!(
+                    "check-config: two files given ({} and --config {}): name one",
+                    file.display(),
+                    config.display()
+                ),
+                (file, config) => file.or(config),
+            };
+            Ok(check_cmd::run(path.as_deref()))
+        }
+        Command::Echo(args) => {
+            load()?;
+            current_thread()?.block_on(serve_cmd::echo(args))
+        }
+        Command::Connect(args) => current_thread()?.block_on(serve_cmd::connect(&load()?, args)),
     }
 }
 

@@ -727,3 +727,45 @@ fn serve_creates_no_file_before_the_configuration_is_checked() {
         "files left by a refused start"
     );
 }
+
+/// Without a file, `check-config` checks the built-in defaults (as the other commands use
+/// them) and says so; a file may be named as a positional argument.
+#[test]
+fn check_config_without_a_file_checks_the_defaults() {
+    let env = Env::new();
+    env.cmd().arg("keygen").assert().success();
+    let out = env.run(&["check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "no wsguard.toml in the working directory: checking the built-in defaults\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cannot read"), "{stdout}");
+    // The defaults have no route: `serve` would refuse them, so does check-config.
+    assert!(stdout.contains("error: route: no [[route]]"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
+
+    std::fs::write(
+        env.path("other.toml"),
+        "[gateway]\nallowed_origins = [\"https://a.example\"]\n\
+         [[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    env.cmd()
+        .args(["check-config", "other.toml"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("other.toml: ok (1 route"));
+    env.cmd()
+        .args(["check-config", "missing.toml"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("cannot read missing.toml"));
+    env.cmd()
+        .args(["--config", "other.toml", "check-config", "missing.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("two files given"));
+}
