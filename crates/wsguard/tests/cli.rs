@@ -769,3 +769,26 @@ fn check_config_without_a_file_checks_the_defaults() {
         .code(2)
         .stderr(predicate::str::contains("two files given"));
 }
+
+/// An address left unquoted (TOML reads `127.0.0.1:8080` as a broken float) is explained:
+/// the key, and that it needs quotes.
+#[test]
+fn an_unquoted_address_is_explained() {
+    let env = Env::with_config("[gateway]\nlisten = 127.0.0.1:8080\n");
+    let out = env.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "line 2: gateway.listen: not a TOML value: text (addresses, URLs, paths) must be in \
+             double quotes: listen = \"...\""
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("float"), "{stdout}");
+    env.cmd()
+        .args(["session", "list", "--user", "a"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("gateway.listen: not a TOML value"));
+}
