@@ -8,12 +8,28 @@
 # so they fail fast and pass strictly.)
 #
 # Usage: scripts/autobahn.sh [path/to/wsguard]     (default: target/debug/wsguard, built if missing)
+#
+# kosoku is installed (pinned) into a virtual environment, target/autobahn-venv (under
+# $CARGO_TARGET_DIR if set, or $WSGUARD_AUTOBAHN_VENV), created on the first run and reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${1:-target/debug/wsguard}
+target=${CARGO_TARGET_DIR:-target}
+bin=${1:-$target/debug/wsguard}
+kosoku_version=0.1.0
 [ -x "$bin" ] || cargo build -p wsguard
 bin=$(realpath "$bin")
-command -v kosoku >/dev/null || python3 -m pip install --quiet kosoku
+# kosoku lives in a virtual environment of its own, kept under target/ and reused: a distribution's
+# Python refuses `pip install` into itself (PEP 668, "externally managed"). Debian's python3 needs
+# the python3-venv package for `python3 -m venv` (.ci/run installs it).
+venv=${WSGUARD_AUTOBAHN_VENV:-$target/autobahn-venv}
+if ! "$venv/bin/python" -c 'import kosoku' 2>/dev/null; then
+    python3 -m venv --clear "$venv" || {
+        echo "autobahn.sh: \`python3 -m venv\` failed: install python3-venv (Debian/Ubuntu)" >&2
+        exit 2
+    }
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "kosoku==$kosoku_version"
+fi
+kosoku=$(realpath "$venv/bin/kosoku")
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -41,7 +57,7 @@ for _ in $(seq 100); do
     grep -q 'wsguard listening' "$work/serve.log" 2>/dev/null && break
     sleep 0.1
 done
-(cd "$work" && kosoku -m fuzzingclient -x '12.*' -x '13.*' -p 2 "127.0.0.1:$gw_port" -o reports >kosoku.out 2>&1) || true
+(cd "$work" && "$kosoku" -m fuzzingclient -x '12.*' -x '13.*' -p 2 "127.0.0.1:$gw_port" -o reports >kosoku.out 2>&1) || true
 tail -n 1 "$work/kosoku.out"
 python3 - "$work/reports" <<'PY'
 import glob, json, sys

@@ -254,6 +254,13 @@ impl Config {
         if let Err(e) = wsguard_gateway::config::routes(&self.gateway, &self.routes) {
             out.extend(e.lines().map(str::to_owned));
         }
+        let (public, admin) = (self.gateway.listen, self.admin.listen);
+        if public == admin && public.port() != 0 {
+            out.push(format!(
+                "admin.listen: must differ from gateway.listen (both {public}): two listeners \
+                 cannot share one address"
+            ));
+        }
         if self.store.backend == Backend::Sqlite && self.store.path.as_os_str().is_empty() {
             out.push("store.path: must not be empty with backend = \"sqlite\"".into());
         }
@@ -275,6 +282,19 @@ impl Config {
     }
 }
 
+/// The key of a `key = value` line whose value is text left unquoted (`listen = 127.0.0.1:8080`,
+/// which TOML reads as a broken float): a value that starts with no quote and does not parse.
+fn unquoted_text(line: &str) -> Option<&str> {
+    let (key, value) = line.split_once('=')?;
+    let value = value.trim();
+    if value.is_empty() || value.starts_with(['"', '\'']) {
+        return None;
+    }
+    toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .is_err()
+        .then(|| key.trim())
+}
+
 /// A TOML error as "line N: section.key: message". The config file holds no secrets (keys live
 /// in their own file), but only the key name is quoted, never the value.
 fn describe(e: &toml::de::Error, text: &str) -> String {
@@ -284,6 +304,14 @@ fn describe(e: &toml::de::Error, text: &str) -> String {
     };
     let start = span.start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
+    let unquoted = text.lines().nth(line_no - 1).and_then(unquoted_text);
+    let msg = match &unquoted {
+        Some(key) => format!(
+            "not a TOML value: text (addresses, URLs, paths) must be in double quotes: \
+             {key} = \"...\""
+        ),
+        None => msg.to_owned(),
+    };
     let mut section = String::new();
     let mut key = String::new();
     for (i, line) in text.lines().enumerate() {
@@ -366,6 +394,41 @@ mod tests {
         assert!(e.contains("store.backend"), "{e}");
         let e = err("[sessions]\nkeys_env = \"A-B\"\n");
         assert!(e.contains("sessions.keys_env"), "{e}");
+    }
+
+    #[test]
+    fn unquoted_text_is_explained() {
+        for value in ["127.0.0.1:8080", "[::1]:8080", "localhost:8080"] {
+            let e = err(&format!("[gateway]\nlisten = {value}\n"));
+            assert!(
+                e.starts_with("line 2: gateway.listen: ")
+                    && e.contains("must be in double quotes: listen = \"...\""),
+                "{value}: {e}"
+            );
+            assert!(!e.contains("float"), "{e}");
+        }
+        let e = err("[[route]]\npath = \"/\"\nupstream = ws://127.0.0.1:9000\n");
+        assert!(
+            e.contains("line 3: route.upstream: not a TOML value"),
+            "{e}"
+        );
+        // Quoted but broken, or of the wrong type: TOML's own message.
+        let e = err("[gateway]\nlisten = \"127.0.0.1:1\n");
+        assert!(!e.contains("double quotes"), "{e}");
+        let e = err("[gateway]\nlisten = 8080\n");
+        assert!(e.contains("invalid type: integer"), "{e}");
+    }
+
+    #[test]
+    fn listeners_cannot_share_an_address() {
+        let e =
+            err("[gateway]\nlisten = \"127.0.0.1:7000\"\n[admin]\nlisten = \"127.0.0.1:7000\"\n");
+        assert!(
+            e.contains("admin.listen: must differ from gateway.listen"),
+            "{e}"
+        );
+        Config::parse("[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+            .unwrap();
     }
 
     #[test]

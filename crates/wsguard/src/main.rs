@@ -1,8 +1,10 @@
 //! The `wsguard` binary: command-line parsing and dispatch.
 //!
-//! Owns the clap definitions, logging setup, exit codes (0 success/valid, 1 invalid token,
-//! 2 usage or operational error) and the wiring from configuration to key ring, store and
-//! sessions. Command logic lives in the modules it calls; this file must not grow policy.
+//! Owns the clap definitions, logging setup, exit codes (0 success/valid, 1 invalid token or
+//! configuration, 2 usage or operational error; `connect` adds 3 and 4, see
+//! `serve_cmd::ConnectOutcome`), how an error is printed (each cause once), and the wiring from
+//! configuration to key ring, store and sessions. Command logic lives in the modules it calls;
+//! this file must not grow policy.
 
 mod check_cmd;
 mod config;
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wsguard_session::Sessions;
 use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
@@ -58,12 +60,20 @@ enum Command {
     /// upstream, close revoked sessions live.
     Serve(serve_cmd::ServeArgs),
     /// Validate a configuration file as `serve` would (including the key, certificate and CA
-    /// files it names) and explain every problem: exit 0 valid, 1 invalid.
-    CheckConfig,
+    /// files it names) and explain every problem: exit 0 valid, 1 invalid. Without a file
+    /// (neither FILE nor --config) and no wsguard.toml here, checks the built-in defaults.
+    CheckConfig(CheckArgs),
     /// Run a plain WebSocket echo backend (for trying wsguard out).
     Echo(serve_cmd::EchoArgs),
     /// Connect to a WebSocket URL with a session cookie; send stdin lines, print replies.
+    #[command(after_help = serve_cmd::CONNECT_EXIT_STATUS)]
     Connect(serve_cmd::ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The file to check (the same as --config FILE).
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -87,7 +97,11 @@ pub fn now() -> u64 {
 
 /// Builds the sessions service described by the configuration.
 pub fn open_sessions(config: &Config) -> anyhow::Result<Sessions> {
-    let ring = keys::load(config)?;
+    sessions_with(config, keys::load(config)?)
+}
+
+/// Builds the sessions service described by the configuration, with its keys already read.
+pub fn sessions_with(config: &Config, ring: wsguard_token::KeyRing) -> anyhow::Result<Sessions> {
     let verifier = Verifier::new(Arc::new(ring), config.token_policy());
     let store: Arc<dyn SessionStore> = match config.store.backend {
         Backend::Memory => Arc::new(MemoryStore::new()),
@@ -121,23 +135,39 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// An error and its causes on one line, each said once. A cause whose text the message before
+/// it already holds is left out: `cannot listen on …: Address already in use (os error 98)`
+/// is not followed by the `io::Error` it quotes, `URL error: URL scheme not supported` not by
+/// the `UrlError` it wraps.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::from(2)
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::CheckConfig = cli.command {
-        return Ok(check_cmd::run(cli.config.as_deref()));
-    }
-    let config = Config::load(cli.config.as_deref())?;
+    let load = || Config::load(cli.config.as_deref());
     let current_thread = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -145,9 +175,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .context("cannot start the async runtime")
     };
     match cli.command {
-        Command::Keygen(args) => keygen(&config, &args),
-        Command::Session(cmd) => current_thread()?.block_on(session_cmd::run(&config, cmd)),
+        Command::Keygen(args) => keygen(&load()?, &args),
+        Command::Session(cmd) => current_thread()?.block_on(session_cmd::run(&load()?, cmd)),
         Command::Serve(args) => {
+            let config = load()?;
             let runtime = if args.threads == 1 {
                 current_thread()?
             } else {
@@ -162,9 +193,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             runtime.block_on(serve_cmd::serve(config, cli.config, args))
         }
-        Command::CheckConfig => Ok(check_cmd::run(cli.config.as_deref())),
-        Command::Echo(args) => current_thread()?.block_on(serve_cmd::echo(args)),
-        Command::Connect(args) => current_thread()?.block_on(serve_cmd::connect(&config, args)),
+        Command::CheckConfig(args) => {
+            let path = match (args.file, cli.config) {
+                (Some(file), Some(config)) if file != config => bail!(
+                    "check-config: two files given ({} and --config {}): name one",
+                    file.display(),
+                    config.display()
+                ),
+                (file, config) => file.or(config),
+            };
+            Ok(check_cmd::run(path.as_deref()))
+        }
+        Command::Echo(args) => {
+            load()?;
+            current_thread()?.block_on(serve_cmd::echo(args))
+        }
+        Command::Connect(args) => current_thread()?.block_on(serve_cmd::connect(&load()?, args)),
     }
 }
 
@@ -193,4 +237,38 @@ fn keygen(config: &Config, args: &KeygenArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_says_each_cause_once() {
+        // A context that quotes its source, as `StartError::Bind` and tungstenite's errors do.
+        #[derive(Debug)]
+        struct Quoting {
+            source: std::io::Error,
+        }
+        impl std::fmt::Display for Quoting {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "cannot listen on 127.0.0.1:8080: {}", self.source)
+            }
+        }
+        impl std::error::Error for Quoting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.source)
+            }
+        }
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let text = io.to_string();
+        let e = anyhow::Error::new(Quoting { source: io }).context("serve");
+        assert_eq!(
+            report(&e),
+            format!("serve: cannot listen on 127.0.0.1:8080: {text}")
+        );
+        // Causes that add something are all kept, in order.
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(report(&e), "outer: middle: inner");
+    }
 }

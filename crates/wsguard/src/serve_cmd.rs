@@ -1,25 +1,29 @@
 //! `wsguard serve`, `wsguard echo` and `wsguard connect`.
 //!
-//! Owns process-level wiring of the gateway: the admin token file, the `--demo` conveniences,
-//! signals (Ctrl-C / SIGTERM → graceful shutdown, exit 0), and a minimal interactive client.
-//! Gateway behaviour itself lives in `wsguard-gateway`.
+//! Owns process-level wiring of the gateway: the checks before any file is created, the admin
+//! token file, the `--demo` conveniences, listener errors that name their key and flag, signals
+//! (Ctrl-C / SIGTERM → graceful shutdown, exit 0), and a minimal interactive client that ends
+//! with its socket (its exit statuses: [`CONNECT_EXIT_STATUS`]). Gateway behaviour itself lives
+//! in `wsguard-gateway`.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wsguard_gateway::config::RouteConfig;
 use zeroize::Zeroizing;
 
 use crate::config::Config;
-use crate::{keys, now, open_sessions};
+use crate::{keys, now, sessions_with};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -142,9 +146,9 @@ fn loader(
     first: Config,
 ) -> wsguard_gateway::Loader {
     std::sync::Arc::new(move || {
-        let mut config = Config::load(path.as_deref()).map_err(|e| format!("{e:#}"))?;
+        let mut config = Config::load(path.as_deref()).map_err(|e| crate::report(&e))?;
         apply_args(&mut config, &args, demo_echo);
-        let ring = keys::load(&config).map_err(|e| format!("{e:#}"))?;
+        let ring = keys::load(&config).map_err(|e| crate::report(&e))?;
         let verifier =
             wsguard_token::Verifier::new(std::sync::Arc::new(ring), config.token_policy());
         let mut restart_required = Vec::new();
@@ -172,28 +176,42 @@ pub async fn serve(
 ) -> anyhow::Result<ExitCode> {
     let mut demo_echo = None;
     if args.demo {
-        if !config.sessions.keys_file.exists() && config.sessions.keys_env.is_none() {
-            keys::keygen(
-                &config.sessions.keys_file,
-                now(),
-                config.sessions.max_age.as_secs(),
-            )?;
-            println!(
-                "demo: created key file {}",
-                config.sessions.keys_file.display()
-            );
-        }
         if !config.routes.is_empty() {
             bail!("--demo: routes are configured; --demo adds its own echo route");
         }
-        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("--demo: cannot listen on 127.0.0.1 for the echo backend")?;
         let echo_addr = echo.local_addr()?;
         tokio::spawn(wsguard_gateway::echo::serve(echo));
-        println!("demo: echo backend on ws://{echo_addr}");
         demo_echo = Some(echo_addr);
     }
     apply_args(&mut config, &args, demo_echo);
-    let sessions = open_sessions(&config)?;
+    // The whole configuration is checked before any file is created (key file, session
+    // store, admin token): a refused start leaves the directory as it was.
+    let demo_keys =
+        args.demo && config.sessions.keys_env.is_none() && !config.sessions.keys_file.exists();
+    let ring = (!demo_keys).then(|| keys::load(&config));
+    check_before_start(&config, ring.as_ref().and_then(|r| r.as_ref().err()))?;
+    if demo_keys {
+        keys::keygen(
+            &config.sessions.keys_file,
+            now(),
+            config.sessions.max_age.as_secs(),
+        )?;
+        println!(
+            "demo: created key file {}",
+            config.sessions.keys_file.display()
+        );
+    }
+    if let Some(echo_addr) = demo_echo {
+        println!("demo: echo backend on ws://{echo_addr}");
+    }
+    let ring = match ring {
+        Some(ring) => ring?,
+        None => keys::load(&config)?,
+    };
+    let sessions = sessions_with(&config, ring)?;
     let token = admin_token(&config.admin.token_file)?;
     if beyond_loopback(config.admin.listen) {
         tracing::warn!(
@@ -202,7 +220,9 @@ pub async fn serve(
              the network in clear; keep it on a private network or put TLS in front"
         );
     }
-    let running = wsguard_gateway::start(sessions, settings(&config), token).await?;
+    let running = wsguard_gateway::start(sessions, settings(&config), token)
+        .await
+        .map_err(|e| start_error(&config, e))?;
     let scheme = if config.gateway.tls.is_some() {
         "wss"
     } else {
@@ -222,6 +242,64 @@ pub async fn serve(
     running.shutdown();
     running.wait().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every problem `serve` would meet with this configuration, in one error, before it creates
+/// any file: the values (as `check-config` checks them), the files they name (TLS certificate
+/// and key, CAs, schemas) and `keys`, the key file's (already read).
+fn check_before_start(config: &Config, keys: Option<&anyhow::Error>) -> anyhow::Result<()> {
+    let mut problems = config.problems();
+    if problems.is_empty()
+        && let Err(e) = wsguard_gateway::check(&settings(config))
+    {
+        problems.extend(e.lines().map(str::to_owned));
+    }
+    if let Some(e) = keys {
+        problems.push(crate::report(e));
+    }
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => bail!(
+            "{} problems in the configuration:\n  {}",
+            many.len(),
+            many.join("\n  ")
+        ),
+    }
+}
+
+/// A failed start as the operator needs it: for a listener, which key set the address, the
+/// flag that overrides it, and what to do.
+fn start_error(config: &Config, e: wsguard_gateway::StartError) -> anyhow::Error {
+    match e {
+        wsguard_gateway::StartError::Config(e) => anyhow::anyhow!(e),
+        wsguard_gateway::StartError::Bind { addr, source } => {
+            // The gateway binds first, and both listeners on one address are refused by
+            // `Config::problems`, so an address equal to gateway.listen is the gateway's.
+            let (key, flag) = if addr == config.gateway.listen {
+                ("gateway.listen", "--listen")
+            } else {
+                ("admin.listen", "--admin-listen")
+            };
+            let what = match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "another process listens on it: stop that process, or choose another address"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges: choose a port from 1024 up (or give \
+                     wsguard the CAP_NET_BIND_SERVICE capability), or another address"
+                }
+                std::io::ErrorKind::AddrNotAvailable => {
+                    "it is not an address of this host: choose another address"
+                }
+                _ => "choose another address",
+            };
+            anyhow::anyhow!(
+                "{key}: cannot listen on {addr}: {source}; {what} with {flag} ADDR or {key} \
+                 in the configuration file"
+            )
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the configuration on each SIGHUP meanwhile (the
@@ -265,20 +343,76 @@ pub async fn echo(args: EchoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sends each stdin line as a text message and prints every message received.
+/// The exit statuses of `wsguard connect`, for its `--help` (README's CLI section says the same).
+pub const CONNECT_EXIT_STATUS: &str = "\
+Exit status:
+  0  closed normally: the server closed with 1000, or stdin ended and the client closed with 1000
+  2  usage or connection error (bad URL, connection refused or lost without a close frame)
+  3  the server closed the socket with another code than 1000 (e.g. 1008 session revoked,
+     1001 going away); the code and reason are printed on stderr
+  4  the server refused the WebSocket handshake (e.g. 401, 403); the HTTP status is printed";
+
+/// How a `connect` session ended (errors aside, exit 2), mapped once to its exit status. What
+/// the server said (close code and reason, HTTP status) is printed where it arrives.
+#[derive(Debug)]
+enum ConnectOutcome {
+    /// The server closed with 1000, or stdin ended and we closed with 1000.
+    Normal,
+    /// The server closed with another code, or with a close frame without one (1005).
+    ClosedByServer,
+    /// The handshake was answered with an HTTP status instead of 101.
+    Refused,
+}
+
+impl ConnectOutcome {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            ConnectOutcome::Normal => ExitCode::SUCCESS,
+            ConnectOutcome::ClosedByServer => ExitCode::from(3),
+            ConnectOutcome::Refused => ExitCode::from(4),
+        }
+    }
+}
+
+/// How long a client that closed (stdin ended) waits for the server's answering close frame.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(5);
+/// How long answering the server's close frame may take before the client exits anyway.
+const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends each stdin line as a text message and prints every message received; see
+/// [`CONNECT_EXIT_STATUS`] for how it ends.
 pub async fn connect(config: &Config, args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let mut req = args.url.as_str().into_client_request().context("bad URL")?;
+    Ok(connect_session(config, args).await?.exit_code())
+}
+
+async fn connect_session(config: &Config, args: ConnectArgs) -> anyhow::Result<ConnectOutcome> {
+    let mut req = args
+        .url
+        .as_str()
+        .into_client_request()
+        .with_context(|| format!("{}: not a URL", args.url))?;
+    if !matches!(req.uri().scheme_str(), Some("ws" | "wss")) {
+        bail!(
+            "{}: the URL must start with ws:// or wss:// (e.g. ws://127.0.0.1:8080/chat)",
+            args.url
+        );
+    }
     if let Some(t) = &args.token {
         let v = format!("{}={}", config.sessions.cookie_name, t.trim());
-        req.headers_mut()
-            .insert(http_header("cookie"), v.parse().context("bad token")?);
+        req.headers_mut().insert(
+            http_header("cookie"),
+            v.parse()
+                .context("--token: not a cookie value (printable ASCII without spaces)")?,
+        );
     }
     if let Some(o) = &args.origin {
-        req.headers_mut()
-            .insert(http_header("origin"), o.parse().context("bad origin")?);
+        req.headers_mut().insert(
+            http_header("origin"),
+            o.parse().context("--origin: not a header value")?,
+        );
     }
-    let (ws, _) = match tokio_tungstenite::connect_async(req).await {
-        Ok(ok) => ok,
+    let ws = match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => ws,
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
             let body = r
                 .body()
@@ -286,36 +420,95 @@ pub async fn connect(config: &Config, args: ConnectArgs) -> anyhow::Result<ExitC
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default();
             eprintln!("refused: {} {}", r.status(), body.trim());
-            return Ok(ExitCode::from(1));
+            return Ok(ConnectOutcome::Refused);
         }
-        Err(e) => return Err(e).context("cannot connect"),
+        Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", args.url)),
     };
     eprintln!("connected; type lines to send, Ctrl-D to close");
     let (mut tx, mut rx) = ws.split();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
+    let mut lines = stdin_lines();
     loop {
         tokio::select! {
-            line = lines.next_line(), if stdin_open => match line? {
-                Some(l) => tx.send(Message::text(l)).await?,
-                None => { stdin_open = false; tx.send(Message::Close(None)).await?; }
+            line = lines.recv() => match line {
+                Some(line) => tx
+                    .send(Message::text(line.context("cannot read stdin")?))
+                    .await
+                    .context("cannot send")?,
+                None => {
+                    let normal = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                    tx.send(Message::Close(Some(normal))).await.context("cannot send the close")?;
+                    await_close_reply(&mut rx).await;
+                    return Ok(ConnectOutcome::Normal);
+                }
             },
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(t))) => println!("{t}"),
                 Some(Ok(Message::Binary(b))) => println!("<{} bytes binary>", b.len()),
-                Some(Ok(Message::Close(f))) => {
-                    match f {
-                        Some(f) => eprintln!("closed: {} {}", u16::from(f.code), f.reason),
-                        None => eprintln!("closed"),
-                    }
-                    return Ok(ExitCode::SUCCESS);
+                Some(Ok(Message::Close(frame))) => {
+                    // The answering close frame is queued; closing the sink sends it.
+                    let _ = tokio::time::timeout(CLOSE_ANSWER_WAIT, tx.close()).await;
+                    return Ok(match frame {
+                        Some(f) => {
+                            let code = u16::from(f.code);
+                            eprintln!("closed by the server: {code} {}", f.reason);
+                            if code == 1000 {
+                                ConnectOutcome::Normal
+                            } else {
+                                ConnectOutcome::ClosedByServer
+                            }
+                        }
+                        None => {
+                            eprintln!("closed by the server without a code (1005)");
+                            ConnectOutcome::ClosedByServer
+                        }
+                    });
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e).context("connection failed"),
-                None => return Ok(ExitCode::SUCCESS),
+                Some(Err(e)) => return Err(e).context("connection lost"),
+                None => bail!("connection lost: closed without a close frame"),
             },
         }
     }
+}
+
+/// After our close frame: prints what still arrives until the server's answering close frame
+/// (or the end of the stream), at most [`CLOSE_REPLY_WAIT`].
+async fn await_close_reply<S>(rx: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let wait = async {
+        while let Some(Ok(msg)) = rx.next().await {
+            match msg {
+                Message::Text(t) => println!("{t}"),
+                Message::Binary(b) => println!("<{} bytes binary>", b.len()),
+                Message::Close(_) => return,
+                _ => {}
+            }
+        }
+    };
+    if tokio::time::timeout(CLOSE_REPLY_WAIT, wait).await.is_err() {
+        eprintln!(
+            "closed; the server did not answer the close in {}",
+            humantime::format_duration(CLOSE_REPLY_WAIT)
+        );
+    }
+}
+
+/// Stdin's lines, read on a thread of their own. Not tokio's stdin: its read runs on the blocking
+/// pool, and the runtime waits for it at exit, so a process whose socket closed would still
+/// wait for another line. A plain thread ends with the process.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let failed = line.is_err();
+            if tx.blocking_send(line).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 fn http_header(name: &'static str) -> tokio_tungstenite::tungstenite::http::HeaderName {

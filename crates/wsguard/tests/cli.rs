@@ -625,3 +625,170 @@ fn check_config_explains_every_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("line 2"));
 }
+
+#[test]
+fn connect_help_documents_its_exit_statuses() {
+    let env = Env::new();
+    let out = env.run(&["connect", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for status in [
+        "Exit status:",
+        "  0  closed normally",
+        "  2  usage",
+        "  3  the server closed",
+        "  4  the server refused",
+    ] {
+        assert!(help.contains(status), "{status:?} missing in:\n{help}");
+    }
+}
+
+/// Each cause of an error is said once (anyhow's chain printed whole used to repeat it).
+#[test]
+fn errors_say_each_cause_once() {
+    let env = Env::new();
+    let out = env.run(&["echo", "--listen", "192.0.2.1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on 192.0.2.1:1"), "{stderr}");
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+    let out = env.run(&["connect", "ws://127.0.0.1:1/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+}
+
+/// A listener that cannot bind names its key and the flag that overrides it, and says the OS
+/// error once.
+#[test]
+fn a_bind_failure_names_the_key_and_the_flag() {
+    let env = Env::with_config(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"https://a.example\"]\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:1\"\n",
+    );
+    env.cmd().arg("keygen").assert().success();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for (flag, key) in [
+        ("--listen", "gateway.listen"),
+        ("--admin-listen", "admin.listen"),
+    ] {
+        let out = env.run(&["serve", flag, &taken]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{key}: cannot listen on {taken}")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("with {flag} ADDR or {key}")),
+            "{stderr}"
+        );
+        assert_eq!(
+            stderr.matches("Address already in use").count(),
+            1,
+            "said once: {stderr}"
+        );
+    }
+}
+
+/// `serve` checks the whole configuration before it creates any file: a refused start leaves
+/// the directory as it was (no admin token, no session database).
+#[test]
+fn serve_creates_no_file_before_the_configuration_is_checked() {
+    let env = Env::new();
+    let out = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Both problems at once: no route, no key file.
+    assert!(stderr.contains("no [[route]] configured"), "{stderr}");
+    assert!(stderr.contains("wsguard keygen"), "{stderr}");
+    env.cmd().arg("keygen").assert().success();
+    let out = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let files: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files,
+        ["wsguard-keys.toml"],
+        "files left by a refused start"
+    );
+}
+
+/// Without a file, `check-config` checks the built-in defaults (as the other commands use
+/// them) and says so; a file may be named as a positional argument.
+#[test]
+fn check_config_without_a_file_checks_the_defaults() {
+    let env = Env::new();
+    env.cmd().arg("keygen").assert().success();
+    let out = env.run(&["check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "no wsguard.toml in the working directory: checking the built-in defaults\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cannot read"), "{stdout}");
+    // The defaults have no route: `serve` would refuse them, so does check-config.
+    assert!(stdout.contains("error: route: no [[route]]"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
+
+    std::fs::write(
+        env.path("other.toml"),
+        "[gateway]\nallowed_origins = [\"https://a.example\"]\n\
+         [[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    env.cmd()
+        .args(["check-config", "other.toml"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("other.toml: ok (1 route"));
+    env.cmd()
+        .args(["check-config", "missing.toml"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("cannot read missing.toml"));
+    env.cmd()
+        .args(["--config", "other.toml", "check-config", "missing.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("two files given"));
+}
+
+/// An address left unquoted (TOML reads `127.0.0.1:8080` as a broken float) is explained:
+/// the key, and that it needs quotes.
+#[test]
+fn an_unquoted_address_is_explained() {
+    let env = Env::with_config("[gateway]\nlisten = 127.0.0.1:8080\n");
+    let out = env.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "line 2: gateway.listen: not a TOML value: text (addresses, URLs, paths) must be in \
+             double quotes: listen = \"...\""
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("float"), "{stdout}");
+    env.cmd()
+        .args(["session", "list", "--user", "a"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("gateway.listen: not a TOML value"));
+}

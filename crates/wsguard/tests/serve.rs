@@ -551,3 +551,209 @@ async fn secret_files_readable_by_others_are_warned_about() {
         );
     }
 }
+
+// ---- `wsguard connect` (issue 16, defect 1): it ends when the socket ends ----
+
+/// A running `wsguard connect`: its stdin is a pipe the test holds open (an idle terminal) until
+/// `end_stdin`; its stdout and stderr lines arrive on channels.
+struct Client {
+    proc: Proc,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+/// How long a client may take to notice a close and exit: generous, so only a hang fails.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The lines of `from`, on a channel (a thread reads them).
+fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+impl Client {
+    /// Starts `wsguard connect ARGS` in `dir`.
+    fn start(dir: &std::path::Path, args: &[&str]) -> Client {
+        let mut child = bin()
+            .current_dir(dir)
+            .arg("connect")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Client {
+            stdin: child.stdin.take(),
+            stdout: lines_of(child.stdout.take().unwrap()),
+            stderr: lines_of(child.stderr.take().unwrap()),
+            proc: Proc(child),
+        }
+    }
+
+    /// The stderr lines until one contains `needle` (panics after 10 s or at the end).
+    fn wait_for(&self, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.stderr.recv_timeout(EXIT_WAIT) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no {needle:?} on stderr ({e}): {seen:?}"),
+            }
+        }
+    }
+
+    /// Types a line.
+    fn send(&mut self, line: &str) {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// The next line printed on stdout (at most 10 s).
+    fn received(&self) -> String {
+        self.stdout.recv_timeout(EXIT_WAIT).unwrap()
+    }
+
+    /// Ctrl-D.
+    fn end_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits (polling, at most 10 s) for the process to exit by itself; returns its exit code
+    /// and the rest of its stderr.
+    fn exit(mut self) -> (Option<i32>, String) {
+        let deadline = std::time::Instant::now() + EXIT_WAIT;
+        let status = loop {
+            if let Some(status) = self.proc.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`wsguard connect` still running {EXIT_WAIT:?} after the close (stderr: {:?})",
+                self.stderr.try_iter().collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        (status.code(), stderr.join("\n"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_exits_with_3_when_its_session_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let _echo = setup(dir.path(), admin_port);
+    let (_gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
+    let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
+    let url = format!("ws://{addr}/chat");
+    let client = Client::start(dir.path(), &[&url, "--token", &token, "--origin", ORIGIN]);
+    client.wait_for("connected");
+
+    run(dir.path(), &["session", "revoke", "--user", "alice"]);
+    let (code, stderr) = client.exit();
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("1008") && stderr.contains("session revoked"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn connect_exits_with_4_when_the_handshake_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _echo = setup(dir.path(), free_port());
+    let (_gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
+    let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
+    let url = format!("ws://{addr}/chat");
+    let foreign = ["--token", &token, "--origin", "https://evil.example.net"];
+    let client = Client::start(dir.path(), &[&[url.as_str()][..], &foreign].concat());
+    let (code, stderr) = client.exit();
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("403"), "{stderr}");
+    // Not a WebSocket URL: a usage error (2), said once.
+    let client = Client::start(dir.path(), &[&format!("http://{addr}/chat")]);
+    let (code, stderr) = client.exit();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("must start with ws:// or wss://"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("not supported").count(), 0, "{stderr}");
+}
+
+/// The client answers the server's close frame (so a server's drain does not wait for it) and
+/// exits with 3 for a close other than 1000, 0 for 1000. The server is the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_answers_the_close_and_exits_by_its_code() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let dir = tempfile::tempdir().unwrap();
+    for (code, reason, exit) in [
+        (CloseCode::Policy, "policy says no", 3),
+        (CloseCode::Away, "going away", 3),
+        (CloseCode::Normal, "bye", 0),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let client = Client::start(dir.path(), &[&url]);
+        let (tcp, _) = tokio::time::timeout(EXIT_WAIT, listener.accept())
+            .await
+            .expect("the client connects")
+            .unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        client.wait_for("connected");
+        ws.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await
+        .unwrap();
+        let answer = tokio::time::timeout(EXIT_WAIT, ws.next())
+            .await
+            .expect("the client answers the close in time");
+        assert!(
+            matches!(answer, Some(Ok(Message::Close(_)))),
+            "{code}: no close frame in answer: {answer:?}"
+        );
+        let (status, stderr) = tokio::task::spawn_blocking(move || client.exit())
+            .await
+            .unwrap();
+        assert_eq!(status, Some(exit), "{code}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{} {reason}", u16::from(code))),
+            "{stderr}"
+        );
+    }
+}
+
+/// At the end of stdin the client closes with 1000, gets the answer and exits 0. (The reply to
+/// a line is awaited before stdin ends: the gateway answers a client's close at once, so an
+/// echo still on its way from the upstream would not be relayed.)
+#[test]
+fn connect_closes_normally_at_the_end_of_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let _echo = setup(dir.path(), free_port());
+    let (_gateway, addr) = spawn(dir.path(), &["serve"], "wsguard listening on ws://");
+    let token = run(dir.path(), &["session", "issue", "--user", "alice"]);
+    let url = format!("ws://{addr}/chat");
+    let mut client = Client::start(dir.path(), &[&url, "--token", &token, "--origin", ORIGIN]);
+    client.send("hello");
+    assert_eq!(client.received(), "hello");
+    client.end_stdin();
+    let (code, stderr) = client.exit();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("did not answer"), "{stderr}");
+}
