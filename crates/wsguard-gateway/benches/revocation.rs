@@ -67,6 +67,7 @@ async fn run(sockets: usize, rounds: usize) {
         admin: AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             token_file: "unused".into(),
+            ..Default::default()
         },
         cookie_name: "wsguard_session".into(),
     };

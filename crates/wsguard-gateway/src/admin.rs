@@ -42,6 +42,8 @@ const MAX_BODY: usize = 16 * 1024;
 pub struct Admin {
     gateway: Arc<Gateway>,
     token: Zeroizing<String>,
+    /// `admin.metrics_require_token`.
+    metrics_require_token: bool,
 }
 
 impl std::fmt::Debug for Admin {
@@ -76,8 +78,16 @@ fn now() -> u64 {
 
 impl Admin {
     /// Admin state over a gateway, with the bearer token.
-    pub fn new(gateway: Arc<Gateway>, token: Zeroizing<String>) -> Admin {
-        Admin { gateway, token }
+    pub fn new(
+        gateway: Arc<Gateway>,
+        token: Zeroizing<String>,
+        metrics_require_token: bool,
+    ) -> Admin {
+        Admin {
+            gateway,
+            token,
+            metrics_require_token,
+        }
     }
 
     /// Serves until the gateway shuts down.
@@ -123,7 +133,7 @@ impl Admin {
                 return json_response(StatusCode::OK, json!({"status": "ok"}));
             }
             (&Method::GET, "/readyz") => return self.ready().await,
-            (&Method::GET, "/metrics") => {
+            (&Method::GET, "/metrics") if !self.metrics_require_token || self.authorized(&req) => {
                 let pending = i64::try_from(self.gateway.limits.pending()).unwrap_or(i64::MAX);
                 self.gateway.metrics.pending.set(pending);
                 self.gateway.metrics.set_upstreams(&self.upstream_states());

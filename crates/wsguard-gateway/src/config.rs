@@ -213,6 +213,10 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// File holding the bearer token (created with a random token by `serve` if missing).
     pub token_file: PathBuf,
+    /// Ask for the bearer token on `/metrics` too. Off by default: `/metrics` holds counts
+    /// only, and scrapers rarely carry tokens. `/healthz` and `/readyz` stay open either way
+    /// (orchestrators probe them).
+    pub metrics_require_token: bool,
 }
 
 impl Default for AdminConfig {
@@ -220,6 +224,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_file: "wsguard-admin-token".into(),
+            metrics_require_token: false,
         }
     }
 }

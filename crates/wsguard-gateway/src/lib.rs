@@ -335,7 +335,11 @@ pub async fn start(
         limits: limits::Limits::new(limit_config(&settings.gateway)),
         loader: std::sync::Mutex::new(None),
     });
-    let admin_state = Arc::new(admin::Admin::new(Arc::clone(&gateway), admin_token));
+    let admin_state = Arc::new(admin::Admin::new(
+        Arc::clone(&gateway),
+        admin_token,
+        settings.admin.metrics_require_token,
+    ));
     let admin = tokio::spawn(admin_state.serve(admin));
     let public = tokio::spawn(Arc::clone(&gateway).serve(public));
     Ok(Running {

@@ -182,36 +182,44 @@ impl Refusal {
         matches!(self, Refusal::RequestBody)
     }
 
-    /// The response body: a fixed text, never an echo of the request.
-    pub fn body(self) -> &'static str {
+    /// What went wrong, in a few fixed words (the body's first part).
+    pub fn text(self) -> &'static str {
         use Refusal::*;
         match self {
-            BadHost | RequestBody | BadTarget | AmbiguousPath => "bad request\n",
-            BadProtocol => "bad websocket handshake\n",
-            IdentityUnforwardable => "cannot forward the session\n",
-            NotGet | NotPost => "method not allowed\n",
-            NotHttp11 | NoConnectionUpgrade | BadKey => "bad websocket handshake\n",
-            OtherUpgrade => "only websocket upgrades are accepted\n",
-            NotWebSocket | BadVersion => "websocket version 13 required\n",
-            HeadersTooLarge => "request headers too large\n",
-            HandshakeTimeout => "handshake timeout\n",
+            BadHost | RequestBody | BadTarget | AmbiguousPath => "bad request",
+            BadProtocol => "bad websocket handshake",
+            IdentityUnforwardable => "cannot forward the session",
+            NotGet | NotPost => "method not allowed",
+            NotHttp11 | NoConnectionUpgrade | BadKey => "bad websocket handshake",
+            OtherUpgrade => "only websocket upgrades are accepted",
+            NotWebSocket | BadVersion => "websocket version 13 required",
+            HeadersTooLarge => "request headers too large",
+            HandshakeTimeout => "handshake timeout",
             OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => {
-                "origin not allowed\n"
+                "origin not allowed"
             }
-            NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => "unauthenticated\n",
-            StoreUnavailable => "session store unavailable\n",
-            NoRoute => "not found\n",
+            NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => "unauthenticated",
+            StoreUnavailable => "session store unavailable",
+            NoRoute => "not found",
             TooManyConnections
             | TooManyFromClient
             | TooManyForUser
             | TooManyPending
-            | TooManyPendingFromClient => "too many connections\n",
-            HandshakeRateLimited => "too many handshakes\n",
-            ShuttingDown => "shutting down\n",
-            NoUpstream => "no upstream available\n",
-            UpstreamFailed => "bad gateway\n",
-            UpstreamTimeout => "gateway timeout\n",
+            | TooManyPendingFromClient => "too many connections",
+            HandshakeRateLimited => "too many handshakes",
+            ShuttingDown => "shutting down",
+            NoUpstream => "no upstream available",
+            UpstreamFailed => "bad gateway",
+            UpstreamTimeout => "gateway timeout",
         }
+    }
+
+    /// The response body: the fixed text and the reason code (`unauthenticated:
+    /// session_expired`), never anything of the request. The code lets a client tell "log in
+    /// again" (`session_expired`) from "fetch a new ticket" (`ticket_invalid`) or "the clocks
+    /// disagree" (`session_issued_in_future`); it says nothing the client did not send.
+    pub fn body(self) -> String {
+        format!("{}: {}\n", self.text(), self.code())
     }
 
     /// Every refusal, for documentation and exhaustive tests.

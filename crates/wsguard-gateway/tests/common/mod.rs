@@ -490,6 +490,7 @@ pub async fn harness_with(
         admin: wsguard_gateway::config::AdminConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             token_file: "unused".into(),
+            ..Default::default()
         },
         cookie_name: COOKIE.into(),
     };
