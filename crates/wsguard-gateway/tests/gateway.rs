@@ -1693,7 +1693,10 @@ async fn handshake_rate_per_address_when_set() {
     let _b = silent_from("127.0.0.1", to).await;
     let refused = read_to_close(&mut silent_from("127.0.0.1", to).await).await;
     assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
-    assert!(refused.ends_with("too many handshakes\n"), "{refused}");
+    assert!(
+        refused.ends_with("too many handshakes: handshake_rate_limited\n"),
+        "{refused}"
+    );
     // A reload that keeps the rate keeps the buckets: the address stays spent.
     h.reload_as_started();
     assert_eq!(h.admin("POST", "/reload", "").await.status, 200);
@@ -1740,7 +1743,7 @@ async fn pending_handshakes_are_limited_per_peer_and_in_all() {
     assert!(refused.starts_with("HTTP/1.1 429 "), "{refused}");
     assert!(refused.contains("retry-after: 5\r\n"), "{refused}");
     assert!(
-        refused.ends_with("\r\n\r\ntoo many connections\n"),
+        refused.ends_with("\r\n\r\ntoo many connections: too_many_pending_from_client\n"),
         "{refused}"
     );
     // A trusted proxy carries many clients: it is held to the global limit only.
