@@ -70,6 +70,7 @@ async fn run(sockets: usize, rounds: usize) {
             ..Default::default()
         },
         cookie_name: "wsguard_session".into(),
+        cookie: Default::default(),
     };
     let running = wsguard_gateway::start(sessions.clone(), settings, "x".repeat(40).into())
         .await

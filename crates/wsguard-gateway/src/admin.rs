@@ -262,9 +262,11 @@ impl Admin {
         match self.gateway.sessions.issue(uid, data, now()).await {
             Ok(issued) => {
                 let max_age = self.gateway.sessions.verifier().policy().max_age;
-                let set_cookie = format!(
-                    "{}={}; Max-Age={}; Path=/; HttpOnly; Secure; SameSite=Lax",
-                    self.gateway.cookie_name, issued.token, max_age
+                let set_cookie = crate::cookie::set_cookie(
+                    &self.gateway.cookie_name,
+                    &issued.token,
+                    max_age,
+                    &self.gateway.cookie,
                 );
                 json_response(
                     StatusCode::CREATED,

@@ -1,10 +1,72 @@
-//! Strict extraction of the session cookie from `Cookie` request headers (RFC 6265 §4.2, §5.4).
+//! The session cookie: strict extraction from `Cookie` request headers (RFC 6265 §4.2, §5.4),
+//! and the `Set-Cookie` that sets it.
 //!
 //! Owns finding the one cookie named like wsguard's session cookie, across every `Cookie`
 //! header, refusing two of them (an attacker who can set a cookie on a sibling domain could
 //! otherwise shadow the victim's), and removing it from what is forwarded upstream. Hand-written
 //! (about 40 lines, zero allocation) rather than `cookie::Cookie::split_parse`, which parses
-//! every cookie into an owned value and does not report duplicates. Pure: no I/O.
+//! every cookie into an owned value and does not report duplicates. The `Set-Cookie` value
+//! ([`set_cookie`], with the attributes of [`CookieAttributes`]) is built by the `cookie` crate.
+//! Pure: no I/O.
+
+/// `SameSite` of the session cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    /// Sent only with requests from the same site.
+    Strict,
+    /// Also with top-level navigations from other sites (the default).
+    #[default]
+    Lax,
+    /// With every request, cross-site ones included (needs `Secure`).
+    None,
+}
+
+/// How the session cookie is set: the attributes of the admin API's and the CLI's
+/// `Set-Cookie` (`sessions.cookie_domain`, `cookie_secure`, `cookie_same_site`). It is always
+/// `HttpOnly` and `Path=/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieAttributes {
+    /// `Domain`: the cookie also goes to this domain's subdomains (a gateway on
+    /// `ws.example.com` in front of an app on `app.example.com`: `example.com`). `None`: only
+    /// the host that set it.
+    pub domain: Option<String>,
+    /// `Secure`: never over plain HTTP (on by default).
+    pub secure: bool,
+    /// `SameSite`.
+    pub same_site: SameSite,
+}
+
+impl Default for CookieAttributes {
+    fn default() -> Self {
+        CookieAttributes {
+            domain: None,
+            secure: true,
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+/// The `Set-Cookie` value that sets session cookie `name` to `value` for `max_age` seconds.
+pub fn set_cookie(name: &str, value: &str, max_age: u64, attrs: &CookieAttributes) -> String {
+    let same_site = match attrs.same_site {
+        SameSite::Strict => cookie::SameSite::Strict,
+        SameSite::Lax => cookie::SameSite::Lax,
+        SameSite::None => cookie::SameSite::None,
+    };
+    let mut c = cookie::Cookie::build((name.to_owned(), value.to_owned()))
+        .path("/")
+        .http_only(true)
+        .secure(attrs.secure)
+        .same_site(same_site)
+        .max_age(cookie::time::Duration::seconds(
+            i64::try_from(max_age).unwrap_or(i64::MAX),
+        ));
+    if let Some(d) = &attrs.domain {
+        c = c.domain(d.clone());
+    }
+    c.build().to_string()
+}
 
 /// Why the session cookie is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +188,50 @@ mod tests {
             NAME,
             CookieValues::Strict,
         )
+    }
+
+    #[test]
+    fn set_cookie_says_every_attribute() {
+        let c = set_cookie(NAME, "v1.k.t", 3600, &CookieAttributes::default());
+        assert!(c.starts_with("wsguard_session=v1.k.t;"), "{c}");
+        for attr in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Path=/",
+            "Max-Age=3600",
+        ] {
+            assert!(c.contains(attr), "{c}");
+        }
+        assert!(!c.contains("Domain"), "host-only by default: {c}");
+        let c = set_cookie(
+            NAME,
+            "t",
+            60,
+            &CookieAttributes {
+                domain: Some("example.com".into()),
+                secure: true,
+                same_site: SameSite::None,
+            },
+        );
+        assert!(
+            c.contains("Domain=example.com") && c.contains("SameSite=None"),
+            "{c}"
+        );
+        let c = set_cookie(
+            NAME,
+            "t",
+            60,
+            &CookieAttributes {
+                domain: None,
+                secure: false,
+                same_site: SameSite::Strict,
+            },
+        );
+        assert!(
+            !c.contains("Secure") && c.contains("SameSite=Strict"),
+            "{c}"
+        );
     }
 
     #[test]

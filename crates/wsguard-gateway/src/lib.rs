@@ -282,6 +282,8 @@ pub struct Settings {
     pub admin: AdminConfig,
     /// Session cookie name.
     pub cookie_name: String,
+    /// How the admin API sets the session cookie.
+    pub cookie: cookie::CookieAttributes,
 }
 
 /// Pending connections a listener queues before the kernel drops SYNs (capped by
@@ -327,6 +329,7 @@ pub async fn start(
         sessions,
         state: arc_swap::ArcSwap::from_pointee(state),
         cookie_name: settings.cookie_name.clone(),
+        cookie: settings.cookie.clone(),
         listeners: (settings.gateway.listen, settings.admin.listen),
         tickets: Tickets::new(settings.gateway.ticket_ttl.as_millis() as u64),
         registry: registry.clone(),

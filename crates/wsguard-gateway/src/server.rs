@@ -50,6 +50,8 @@ pub struct Gateway {
     /// What a reload replaces, swapped in whole.
     pub(crate) state: ArcSwap<State>,
     pub(crate) cookie_name: String,
+    /// The session cookie's `Set-Cookie` attributes.
+    pub(crate) cookie: cookie::CookieAttributes,
     /// Public and admin listen addresses (a change needs a restart).
     pub(crate) listeners: (SocketAddr, SocketAddr),
     pub(crate) tickets: Tickets,
@@ -446,7 +448,26 @@ impl Gateway {
         let host = handshake::check_request(req.headers())?.to_owned();
         let target = crate::target::parse(req.uri(), &host)?;
         if target.path == TICKET_PATH {
-            return self.ticket(&req).await;
+            // Answered here, refusals included, so that an allowed origin's script can read
+            // every answer (CORS headers on all of them).
+            let cors = self.cors_origin(req.headers());
+            let mut r = match self.ticket(&req).await {
+                Ok(r) => r,
+                Err(refusal) => {
+                    self.metrics.refused(refusal);
+                    refuse(refusal, peer, TICKET_PATH)
+                }
+            };
+            let h = r.headers_mut();
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            if let Some(origin) = cors {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+            return Ok(r);
         }
         self.upgrade(
             req,
@@ -460,8 +481,27 @@ impl Gateway {
         .await
     }
 
+    /// The origin to name in the ticket endpoint's CORS headers: the request's `Origin` if the
+    /// ticket origins allow it (re-serialised), never `*` and never for `null` or none.
+    fn cors_origin(&self, headers: &http::HeaderMap) -> Option<HeaderValue> {
+        match self
+            .state
+            .load()
+            .ticket_origins
+            .check(headers.get_all(header::ORIGIN).iter().map(|v| v.as_bytes()))
+        {
+            Ok(o @ crate::origin::Allowed::Origin(_)) => o.header_value(),
+            _ => None,
+        }
+    }
+
     /// `POST /wsguard/ticket`: a valid cookie and an allowed Origin get a one-time ticket.
+    /// `OPTIONS` answers a CORS preflight from an allowed origin (a page on another origin
+    /// that asks with `credentials: "include"` and a `Content-Type`).
     async fn ticket(&self, req: &Request<Incoming>) -> Result<Response<Body>, Refusal> {
+        if req.method() == Method::OPTIONS {
+            return self.preflight(req.headers());
+        }
         if req.method() != Method::POST {
             return Err(Refusal::NotPost);
         }
@@ -494,6 +534,37 @@ impl Gateway {
         );
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(r)
+    }
+
+    /// A CORS preflight for the ticket endpoint: only from an allowed origin, only for POST.
+    fn preflight(&self, headers: &http::HeaderMap) -> Result<Response<Body>, Refusal> {
+        if self.cors_origin(headers).is_none() {
+            return Err(match headers.get(header::ORIGIN) {
+                None => Refusal::OriginMissing,
+                Some(_) => Refusal::OriginNotAllowed,
+            });
+        }
+        let method = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if method.is_none_or(|m| m.as_bytes() != b"POST") {
+            return Err(Refusal::NotPost);
+        }
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(r)
     }
 
@@ -899,6 +970,9 @@ impl Gateway {
         }
         if new.cookie_name != self.cookie_name {
             restart_required.push("sessions.cookie_name".into());
+        }
+        if new.cookie != self.cookie {
+            restart_required.push("sessions.cookie_domain, cookie_secure, cookie_same_site".into());
         }
         if new.gateway.ticket_ttl != old.settings.ticket_ttl {
             restart_required.push("gateway.ticket_ttl".into());

@@ -95,3 +95,118 @@ async fn metrics_can_require_the_admin_token() {
         assert_eq!(r.status, 200, "{path}");
     }
 }
+
+/// A POST to the ticket endpoint (or another method), as a page on `origin` would send it.
+fn ticket_request(method: &str, origin: &str, extra: &str) -> String {
+    format!(
+        "{method} /wsguard/ticket HTTP/1.1\r\nHost: ws.example.com\r\nOrigin: {origin}\r\n\
+         Content-Length: 0\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn the_ticket_endpoint_answers_cors_for_allowed_origins_only() {
+    let h = harness().await;
+    let token = h.login("alice").await;
+    let cookie = format!("Cookie: {COOKIE}={token}\r\n");
+    let send = |req: String| {
+        let h = &h;
+        async move { h.http.raw(h.running.public_addr, &req).await }
+    };
+    // A page on an allowed origin gets its ticket, and may read the answer.
+    let r = send(ticket_request("POST", ORIGIN, &cookie)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(ORIGIN)
+    );
+    assert_eq!(
+        r.header("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(r.header("vary").as_deref(), Some("Origin"));
+    // Its refusals too (so its script can tell why), named by the origin, never `*`.
+    let r = send(ticket_request("POST", "https://A.example.org:443", "")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://a.example.org")
+    );
+    assert_eq!(r.body, "unauthenticated: no_credentials\n");
+    // A foreign page gets neither a ticket nor CORS headers.
+    for origin in ["https://evil.example", "null"] {
+        let r = send(ticket_request("POST", origin, &cookie)).await;
+        assert_eq!(r.status, 403, "{origin}");
+        assert!(
+            r.header("access-control-allow-origin").is_none(),
+            "{origin}"
+        );
+        assert!(!r.body.contains("ticket\""), "{origin}");
+    }
+    // Preflight: only from an allowed origin, only for POST.
+    let preflight = |origin: &str, method: &str| {
+        ticket_request(
+            "OPTIONS",
+            origin,
+            &format!(
+                "Access-Control-Request-Method: {method}\r\n\
+                 Access-Control-Request-Headers: content-type\r\nConnection: close\r\n"
+            ),
+        )
+    };
+    let r = send(preflight(ORIGIN, "POST")).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some(ORIGIN)
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(
+        r.header("access-control-allow-headers").as_deref(),
+        Some("content-type")
+    );
+    assert_eq!(
+        r.header("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    let r = send(preflight("https://evil.example", "POST")).await;
+    assert_eq!(r.status, 403);
+    assert!(r.header("access-control-allow-origin").is_none());
+    let r = send(preflight(ORIGIN, "DELETE")).await;
+    assert_eq!(r.status, 405);
+    // Counted like every refusal.
+    let m = h.metrics().await.body;
+    assert!(metric(
+        &m,
+        "wsguard_handshakes_total{outcome=\"refused\",reason=\"origin_not_allowed\"}"
+    ));
+}
+
+#[tokio::test]
+async fn the_admin_api_sets_the_cookie_with_the_configured_attributes() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.cookie = wsguard_gateway::cookie::CookieAttributes {
+            domain: Some("example.com".into()),
+            secure: true,
+            same_site: wsguard_gateway::cookie::SameSite::Strict,
+        };
+    })
+    .await;
+    let r = h.admin("POST", "/sessions", r#"{"user":"alice"}"#).await;
+    assert_eq!(r.status, 201);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let set = v["set_cookie"].as_str().unwrap();
+    for attr in [
+        "Domain=example.com",
+        "SameSite=Strict",
+        "Secure",
+        "HttpOnly",
+        "Path=/",
+        "Max-Age=3600",
+    ] {
+        assert!(set.contains(attr), "{set}");
+    }
+}

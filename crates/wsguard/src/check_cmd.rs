@@ -96,6 +96,11 @@ pub fn run(path: Option<&Path>) -> ExitCode {
     if let Checked::Defaults = checked {
         println!("no {DEFAULT_CONFIG} in the working directory: checking the built-in defaults");
     }
+    if let Ok(c) = &config {
+        for w in c.warnings() {
+            println!("warning: {w}");
+        }
+    }
     match problems(&checked, config) {
         Ok(summary) => {
             println!("{summary}");

@@ -53,6 +53,14 @@ pub struct SessionsConfig {
     pub future_leeway: Duration,
     /// Name of the session cookie.
     pub cookie_name: String,
+    /// `Domain` of the session cookie the admin API (and `session issue --json`) sets, for a
+    /// gateway on another host of the app's domain (`example.com` for an app on
+    /// `app.example.com` and a gateway on `ws.example.com`). None: only the host that set it.
+    pub cookie_domain: Option<String>,
+    /// `Secure`: the cookie never travels over plain HTTP. On by default.
+    pub cookie_secure: bool,
+    /// `SameSite`: `"lax"` (default), `"strict"` or `"none"` (cross-site; needs `Secure`).
+    pub cookie_same_site: wsguard_gateway::cookie::SameSite,
     /// Key file (TOML, see `wsguard keygen`).
     pub keys_file: PathBuf,
     /// If set, and that environment variable is set, keys are read from it (key file TOML)
@@ -72,6 +80,9 @@ impl Default for SessionsConfig {
             touch_interval: Duration::from_secs(60),
             future_leeway: Duration::from_secs(p.future_leeway),
             cookie_name: "wsguard_session".into(),
+            cookie_domain: None,
+            cookie_secure: true,
+            cookie_same_site: wsguard_gateway::cookie::SameSite::Lax,
             keys_file: "wsguard-keys.toml".into(),
             keys_env: None,
             accept_legacy_tokens: false,
@@ -241,6 +252,22 @@ impl Config {
                 "sessions.cookie_name: must be 1 to 64 characters of an RFC 6265 cookie name (letters, digits, and !#$%&'*+-.^_`|~)".into()
             );
         }
+        if let Some(d) = &s.cookie_domain
+            && !valid_cookie_domain(d)
+        {
+            out.push(
+                "sessions.cookie_domain: must be a domain name like \"example.com\" (lower case, \
+                 no scheme, port, path or leading dot)"
+                    .into(),
+            );
+        }
+        if s.cookie_same_site == wsguard_gateway::cookie::SameSite::None && !s.cookie_secure {
+            out.push(
+                "sessions.cookie_same_site: \"none\" needs sessions.cookie_secure = true \
+                 (browsers drop a SameSite=None cookie that is not Secure)"
+                    .into(),
+            );
+        }
         if let Some(var) = &s.keys_env
             && (var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
         {
@@ -270,6 +297,40 @@ impl Config {
         out
     }
 
+    /// Settings that are valid but weaker than the defaults, one line each naming its key:
+    /// `check-config` prints them and `serve` logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let s = &self.sessions;
+        let mut out = Vec::new();
+        if !s.cookie_secure {
+            out.push(
+                "sessions.cookie_secure = false: the session cookie may travel over plain HTTP, \
+                 where anyone on the path can read and replay it; for local development only"
+                    .into(),
+            );
+        }
+        if s.cookie_same_site == wsguard_gateway::cookie::SameSite::None {
+            out.push(
+                "sessions.cookie_same_site = \"none\": browsers send the session cookie with \
+                 requests from every site; sockets are still refused to foreign origins, but \
+                 anything else on these hosts that trusts the cookie is open to cross-site \
+                 requests. Same-site deployments (app.example.com and ws.example.com) need only \
+                 sessions.cookie_domain"
+                    .into(),
+            );
+        }
+        out
+    }
+
+    /// The attributes of the session cookie's `Set-Cookie`.
+    pub fn cookie_attributes(&self) -> wsguard_gateway::cookie::CookieAttributes {
+        wsguard_gateway::cookie::CookieAttributes {
+            domain: self.sessions.cookie_domain.clone(),
+            secure: self.sessions.cookie_secure,
+            same_site: self.sessions.cookie_same_site,
+        }
+    }
+
     /// The token policy these settings describe.
     pub fn token_policy(&self) -> TokenPolicy {
         let s = &self.sessions;
@@ -293,6 +354,20 @@ fn unquoted_text(line: &str) -> Option<&str> {
     toml::from_str::<toml::Table>(&format!("v = {value}"))
         .is_err()
         .then(|| key.trim())
+}
+
+/// A `Domain` attribute value: DNS labels of lower-case letters, digits and `-`.
+fn valid_cookie_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
 }
 
 /// A TOML error as "line N: section.key: message". The config file holds no secrets (keys live

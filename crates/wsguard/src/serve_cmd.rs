@@ -113,6 +113,7 @@ pub fn settings(config: &Config) -> wsguard_gateway::Settings {
         routes: config.routes.clone(),
         admin: config.admin.clone(),
         cookie_name: config.sessions.cookie_name.clone(),
+        cookie: config.cookie_attributes(),
     }
 }
 
@@ -213,6 +214,9 @@ pub async fn serve(
     };
     let sessions = sessions_with(&config, ring)?;
     let token = admin_token(&config.admin.token_file)?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     if beyond_loopback(config.admin.listen) {
         tracing::warn!(
             listen = %config.admin.listen,

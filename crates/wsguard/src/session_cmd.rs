@@ -103,9 +103,11 @@ async fn issue(
         .context("cannot store the session")?;
     if a.json {
         let max_age = config.sessions.max_age.as_secs();
-        let set_cookie = format!(
-            "{}={}; Max-Age={max_age}; Path=/; HttpOnly; Secure; SameSite=Lax",
-            config.sessions.cookie_name, issued.token
+        let set_cookie = wsguard_gateway::cookie::set_cookie(
+            &config.sessions.cookie_name,
+            &issued.token,
+            max_age,
+            &config.cookie_attributes(),
         );
         let out = json!({
             "token": issued.token,

@@ -132,3 +132,74 @@ async fn a_pool_passes_over_a_dead_upstream_and_drains_on_request() {
 async fn status_of(public: &str, target: &str) -> u16 {
     status(public, &upgrade(target, "")).await
 }
+
+#[test]
+fn cookie_settings_for_cross_origin_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |sessions: &str| {
+        std::fs::write(
+            dir.path().join("wsguard.toml"),
+            format!(
+                "[sessions]\n{sessions}\n\
+                 [[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:9\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    assert!(run(dir.path(), &["keygen"]).status.success());
+    // The same-site deployment: app.example.com and ws.example.com share example.com.
+    write("cookie_domain = \"example.com\"\n");
+    let out = run(dir.path(), &["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("warning"), "{text}");
+    let issued = run(
+        dir.path(),
+        &["session", "issue", "--user", "alice", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&issued.stdout).unwrap();
+    let set = v["set_cookie"].as_str().unwrap();
+    assert!(
+        set.contains("Domain=example.com")
+            && set.contains("Secure")
+            && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    // Weaker settings are allowed, and said so.
+    write("cookie_secure = false\n");
+    let out = run(dir.path(), &["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: sessions.cookie_secure = false"),
+        "{text}"
+    );
+    write("cookie_same_site = \"none\"\n");
+    let text = String::from_utf8_lossy(&run(dir.path(), &["check-config"]).stdout).into_owned();
+    assert!(
+        text.contains("warning: sessions.cookie_same_site = \"none\""),
+        "{text}"
+    );
+    // What browsers would refuse, or what is not a domain, is an error naming the key.
+    write(
+        "cookie_same_site = \"none\"\ncookie_secure = false\ncookie_domain = \".Example.com:443\"\n",
+    );
+    let out = run(dir.path(), &["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("error: sessions.cookie_same_site: \"none\" needs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: sessions.cookie_domain: must be a domain name"),
+        "{text}"
+    );
+    write("cookie_same_site = \"sometimes\"\n");
+    let out = run(dir.path(), &["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && text.contains("cookie_same_site"),
+        "{text}"
+    );
+}

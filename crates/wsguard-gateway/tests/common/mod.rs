@@ -493,6 +493,7 @@ pub async fn harness_with(
             ..Default::default()
         },
         cookie_name: COOKIE.into(),
+        cookie: Default::default(),
     };
     tweak(&mut settings);
     let running = wsguard_gateway::start(
