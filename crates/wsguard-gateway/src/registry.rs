@@ -41,8 +41,74 @@ pub struct ConnInfo {
     pub route: String,
     /// The upstream it was sent to (`host:port`).
     pub upstream: String,
+    /// The client's address as the gateway decided it (`X-Forwarded-For` believed only from
+    /// trusted proxies).
+    pub client: std::net::IpAddr,
     /// When it opened, Unix seconds.
     pub opened_at: u64,
+    /// Messages and bytes so far (filled when listed).
+    #[serde(flatten)]
+    pub traffic: TrafficCounts,
+}
+
+/// What a socket has carried: data messages and their payload bytes, each way ("in" is client
+/// to upstream).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrafficCounts {
+    /// Client → upstream messages.
+    pub messages_in: u64,
+    /// Client → upstream payload bytes.
+    pub bytes_in: u64,
+    /// Upstream → client messages.
+    pub messages_out: u64,
+    /// Upstream → client payload bytes.
+    pub bytes_out: u64,
+}
+
+/// A socket's traffic counters: written by its relay, read by the admin API and the access log.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    messages_in: AtomicU64,
+    bytes_in: AtomicU64,
+    messages_out: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    /// Nothing counted yet.
+    pub const fn new() -> Traffic {
+        Traffic {
+            messages_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    /// A client message of `len` payload bytes went upstream.
+    pub fn up(&self, len: u64) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// `len` payload bytes of an upstream frame went to the client; `message_end` when the
+    /// frame ends a message.
+    pub fn down(&self, len: u64, message_end: bool) {
+        if message_end {
+            self.messages_out.fetch_add(1, Ordering::Relaxed);
+        }
+        self.bytes_out.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn counts(&self) -> TrafficCounts {
+        TrafficCounts {
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// An id in full (its `Display`; `Debug` shows only a prefix), or null.
@@ -64,6 +130,7 @@ struct Entry {
     /// routes), so that a reload can close the sockets of keys it retires.
     key: Option<(Format, Arc<Verifier>)>,
     close: Option<oneshot::Sender<CloseRequest>>,
+    traffic: Arc<Traffic>,
 }
 
 #[derive(Default)]
@@ -93,12 +160,18 @@ impl std::fmt::Debug for Registry {
 pub struct Registration {
     registry: Registry,
     id: ConnId,
+    traffic: Arc<Traffic>,
 }
 
 impl Registration {
     /// This socket's id.
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// This socket's traffic counters.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 }
 
@@ -133,12 +206,13 @@ impl Registry {
     pub fn register(
         &self,
         session: Option<&Session>,
-        peer: SocketAddr,
+        (peer, client): (SocketAddr, std::net::IpAddr),
         (route, upstream): (&str, &str),
         now: u64,
     ) -> (Registration, oneshot::Receiver<CloseRequest>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let traffic = Arc::new(Traffic::default());
         let info = ConnInfo {
             id,
             sid: session.map(|s| s.sid().clone()),
@@ -146,7 +220,9 @@ impl Registry {
             peer,
             route: route.to_owned(),
             upstream: upstream.to_owned(),
+            client,
             opened_at: now,
+            traffic: TrafficCounts::default(),
         };
         let mut inner = self.lock();
         if let Some(s) = session {
@@ -161,6 +237,7 @@ impl Registry {
                 created,
                 key: session.map(|s| (s.format().clone(), Arc::clone(s.verified_by()))),
                 close: Some(tx),
+                traffic: Arc::clone(&traffic),
             },
         );
         drop(inner);
@@ -168,6 +245,7 @@ impl Registry {
             Registration {
                 registry: self.clone(),
                 id,
+                traffic,
             },
             rx,
         )
@@ -282,7 +360,15 @@ impl Registry {
 
     /// Open sockets.
     pub fn list(&self) -> Vec<ConnInfo> {
-        let mut v: Vec<ConnInfo> = self.lock().conns.values().map(|e| e.info.clone()).collect();
+        let mut v: Vec<ConnInfo> = self
+            .lock()
+            .conns
+            .values()
+            .map(|e| ConnInfo {
+                traffic: e.traffic.counts(),
+                ..e.info.clone()
+            })
+            .collect();
         v.sort_by_key(|c| c.id);
         v
     }

@@ -27,6 +27,7 @@ use tokio::time::Sleep;
 use crate::metrics::Metrics;
 use crate::policy::{Seen, Verdict};
 use crate::reason::CloseReason;
+use crate::registry::Traffic;
 use crate::wire::{self, Op};
 
 /// How long a closing handshake may take before the socket is dropped.
@@ -253,6 +254,7 @@ struct Conn<'m, C, U, J> {
     client: Side<C>,
     upstream: Side<U>,
     metrics: &'m Metrics,
+    traffic: &'m Traffic,
     judge: J,
     activity: u64,
     client_pong: bool,
@@ -396,6 +398,7 @@ where
             };
             let mut ctx = Ctx {
                 metrics: self.metrics,
+                traffic: self.traffic,
                 judge: &mut self.judge,
                 activity: &mut self.activity,
                 pong,
@@ -434,6 +437,7 @@ fn readable<S, D>(src: &Side<S>, dst: &Side<D>) -> bool {
 /// What a round needs besides the two sides.
 struct Ctx<'a, J> {
     metrics: &'a Metrics,
+    traffic: &'a Traffic,
     judge: &'a mut J,
     activity: &'a mut u64,
     pong: &'a mut bool,
@@ -725,6 +729,7 @@ where
                         ctx.metrics.messages_down.inc();
                     }
                     ctx.metrics.bytes_down.inc_by(h.len);
+                    ctx.traffic.down(h.len, h.fin);
                     Frame::InPlace
                 }
                 Peer::Client if fragmented => {
@@ -767,6 +772,7 @@ where
             *ctx.activity += 1;
             ctx.metrics.messages_up.inc();
             ctx.metrics.bytes_up.inc_by(payload.len() as u64);
+            ctx.traffic.up(payload.len() as u64);
             match head {
                 Some(head) => {
                     let key = mask_key();
@@ -785,6 +791,7 @@ where
             *ctx.activity += 1;
             ctx.metrics.messages_up.inc();
             ctx.metrics.bytes_up.inc_by(t.len() as u64);
+            ctx.traffic.up(t.len() as u64);
             wire::encode(&mut dst.tx, true, Op::Text, Some(mask_key()), &t);
             Frame::Skip
         }
@@ -864,7 +871,7 @@ pub async fn relay<C, U>(
     client: Opened<'_, C>,
     upstream: Opened<'_, U>,
     stop: oneshot::Receiver<crate::registry::CloseRequest>,
-    metrics: &Metrics,
+    (metrics, traffic): (&Metrics, &Traffic),
     expires_in: Option<Duration>,
     timing: Timing,
     limits: Limits,
@@ -883,6 +890,7 @@ where
             UPSTREAM_LIMITS,
         ),
         metrics,
+        traffic,
         judge,
         activity: 0,
         client_pong: false,
@@ -1197,6 +1205,9 @@ mod tests {
         (h, payload)
     }
 
+    /// Counters no test reads.
+    static NO_TRAFFIC: Traffic = Traffic::new();
+
     /// The relay between two test streams: nothing read with a handshake, no expiry, every
     /// message forwarded.
     fn plain_relay<'a, C, U>(
@@ -1219,7 +1230,7 @@ mod tests {
                 read: Vec::new(),
             },
             stop,
-            metrics,
+            (metrics, &NO_TRAFFIC),
             None,
             TIMING,
             LIMITS,

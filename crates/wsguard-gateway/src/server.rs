@@ -643,9 +643,10 @@ impl Gateway {
                 cookie_name: &self.cookie_name,
             },
         )?;
+        let client_ip = chain.client();
         let slot = self
             .limits
-            .acquire(chain.client(), session.as_ref().map(Session::uid))?;
+            .acquire(client_ip, session.as_ref().map(Session::uid))?;
 
         // Dial an upstream only now that the client has passed every check; it is asked for
         // exactly the path that was matched.
@@ -703,7 +704,7 @@ impl Gateway {
                         read: upstream_read,
                     },
                     (session, revocation_mark),
-                    peer,
+                    (peer, client_ip),
                     (&route_path, lease.backend().key()),
                     &messages,
                 )
@@ -797,7 +798,7 @@ impl Gateway {
         client: crate::relay::Opened<'_, C>,
         upstream: crate::relay::Opened<'_, U>,
         (mut session, revocation_mark): (Option<Session>, Option<u64>),
-        peer: SocketAddr,
+        (peer, client_ip): (SocketAddr, std::net::IpAddr),
         (route, upstream_key): (&str, &str),
         messages: &Arc<crate::policy::RoutePolicy>,
     ) where
@@ -805,9 +806,13 @@ impl Gateway {
         U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let now = now_secs();
-        let (registration, stop) =
-            self.registry
-                .register(session.as_ref(), peer, (route, upstream_key), now);
+        let opened = Instant::now();
+        let (registration, stop) = self.registry.register(
+            session.as_ref(),
+            (peer, client_ip),
+            (route, upstream_key),
+            now,
+        );
         // A revocation between authentication and registration would be missed: check again
         // (without a store round trip when no revocation was announced since the mark).
         if let Some(s) = &session
@@ -830,6 +835,10 @@ impl Gateway {
             .as_ref()
             .map(|s| Duration::from_secs(s.expires_at().saturating_sub(now)));
         let uid = session.as_ref().map(|s| s.uid().as_str().to_owned());
+        // The first 8 characters: enough to find the session in the admin API, too few to use.
+        let sid_prefix = session
+            .as_ref()
+            .map(|s| s.sid().as_str().chars().take(8).collect::<String>());
         let touch_every = Duration::from_secs(self.sessions.touch_interval().max(1));
         let mut next_touch = Instant::now() + touch_every;
         let sessions = self.sessions.clone();
@@ -858,7 +867,7 @@ impl Gateway {
             client,
             upstream,
             stop,
-            &self.metrics,
+            (&self.metrics, registration.traffic()),
             expires_in,
             timing,
             limits,
@@ -895,16 +904,32 @@ impl Gateway {
             Ended::ByClient(code) => self.metrics.closed(*code, "client"),
             Ended::ByUpstream(code) => self.metrics.closed(*code, "upstream"),
         }
-        if let Ended::ByGateway(reason) = &ended {
-            tracing::info!(
-                event = "closed_by_gateway",
-                reason = reason.code(),
-                code = reason.close_code(),
-                peer = %peer,
-                user = uid.as_deref().unwrap_or("-"),
-                conn = registration.id(),
-            );
-        }
+        // The access log: one line per socket, at its close.
+        let (closed_by, code, reason) = match &ended {
+            Ended::ByGateway(r) => ("gateway", Some(r.close_code()), r.code()),
+            Ended::ByClient(code) => ("client", *code, "-"),
+            Ended::ByUpstream(code) => ("upstream", *code, "-"),
+        };
+        let t = registration.traffic().counts();
+        let sid = sid_prefix.as_deref().unwrap_or("-");
+        tracing::info!(
+            event = "socket_closed",
+            conn = registration.id(),
+            route,
+            upstream = upstream_key,
+            user = uid.as_deref().unwrap_or("-"),
+            session = sid,
+            client = %client_ip,
+            peer = %peer,
+            duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+            messages_in = t.messages_in,
+            bytes_in = t.bytes_in,
+            messages_out = t.messages_out,
+            bytes_out = t.bytes_out,
+            code = code.map_or_else(|| "none".to_owned(), |c| c.to_string()),
+            closed_by,
+            reason,
+        );
         drop(registration);
     }
 }

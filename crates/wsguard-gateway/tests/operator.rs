@@ -210,3 +210,42 @@ async fn the_admin_api_sets_the_cookie_with_the_configured_attributes() {
         assert!(set.contains(attr), "{set}");
     }
 }
+
+#[tokio::test]
+async fn connections_list_each_sockets_traffic_and_client() {
+    let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
+        s.gateway.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let token = h.login("alice").await;
+    let cookie = format!("{COOKIE}={token}");
+    let mut ws = h
+        .connect(
+            "/chat",
+            &[
+                ("origin", ORIGIN),
+                ("cookie", &cookie),
+                ("x-forwarded-for", "198.51.100.7"),
+            ],
+        )
+        .await
+        .unwrap();
+    for m in ["one", "two!", "three"] {
+        ws.send(Message::Text(m.into())).await.unwrap();
+        assert_eq!(next_text(&mut ws).await, m);
+    }
+    let r = h.admin("GET", "/connections", "").await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let c = &v["connections"][0];
+    assert_eq!(c["client"], "198.51.100.7");
+    assert_eq!(c["route"], "/");
+    assert_eq!(
+        (c["messages_in"].as_u64(), c["bytes_in"].as_u64()),
+        (Some(3), Some(12))
+    );
+    assert_eq!(
+        (c["messages_out"].as_u64(), c["bytes_out"].as_u64()),
+        (Some(3), Some(12))
+    );
+    assert!(c["upstream"].as_str().unwrap().starts_with("127.0.0.1:"));
+}

@@ -203,3 +203,123 @@ fn cookie_settings_for_cross_origin_deployments() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_line_per_socket_and_per_refusal() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (echo, echo_addr) = {
+        let mut child = bin()
+            .current_dir(dir.path())
+            .args(["echo", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(a) = line.split("listening on ws://").nth(1) {
+                break a.trim().to_owned();
+            }
+        };
+        (Proc(child), addr)
+    };
+    std::fs::write(
+        dir.path().join("wsguard.toml"),
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[route]]\npath = \"/\"\nupstream = \"ws://{echo_addr}\"\n"
+        ),
+    )
+    .unwrap();
+    assert!(run(dir.path(), &["keygen"]).status.success());
+    let token = String::from_utf8(run(dir.path(), &["session", "issue", "--user", "alice"]).stdout)
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("log.json")).unwrap();
+    let mut child = bin()
+        .current_dir(dir.path())
+        .args(["--log-format", "json", "serve"])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let public = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.split("listening on ws://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let gw = Proc(child);
+
+    let mut req = format!("ws://{public}/room").into_client_request().unwrap();
+    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
+    req.headers_mut().insert(
+        "cookie",
+        format!("wsguard_session={}", token.trim()).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    for m in ["hello", "world!"] {
+        ws.send(Message::Text(m.into())).await.unwrap();
+        while !matches!(ws.next().await, Some(Ok(Message::Text(_)))) {}
+    }
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    while ws.next().await.is_some() {}
+    assert_eq!(status(&public, &upgrade("/room", "")).await, 401);
+
+    // Both lines are written by now or shortly after; poll the log file (bounded).
+    let find = |event: &str| -> Option<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join("log.json"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["event"] == event)
+    };
+    let mut closed = None;
+    for _ in 0..200 {
+        closed = find("socket_closed");
+        if closed.is_some() && find("handshake_refused").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let closed = closed.expect("a socket_closed line");
+    let f = &closed["fields"];
+    assert_eq!(closed["level"], "INFO");
+    assert_eq!(f["route"], "/");
+    assert_eq!(f["user"], "alice");
+    assert_eq!(f["session"].as_str().unwrap().len(), 8);
+    assert_eq!(f["client"], "127.0.0.1");
+    assert_eq!(f["upstream"], echo_addr.as_str());
+    assert_eq!(
+        (f["messages_in"].as_u64(), f["bytes_in"].as_u64()),
+        (Some(2), Some(11))
+    );
+    assert_eq!(
+        (f["messages_out"].as_u64(), f["bytes_out"].as_u64()),
+        (Some(2), Some(11))
+    );
+    assert_eq!(f["code"], "1000");
+    assert_eq!(f["closed_by"], "client");
+    assert!(f["duration_ms"].as_u64().is_some());
+    let refused = find("handshake_refused").expect("a handshake_refused line");
+    assert_eq!(refused["level"], "INFO");
+    assert_eq!(refused["fields"]["reason"], "no_credentials");
+    assert_eq!(refused["fields"]["status"], 401);
+    let all = std::fs::read_to_string(dir.path().join("log.json")).unwrap();
+    assert!(!all.contains(token.trim()), "the token is never logged");
+    drop((gw, echo));
+}
