@@ -196,7 +196,12 @@ impl Admin {
                 ),
                 Err(ReloadError::Invalid(e)) => json_response(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({ "reloaded": false, "error": e, "note": "the configuration in force is unchanged" }),
+                    json!({
+                        "reloaded": false,
+                        "errors": e.lines().collect::<Vec<_>>(),
+                        "error": e,
+                        "note": "the configuration in force is unchanged"
+                    }),
                 ),
             },
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),

@@ -341,11 +341,20 @@ pub fn routes_with(
 ) -> Result<(Vec<Route>, Backends), String> {
     let mut out = Vec::with_capacity(routes.len());
     let mut errors = Vec::new();
+    let mut has_unusable_origins = false;
     let mut backends = Backends::default();
     for (i, r) in routes.iter().enumerate() {
         match route(gateway, i, r, &out, &mut backends, previous) {
             Ok(route) => out.push(route),
+            Err(e) if e.is_empty() => has_unusable_origins = true,
             Err(e) => errors.push(e),
+        }
+    }
+    if has_unusable_origins && errors.is_empty() {
+        // Only `gateway.allowed_origins` was wrong: say so here too, for callers that build
+        // routes without `validate`.
+        for (j, e) in OriginPolicy::problems(&gateway.allowed_origins) {
+            errors.push(format!("gateway.allowed_origins[{j}]: {e}"));
         }
     }
     if !errors.is_empty() {
@@ -354,6 +363,29 @@ pub fn routes_with(
     // Longest prefix first.
     out.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
     Ok((out, backends))
+}
+
+/// A route's `path`, which must be written in normal form (requests are matched in it).
+fn route_path(key: &str, raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') || raw.contains(['?', '#']) {
+        return Err(format!("{key}: must be an absolute path like \"/chat\""));
+    }
+    let trimmed = |p: &str| match p.trim_end_matches('/') {
+        "" if p == "/" => "/".to_owned(),
+        t => t.to_owned(),
+    };
+    match crate::target::normalise(raw) {
+        Ok(p) if trimmed(&p) == trimmed(raw) => Ok(trimmed(&p)),
+        Ok(p) => Err(format!(
+            "{key}: not in normal form; requests are matched after normalisation, so write it \
+             as {:?}",
+            trimmed(&p)
+        )),
+        Err(_) => Err(format!(
+            "{key}: holds what no request path may (a raw \\ or ;, an escaped /, \\, ;, %, ?, # \
+             or control, or a character outside ASCII: escape it as UTF-8)"
+        )),
+    }
 }
 
 /// Parses one upstream URL of a route.
@@ -381,123 +413,21 @@ fn route(
     backends: &mut Backends,
     previous: &Backends,
 ) -> Result<Route, String> {
-    {
-        let at = |key: &str| format!("route[{i}].{key}");
-        if !r.path.starts_with('/') || r.path.contains(['?', '#']) {
-            return Err(format!(
-                "{}: must be an absolute path like \"/chat\"",
-                at("path")
-            ));
-        }
-        // Requests are matched in normal form, so the route must be written in it.
-        let trimmed = |p: &str| match p.trim_end_matches('/') {
-            "" if p == "/" => "/".to_owned(),
-            t => t.to_owned(),
-        };
-        let path = match crate::target::normalise(&r.path) {
-            Ok(p) if trimmed(&p) == trimmed(&r.path) => trimmed(&p),
-            Ok(p) => {
-                return Err(format!(
-                    "{}: not in normal form; requests are matched after normalisation, so write \
-                     it as {:?}",
-                    at("path"),
-                    trimmed(&p)
-                ));
-            }
-            Err(_) => {
-                return Err(format!(
-                    "{}: holds what no request path may (a raw \\ or ;, an escaped /, \\, ;, %, \
-                     ?, # or control, or a character outside ASCII: escape it as UTF-8)",
-                    at("path")
-                ));
-            }
-        };
-        let folded_path = crate::target::fold(&path);
-        let urls: Vec<(String, &str)> = match (&r.upstream, r.upstreams.as_slice()) {
-            (Some(u), []) => vec![(at("upstream"), u.as_str())],
-            (None, []) => {
-                return Err(format!(
-                    "{}: no upstream: set upstream = \"ws://host:port\" or upstreams = [...]",
-                    at("upstream")
-                ));
-            }
-            (None, list) => list
-                .iter()
-                .enumerate()
-                .map(|(j, u)| (at(&format!("upstreams[{j}]")), u.as_str()))
-                .collect(),
-            (Some(_), _) => {
-                return Err(format!(
-                    "{}: set upstream or upstreams, not both",
-                    at("upstreams")
-                ));
-            }
-        };
-        let mut members: Vec<crate::pool::Member> = Vec::with_capacity(urls.len());
-        for (key, raw) in &urls {
-            let url = upstream_url(key, raw)?;
-            let backend_key = crate::pool::key_of(&url);
-            if members
-                .iter()
-                .any(|m| crate::pool::key_of(&m.url) == backend_key)
-            {
-                return Err(format!(
-                    "{key}: {backend_key} is already in this route's pool"
-                ));
-            }
-            members.push(crate::pool::Member {
-                backend: backends.resolve(&backend_key, previous),
-                url,
-            });
-        }
-        let has_base_path = members.iter().any(|m| m.url.path() != "/");
-        let rewrite = match (&r.upstream_path, r.strip_prefix) {
-            (Some(_), true) => {
-                return Err(format!(
-                    "{}: set upstream_path or strip_prefix, not both",
-                    at("upstream_path")
-                ));
-            }
-            (Some(_), false) if has_base_path => {
-                return Err(format!(
-                    "{}: the upstream URL already has a path; write the whole path in one place",
-                    at("upstream_path")
-                ));
-            }
-            (Some(p), false) => match crate::target::normalise(p) {
-                Ok(n) if &n == p => Rewrite::Fixed(n),
-                _ => {
-                    return Err(format!(
-                        "{}: must be an absolute path in normal form, like \"/socket\"",
-                        at("upstream_path")
-                    ));
-                }
-            },
-            (None, true) => Rewrite::StripPrefix,
-            (None, false) => Rewrite::Append,
-        };
-        let origins = r
-            .allowed_origins
-            .as_ref()
-            .unwrap_or(&gateway.allowed_origins);
-        let allow_missing = r
-            .allow_missing_origin
-            .unwrap_or(gateway.allow_missing_origin);
-        let origins = OriginPolicy::new(origins, allow_missing).map_err(|e| {
-            let key = if r.allowed_origins.is_some() {
-                at("allowed_origins")
-            } else {
-                "gateway.allowed_origins".into()
-            };
-            format!("{key}: {e}")
-        })?;
-        r.messages.validate(&at("messages"))?;
-        let messages = crate::policy::RoutePolicy::new(r.messages.clone());
-        if before.iter().any(|o: &Route| o.path == path) {
-            return Err(format!("{}: two routes for {path}", at("path")));
-        }
-        if let Some(o) = before.iter().find(|o| o.folded_path == folded_path) {
-            return Err(format!(
+    let at = |key: &str| format!("route[{i}].{key}");
+    // Every problem of the route is reported, not only the first.
+    let mut errors: Vec<String> = Vec::new();
+    let path = route_path(&at("path"), &r.path)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let folded_path = path.as_deref().map(crate::target::fold);
+    if let Some(path) = &path {
+        if before.iter().any(|o: &Route| &o.path == path) {
+            errors.push(format!("{}: two routes for {path}", at("path")));
+        } else if let Some(o) = before
+            .iter()
+            .find(|o| Some(&o.folded_path) == folded_path.as_ref())
+        {
+            errors.push(format!(
                 "{}: {path} and route[{}]'s {} are the same path to a backend that ignores case \
                  or trailing dots: requests for it would be ambiguous",
                 at("path"),
@@ -505,25 +435,125 @@ fn route(
                 o.path
             ));
         }
-        if r.upstream_ca.is_some() && !members.iter().any(|m| m.url.scheme() == "wss") {
-            return Err(format!(
-                "{}: only meaningful with a wss:// upstream",
-                at("upstream_ca")
-            ));
-        }
-        Ok(Route {
-            path,
-            folded_path,
-            pool: crate::pool::Pool::new(members),
-            rewrite,
-            public: r.public,
-            origins,
-            messages,
-            index: i,
-            upstream_ca: r.upstream_ca.clone(),
-            tls: None,
-        })
     }
+    let urls: Vec<(String, &str)> = match (&r.upstream, r.upstreams.as_slice()) {
+        (Some(u), []) => vec![(at("upstream"), u.as_str())],
+        (None, []) => {
+            errors.push(format!(
+                "{}: no upstream: set upstream = \"ws://host:port\" or upstreams = [...]",
+                at("upstream")
+            ));
+            Vec::new()
+        }
+        (None, list) => list
+            .iter()
+            .enumerate()
+            .map(|(j, u)| (at(&format!("upstreams[{j}]")), u.as_str()))
+            .collect(),
+        (Some(_), _) => {
+            errors.push(format!(
+                "{}: set upstream or upstreams, not both",
+                at("upstreams")
+            ));
+            Vec::new()
+        }
+    };
+    let mut members: Vec<crate::pool::Member> = Vec::with_capacity(urls.len());
+    for (key, raw) in &urls {
+        let url = match upstream_url(key, raw) {
+            Ok(u) => u,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let backend_key = crate::pool::key_of(&url);
+        if members
+            .iter()
+            .any(|m| crate::pool::key_of(&m.url) == backend_key)
+        {
+            errors.push(format!(
+                "{key}: {backend_key} is already in this route's pool"
+            ));
+            continue;
+        }
+        members.push(crate::pool::Member {
+            backend: backends.resolve(&backend_key, previous),
+            url,
+        });
+    }
+    let has_base_path = members.iter().any(|m| m.url.path() != "/");
+    let rewrite = match (&r.upstream_path, r.strip_prefix) {
+        (Some(_), true) => {
+            errors.push(format!(
+                "{}: set upstream_path or strip_prefix, not both",
+                at("upstream_path")
+            ));
+            Rewrite::Append
+        }
+        (Some(_), false) if has_base_path => {
+            errors.push(format!(
+                "{}: the upstream URL already has a path; write the whole path in one place",
+                at("upstream_path")
+            ));
+            Rewrite::Append
+        }
+        (Some(p), false) => match crate::target::normalise(p) {
+            Ok(n) if &n == p => Rewrite::Fixed(n),
+            _ => {
+                errors.push(format!(
+                    "{}: must be an absolute path in normal form, like \"/socket\"",
+                    at("upstream_path")
+                ));
+                Rewrite::Append
+            }
+        },
+        (None, true) => Rewrite::StripPrefix,
+        (None, false) => Rewrite::Append,
+    };
+    // A route's own origins are checked here, entry by entry; the gateway's are checked once,
+    // by `validate`.
+    if let Some(own) = &r.allowed_origins {
+        for (j, e) in OriginPolicy::problems(own) {
+            errors.push(format!("{}[{j}]: {e}", at("allowed_origins")));
+        }
+    }
+    let origins = OriginPolicy::new(
+        r.allowed_origins
+            .as_ref()
+            .unwrap_or(&gateway.allowed_origins),
+        r.allow_missing_origin
+            .unwrap_or(gateway.allow_missing_origin),
+    )
+    .ok();
+    if let Err(e) = r.messages.validate(&at("messages")) {
+        errors.extend(e.lines().map(str::to_owned));
+    }
+    if r.upstream_ca.is_some() && !members.iter().any(|m| m.url.scheme() == "wss") {
+        errors.push(format!(
+            "{}: only meaningful with a wss:// upstream",
+            at("upstream_ca")
+        ));
+    }
+    let (Some(path), Some(folded_path), Some(origins), true) =
+        (path, folded_path, origins, errors.is_empty())
+    else {
+        // An origin error of `gateway.allowed_origins` alone is `validate`'s to report.
+        return Err(errors.join("\n"));
+    };
+    let messages = crate::policy::RoutePolicy::new(r.messages.clone());
+    Ok(Route {
+        path,
+        folded_path,
+        pool: crate::pool::Pool::new(members),
+        rewrite,
+        public: r.public,
+        origins,
+        messages,
+        index: i,
+        upstream_ca: r.upstream_ca.clone(),
+        tls: None,
+    })
 }
 
 /// Validates the `[gateway]` numbers; every error, one per line.
@@ -571,8 +601,8 @@ pub fn validate(g: &GatewayConfig) -> Result<(), String> {
             "gateway.handshake_rate_per_ip: per_second and burst must be more than zero".into(),
         );
     }
-    if let Err(e) = OriginPolicy::new(&g.allowed_origins, g.allow_missing_origin) {
-        errors.push(format!("gateway.allowed_origins: {e}"));
+    for (i, e) in OriginPolicy::problems(&g.allowed_origins) {
+        errors.push(format!("gateway.allowed_origins[{i}]: {e}"));
     }
     if let Err(e) = crate::forward::Forwarding::new(
         &g.forward_headers,

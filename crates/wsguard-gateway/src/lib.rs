@@ -185,8 +185,17 @@ pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Res
                 .and_then(policy::Rate::quota)
                 .map(|q| Arc::new(limits::HandshakeRate::new(q))),
         }),
-        // An origin error is already in `errors` (config::validate checks them).
-        _ => Err(errors.join("\n")),
+        // An origin error is already in `errors` (config::validate checks them); one reported
+        // by both the gateway's and a route's checks is said once.
+        _ => {
+            let mut seen = std::collections::HashSet::new();
+            let lines: Vec<&str> = errors
+                .iter()
+                .flat_map(|e| e.lines())
+                .filter(|l| seen.insert(*l))
+                .collect();
+            Err(lines.join("\n"))
+        }
     }
 }
 

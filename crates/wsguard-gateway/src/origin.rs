@@ -227,6 +227,15 @@ pub struct OriginPolicy {
 }
 
 impl OriginPolicy {
+    /// Every rule that does not parse, by its position in the list.
+    pub fn problems(rules: &[String]) -> Vec<(usize, OriginRuleError)> {
+        rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| OriginRule::parse(r).err().map(|e| (i, e)))
+            .collect()
+    }
+
     /// Builds a policy from configuration strings. `allow_missing` admits requests without an
     /// `Origin` header (non-browser clients; browsers always send one on WebSocket upgrades).
     pub fn new(rules: &[String], allow_missing: bool) -> Result<OriginPolicy, OriginRuleError> {

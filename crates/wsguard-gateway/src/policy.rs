@@ -131,38 +131,39 @@ impl Default for MessageConfig {
 impl MessageConfig {
     /// Checks values that parse but make no sense. `at` names the table in errors.
     pub fn validate(&self, at: &str) -> Result<(), String> {
+        let mut errors: Vec<String> = Vec::new();
         if !(1..=64 << 20).contains(&self.max_message_bytes) {
-            return Err(format!(
+            errors.push(format!(
                 "{at}.max_message_bytes: must be between 1 and 67108864"
             ));
         }
         if let Some(f) = self.max_frame_bytes
             && !(1..=self.max_message_bytes).contains(&f)
         {
-            return Err(format!(
+            errors.push(format!(
                 "{at}.max_frame_bytes: must be between 1 and max_message_bytes"
             ));
         }
         if !(1..=256).contains(&self.json_max_depth) {
-            return Err(format!("{at}.json_max_depth: must be between 1 and 256"));
+            errors.push(format!("{at}.json_max_depth: must be between 1 and 256"));
         }
         if self.stamp_sender.is_some() && self.kind != Kind::Json {
-            return Err(format!("{at}.stamp_sender: needs kind = \"json\""));
+            errors.push(format!("{at}.stamp_sender: needs kind = \"json\""));
         }
         if self.stamp_sender.as_deref().is_some_and(str::is_empty) {
-            return Err(format!("{at}.stamp_sender: must not be empty"));
+            errors.push(format!("{at}.stamp_sender: must not be empty"));
         }
         if self.json_schema.is_some() && self.kind != Kind::Json {
-            return Err(format!("{at}.json_schema: needs kind = \"json\""));
+            errors.push(format!("{at}.json_schema: needs kind = \"json\""));
         }
         if self.max_fragments == 0 {
-            return Err(format!("{at}.max_fragments: must be at least 1"));
+            errors.push(format!("{at}.max_fragments: must be at least 1"));
         }
         if self.assembly_timeout.is_zero() {
-            return Err(format!("{at}.assembly_timeout: must be more than zero"));
+            errors.push(format!("{at}.assembly_timeout: must be more than zero"));
         }
         if self.control_frames.quota().is_none() {
-            return Err(format!(
+            errors.push(format!(
                 "{at}.control_frames: per_second and burst must be more than zero"
             ));
         }
@@ -175,7 +176,7 @@ impl MessageConfig {
             if let Some(r) = rate
                 && r.quota().is_none()
             {
-                return Err(format!(
+                errors.push(format!(
                     "{at}.{key}: per_second and burst must be more than zero"
                 ));
             }
@@ -187,12 +188,16 @@ impl MessageConfig {
             if let Some(r) = rate
                 && (r.burst.unwrap_or(r.per_second) as usize) < self.max_message_bytes
             {
-                return Err(format!(
+                errors.push(format!(
                     "{at}.{key}: burst must be at least max_message_bytes, or a largest message could never pass"
                 ));
             }
         }
-        Ok(())
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("\n"))
+        }
     }
 }
 

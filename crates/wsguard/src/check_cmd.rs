@@ -29,35 +29,47 @@ impl std::fmt::Display for Checked {
     }
 }
 
-/// The configuration at `path` (default `wsguard.toml`, or the built-in defaults if that file
-/// does not exist), as `Config::load` finds it but before the checks that need more than one
-/// value.
-fn read(path: Option<&Path>) -> (Checked, Result<Config, String>) {
+/// The text of the configuration at `path` (default `wsguard.toml`, or the built-in defaults
+/// if that file does not exist), as `Config::load` finds it.
+fn read(path: Option<&Path>) -> (Checked, Result<String, String>) {
     let (path, named) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    match std::fs::read_to_string(&path) {
+        Ok(text) => (Checked::File(path), Ok(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {
-            return (Checked::Defaults, Ok(Config::default()));
+            (Checked::Defaults, Ok(String::new()))
         }
         Err(e) => {
             let e = format!("cannot read {}: {e}", path.display());
-            return (Checked::File(path), Err(e));
+            (Checked::File(path), Err(e))
         }
-    };
-    let config = Config::parse_unchecked(&text).map(|mut config| {
-        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
-        config
-    });
-    (Checked::File(path), config.map_err(|e| crate::report(&e)))
+    }
 }
 
-/// Every problem of a configuration [`read`] returned, or `Ok` with a summary.
-fn problems(checked: &Checked, config: Result<Config, String>) -> Result<String, Vec<String>> {
-    let config = config.map_err(|e| vec![e])?;
-    let mut out = config.problems();
+/// Every problem of the configuration at `path`, as `serve` and a reload would find them, in
+/// file order: syntax, shapes, values that do not fit together, then the key file, then the
+/// files the gateway sections name (TLS, CAs, schemas). `Ok` with the configuration (paths
+/// resolved) if there is none. A refused reload reports exactly this list.
+pub fn problems_in(path: Option<&Path>) -> Result<Config, Vec<String>> {
+    let (checked, text) = read(path);
+    problems(&checked, text).map(|(config, _)| config)
+}
+
+fn problems(
+    checked: &Checked,
+    text: Result<String, String>,
+) -> Result<(Config, String), Vec<String>> {
+    let text = text.map_err(|e| vec![e])?;
+    let d = crate::diagnose::diagnose(&text);
+    let mut out: Vec<String> = d.problems.iter().map(ToString::to_string).collect();
+    let Some(mut config) = d.config else {
+        return Err(out);
+    };
+    if let Checked::File(path) = checked {
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+    }
     if let Err(e) = keys::load(&config) {
         out.push(crate::report(&e));
     }
@@ -70,7 +82,7 @@ fn problems(checked: &Checked, config: Result<Config, String>) -> Result<String,
     if !out.is_empty() {
         return Err(out);
     }
-    Ok(format!(
+    let summary = format!(
         "{checked}: ok ({} route{}, {} mode, {} store{})",
         config.routes.len(),
         if config.routes.len() == 1 { "" } else { "s" },
@@ -87,22 +99,21 @@ fn problems(checked: &Checked, config: Result<Config, String>) -> Result<String,
         } else {
             ""
         },
-    ))
+    );
+    Ok((config, summary))
 }
 
 /// Prints the report: exit 0 if the file is valid, 1 with every problem otherwise.
 pub fn run(path: Option<&Path>) -> ExitCode {
-    let (checked, config) = read(path);
+    let (checked, text) = read(path);
     if let Checked::Defaults = checked {
         println!("no {DEFAULT_CONFIG} in the working directory: checking the built-in defaults");
     }
-    if let Ok(c) = &config {
-        for w in c.warnings() {
-            println!("warning: {w}");
-        }
-    }
-    match problems(&checked, config) {
-        Ok(summary) => {
+    match problems(&checked, text) {
+        Ok((config, summary)) => {
+            for w in config.warnings() {
+                println!("warning: {w}");
+            }
             println!("{summary}");
             ExitCode::SUCCESS
         }

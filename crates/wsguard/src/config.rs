@@ -168,17 +168,21 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses and validates config text (paths stay as written).
+    /// Parses and validates config text (paths stay as written). The error lists every
+    /// problem, one per line, in file order ([`crate::diagnose`]).
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config = Config::parse_unchecked(text)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Parses config text without the checks that need more than one value (for
-    /// `check-config`, which reports every problem).
-    pub fn parse_unchecked(text: &str) -> anyhow::Result<Config> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(&e, text)))
+        let d = crate::diagnose::diagnose(text);
+        match d.config {
+            Some(config) if d.problems.is_empty() => Ok(config),
+            _ => bail!(
+                "{}",
+                d.problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
     }
 
     /// Makes relative paths relative to `base` (the config file's directory).
@@ -345,7 +349,7 @@ impl Config {
 
 /// The key of a `key = value` line whose value is text left unquoted (`listen = 127.0.0.1:8080`,
 /// which TOML reads as a broken float): a value that starts with no quote and does not parse.
-fn unquoted_text(line: &str) -> Option<&str> {
+pub(crate) fn unquoted_text(line: &str) -> Option<&str> {
     let (key, value) = line.split_once('=')?;
     let value = value.trim();
     if value.is_empty() || value.starts_with(['"', '\'']) {
@@ -368,50 +372,6 @@ fn valid_cookie_domain(d: &str) -> bool {
                 && l.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
-}
-
-/// A TOML error as "line N: section.key: message". The config file holds no secrets (keys live
-/// in their own file), but only the key name is quoted, never the value.
-fn describe(e: &toml::de::Error, text: &str) -> String {
-    let msg = e.message().trim();
-    let Some(span) = e.span() else {
-        return msg.to_owned();
-    };
-    let start = span.start.min(text.len());
-    let line_no = text[..start].matches('\n').count() + 1;
-    let unquoted = text.lines().nth(line_no - 1).and_then(unquoted_text);
-    let msg = match &unquoted {
-        Some(key) => format!(
-            "not a TOML value: text (addresses, URLs, paths) must be in double quotes: \
-             {key} = \"...\""
-        ),
-        None => msg.to_owned(),
-    };
-    let mut section = String::new();
-    let mut key = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if i + 1 > line_no {
-            break;
-        }
-        if line.starts_with('[') {
-            section = line
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_owned();
-            key.clear();
-        }
-        if i + 1 == line_no
-            && let Some((k, _)) = line.split_once('=')
-        {
-            key = k.trim().to_owned();
-        }
-    }
-    match (section.is_empty(), key.is_empty()) {
-        (_, true) => format!("line {line_no}: {msg}"),
-        (true, false) => format!("line {line_no}: {key}: {msg}"),
-        (false, false) => format!("line {line_no}: {section}.{key}: {msg}"),
-    }
 }
 
 #[cfg(test)]
@@ -484,7 +444,7 @@ mod tests {
         }
         let e = err("[[route]]\npath = \"/\"\nupstream = ws://127.0.0.1:9000\n");
         assert!(
-            e.contains("line 3: route.upstream: not a TOML value"),
+            e.contains("line 3: route[0].upstream: not a TOML value"),
             "{e}"
         );
         // Quoted but broken, or of the wrong type: TOML's own message.

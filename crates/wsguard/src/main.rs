@@ -8,6 +8,7 @@
 
 mod check_cmd;
 mod config;
+mod diagnose;
 mod keys;
 mod serve_cmd;
 mod session_cmd;

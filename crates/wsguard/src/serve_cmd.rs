@@ -147,7 +147,9 @@ fn loader(
     first: Config,
 ) -> wsguard_gateway::Loader {
     std::sync::Arc::new(move || {
-        let mut config = Config::load(path.as_deref()).map_err(|e| crate::report(&e))?;
+        // The same problems, in the same words and order, as `check-config` on this file.
+        let mut config =
+            crate::check_cmd::problems_in(path.as_deref()).map_err(|p| p.join("\n"))?;
         apply_args(&mut config, &args, demo_echo);
         let ring = keys::load(&config).map_err(|e| crate::report(&e))?;
         let verifier =

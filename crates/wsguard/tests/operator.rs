@@ -188,11 +188,11 @@ fn cookie_settings_for_cross_origin_deployments() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(
-        text.contains("error: sessions.cookie_same_site: \"none\" needs"),
+        text.contains("error: line 2: sessions.cookie_same_site: \"none\" needs"),
         "{text}"
     );
     assert!(
-        text.contains("error: sessions.cookie_domain: must be a domain name"),
+        text.contains("error: line 4: sessions.cookie_domain: must be a domain name"),
         "{text}"
     );
     write("cookie_same_site = \"sometimes\"\n");
@@ -322,4 +322,102 @@ async fn the_access_log_has_a_line_per_socket_and_per_refusal() {
     let all = std::fs::read_to_string(dir.path().join("log.json")).unwrap();
     assert!(!all.contains(token.trim()), "the token is never logged");
     drop((gw, echo));
+}
+
+/// A file with a mistake of every kind: syntax, unknown keys, types, values, list entries, and
+/// values that do not fit together.
+const MANY_MISTAKES: &str = "\
+[sessions]
+max_age = \"forever\"
+colour = \"blue\"
+idle_timeout = 30
+
+[gateway]
+listen = \"127.0.0.1:0\"
+max_headers = \"many\"
+allowed_origins = [\"https://ok.example\", \"ftp://bad\", \"https://*\"]
+forward_headers = [\"x-forwarded-for\", \"user-agent\", \"cookie\"]
+
+[admin]
+listen = \"127.0.0.1:0\"
+metrics_require_token = maybe
+
+[[route]]
+path = \"/a/../b\"
+upstream = \"http://x\"
+
+[[route]]
+path = \"/c\"
+upstreams = [\"ws://h:1\", \"ws://h:1\"]
+publik = true
+[route.messages]
+max_message_bytes = 0
+max_fragments = 0
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_problem_in_one_run_and_the_same_list_on_a_refused_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["keygen"]).status.success());
+    std::fs::write(dir.path().join("wsguard.toml"), MANY_MISTAKES).unwrap();
+    let out = run(dir.path(), &["check-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .collect();
+    for needle in [
+        "line 2: sessions.max_age: expected a duration",
+        "line 3: sessions.colour: unknown field",
+        "line 8: gateway.max_headers: invalid type",
+        "line 9: gateway.allowed_origins[1]: \"ftp://bad\": expected an origin",
+        "line 9: gateway.allowed_origins[2]: \"https://*\": a wildcard",
+        "line 10: gateway.forward_headers[0]: x-forwarded-for is written by wsguard",
+        "line 10: gateway.forward_headers[2]: cookie is written by wsguard",
+        "line 14: admin.metrics_require_token:",
+        "line 17: route[0].path: not in normal form",
+        "line 18: route[0].upstream: must be a ws:// or wss:// URL",
+        "line 22: route[1].upstreams[1]: h:1 is already in this route's pool",
+        "line 23: route[1].publik: unknown field",
+        "line 25: route[1].messages.max_message_bytes: must be between 1",
+        "line 26: route[1].messages.max_fragments: must be at least 1",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(needle)),
+            "missing {needle:?} in\n{text}"
+        );
+    }
+    let lines: Vec<usize> = errors
+        .iter()
+        .filter_map(|e| e.strip_prefix("line ")?.split(':').next()?.parse().ok())
+        .collect();
+    assert!(
+        lines.windows(2).all(|w| w[0] <= w[1]),
+        "in file order:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("{} problems found", errors.len())),
+        "{text}"
+    );
+
+    // A running gateway given the same file refuses the reload with the same list.
+    std::fs::write(
+        dir.path().join("wsguard.toml"),
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let (_gw, _public, admin_addr) = serve(dir.path());
+    std::fs::write(dir.path().join("wsguard.toml"), MANY_MISTAKES).unwrap();
+    let (status, body) = admin(dir.path(), &admin_addr, "POST", "/reload").await;
+    assert_eq!(status, 422, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reload_errors: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(reload_errors, errors);
 }
