@@ -7,6 +7,7 @@
 //! the configuration names (key file, TLS certificate and key, CA files) but never prints their
 //! contents, binds no socket and opens no store.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -103,30 +104,37 @@ fn problems(
     Ok((config, summary))
 }
 
-/// Prints the report: exit 0 if the file is valid, 1 with every problem otherwise.
+/// Prints the report: exit 0 if the file is valid, 1 with every problem otherwise. A reader
+/// that stops early (`check-config | head -1`) ends the output, not the process with a panic.
 pub fn run(path: Option<&Path>) -> ExitCode {
     let (checked, text) = read(path);
+    let mut lines = Vec::new();
     if let Checked::Defaults = checked {
-        println!("no {DEFAULT_CONFIG} in the working directory: checking the built-in defaults");
+        lines.push(format!(
+            "no {DEFAULT_CONFIG} in the working directory: checking the built-in defaults"
+        ));
     }
-    match problems(&checked, text) {
+    let code = match problems(&checked, text) {
         Ok((config, summary)) => {
-            for w in config.warnings() {
-                println!("warning: {w}");
-            }
-            println!("{summary}");
+            lines.extend(config.warnings().iter().map(|w| format!("warning: {w}")));
+            lines.push(summary);
             ExitCode::SUCCESS
         }
         Err(problems) => {
-            for p in &problems {
-                println!("error: {p}");
-            }
-            println!(
+            lines.extend(problems.iter().map(|p| format!("error: {p}")));
+            lines.push(format!(
                 "{} problem{} found",
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" }
-            );
+            ));
             ExitCode::from(1)
         }
+    };
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
     }
+    code
 }

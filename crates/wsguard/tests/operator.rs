@@ -421,3 +421,23 @@ async fn every_problem_in_one_run_and_the_same_list_on_a_refused_reload() {
         .collect();
     assert_eq!(reload_errors, errors);
 }
+
+#[test]
+fn check_config_into_a_closed_pipe_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["keygen"]).status.success());
+    std::fs::write(dir.path().join("wsguard.toml"), MANY_MISTAKES).unwrap();
+    let mut child = bin()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing: the reader goes away before the report is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+}
