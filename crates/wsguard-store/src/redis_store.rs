@@ -682,11 +682,12 @@ impl RedisStore {
         .await
     }
 
-    /// Sends a revocation to this process's subscribers, then announces it to the other nodes.
+    /// Sends a revocation to this process's subscribers, then announces it to the other nodes,
+    /// with `bookkeeping` (idempotent commands) in the same round trip after the announcement.
     /// The revocation is already durable; if the announcement fails, the caller is told (and
     /// can revoke again: revocations are idempotent), since other nodes would otherwise keep
     /// their sockets until they re-check.
-    async fn announce(&self, event: Revocation) -> Result<(), StoreError> {
+    async fn announce(&self, event: Revocation, bookkeeping: Pipeline) -> Result<(), StoreError> {
         let (kind, sid, uid, at) = match &event {
             Revocation::Session { sid, uid } => (
                 "s",
@@ -700,14 +701,28 @@ impl RedisStore {
             Revocation::Resync => return Ok(()),
         };
         self.inner.broadcast(event);
-        self.append(kind, &sid, &uid, at)
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                StoreError::Backend(format!(
-                    "revocation recorded, but not announced to the other nodes: {e}"
-                ))
-            })
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        pipe.add_command(script_cmd!(
+            &self.scripts().announce,
+            [k.stream(), k.seq()],
+            self.inner.config.stream_max_len,
+            kind,
+            sid,
+            uid,
+            at,
+            self.inner.origin.as_str()
+        ))
+        .ignore();
+        for cmd in bookkeeping.cmd_iter() {
+            pipe.add_command(cmd.clone()).ignore();
+        }
+        let announced: Result<(), StoreError> = self.pipe(&pipe).await;
+        announced.map_err(|e| {
+            StoreError::Backend(format!(
+                "revocation recorded, but not announced to the other nodes: {e}"
+            ))
+        })
     }
 
     async fn revoke_sids(
@@ -918,8 +933,8 @@ impl SessionStore for RedisStore {
         let uid = uid
             .map(|u| UserId::parse(&u).map_err(|e| StoreError::Corrupt(format!("uid: {e}"))))
             .transpose()?;
-        // Bookkeeping after the announcement (not needed for correctness, so it does not
-        // delay other nodes): the ledger, the user's index.
+        // Bookkeeping, sent after the announcement in its round trip (not needed for
+        // correctness): the ledger, the user's index.
         let mut pipe = redis::pipe();
         pipe.cmd("ZADD")
             .arg(k.ledger())
@@ -933,12 +948,14 @@ impl SessionStore for RedisStore {
                 .arg(sid.as_str())
                 .ignore();
         }
-        self.announce(Revocation::Session {
-            sid: sid.clone(),
-            uid: uid.clone(),
-        })
+        self.announce(
+            Revocation::Session {
+                sid: sid.clone(),
+                uid: uid.clone(),
+            },
+            pipe,
+        )
         .await?;
-        let () = self.pipe(&pipe).await?;
         Ok(uid)
     }
 
@@ -961,7 +978,7 @@ impl SessionStore for RedisStore {
             .await?;
         // 2. Every stored session of the user created at or before `now` becomes a tombstone.
         let ended = self.revoke_sids(&sids, uid, now, keep_until).await?;
-        // 3. The announcement, then bookkeeping.
+        // 3. The announcement, and bookkeeping in the same round trip.
         let mut pipe = redis::pipe();
         pipe.cmd("ZADD")
             .arg(k.ledger())
@@ -983,12 +1000,14 @@ impl SessionStore for RedisStore {
                 .arg(ended.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>())
                 .ignore();
         }
-        self.announce(Revocation::User {
-            uid: uid.clone(),
-            at: now,
-        })
+        self.announce(
+            Revocation::User {
+                uid: uid.clone(),
+                at: now,
+            },
+            pipe,
+        )
         .await?;
-        let () = self.pipe(&pipe).await?;
         Ok(ended.len())
     }
 
