@@ -1137,6 +1137,30 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_deserializes_with_defaults_and_refuses_unknown_keys() {
+        let c: RedisConfig = toml::from_str(
+            "url = \"rediss://cache:6380/1\"\nusername = \"gw\"\nkey_prefix = \"prod:\"\n\
+             command_timeout = \"250ms\"\nconnect_timeout = 3\nprobe_interval = \"2s\"\n\
+             stream_max_len = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(c.url, "rediss://cache:6380/1");
+        assert_eq!(c.username.as_deref(), Some("gw"));
+        assert_eq!(c.command_timeout, Duration::from_millis(250));
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.probe_interval, Duration::from_secs(2));
+        assert_eq!(c.stream_max_len, 5000);
+        assert!(c.password.is_none());
+        let d: RedisConfig = toml::from_str("").unwrap();
+        assert_eq!(d.key_prefix, "wsguard:");
+        assert!(d.problems().is_empty());
+        // The password is never read from the configuration itself.
+        assert!(toml::from_str::<RedisConfig>("password = \"x\"").is_err());
+        assert!(toml::from_str::<RedisConfig>("urll = \"x\"").is_err());
+        assert!(toml::from_str::<RedisConfig>("command_timeout = \"soon\"").is_err());
+    }
+
+    #[test]
     fn ledger_members_map_back_to_keys() {
         let k = Keys { p: "w:".into() };
         assert_eq!(k.ledger_key("s:abc").as_deref(), Some("w:s:{abc}"));

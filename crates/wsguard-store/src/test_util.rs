@@ -63,6 +63,35 @@ impl RedisServer {
         Self::start_with(true, &[])
     }
 
+    /// Starts a server that also listens with TLS on [`RedisServer::tls_port`] (certificate
+    /// chain and key in PEM files; clients are not asked for certificates). The plain port
+    /// stays, for the helpers here.
+    pub fn start_tls(cert: &Path, key: &Path) -> Result<RedisServer, TestServerError> {
+        let tls_port = free_port()
+            .map_err(|e| TestServerError::Start(e.to_string()))?
+            .to_string();
+        let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+        Self::start_with(
+            false,
+            &[
+                "--tls-port",
+                &tls_port,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-auth-clients",
+                "no",
+            ],
+        )
+    }
+
+    /// The TLS port of a server from [`RedisServer::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        let i = self.extra.iter().position(|a| a == "--tls-port")?;
+        self.extra.get(i + 1)?.parse().ok()
+    }
+
     /// Starts a server with extra `redis-server` arguments (e.g. `["--requirepass", "x"]`).
     pub fn start_with(persistent: bool, extra: &[&str]) -> Result<RedisServer, TestServerError> {
         let dir = tempfile::tempdir().map_err(|e| TestServerError::Start(e.to_string()))?;

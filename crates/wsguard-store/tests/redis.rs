@@ -786,3 +786,30 @@ async fn scripts_are_reloaded_after_script_flush() {
     store.create(&other).await.unwrap();
     assert_eq!(store.list_user(&r.uid).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let server = RedisServer::start_tls(&cert, &key).unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("rediss://localhost:{}/0", server.tls_port().unwrap());
+
+    // The system roots do not know this CA: refused.
+    assert!(RedisStore::connect(config(url.clone())).await.is_err());
+
+    let mut tls = config(url);
+    tls.tls_ca_file = Some(cert);
+    let (a, b) = (
+        RedisStore::connect(tls.clone()).await.unwrap(),
+        RedisStore::connect(tls).await.unwrap(),
+    );
+    let mut on_b = b.subscribe();
+    let r = record("alice");
+    a.create(&r).await.unwrap();
+    assert!(matches!(b.get(&r.sid).await.unwrap(), Lookup::Live(_)));
+    a.revoke_session(&r.sid, now() + 100).await.unwrap();
+    assert!(matches!(next(&mut on_b).await, Revocation::Session { .. }));
+}
