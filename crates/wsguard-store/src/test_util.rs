@@ -22,6 +22,7 @@ pub const INSTALL_HINT: &str = "redis-server is not installed (or not on PATH): 
 /// directory.
 #[derive(Debug)]
 pub struct RedisServer {
+    program: PathBuf,
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
@@ -94,8 +95,19 @@ impl RedisServer {
 
     /// Starts a server with extra `redis-server` arguments (e.g. `["--requirepass", "x"]`).
     pub fn start_with(persistent: bool, extra: &[&str]) -> Result<RedisServer, TestServerError> {
+        Self::start_program(&binary(), persistent, extra)
+    }
+
+    /// Like [`RedisServer::start_with`], running `program` instead of `redis-server` (from
+    /// `PATH` or `WSGUARD_REDIS_SERVER`).
+    pub fn start_program(
+        program: &Path,
+        persistent: bool,
+        extra: &[&str],
+    ) -> Result<RedisServer, TestServerError> {
         let dir = tempfile::tempdir().map_err(|e| TestServerError::Start(e.to_string()))?;
         let mut server = RedisServer {
+            program: program.to_path_buf(),
             child: None,
             port: 0,
             dir,
@@ -116,7 +128,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> Result<(), TestServerError> {
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(&self.program);
         cmd.arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")

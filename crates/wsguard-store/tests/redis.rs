@@ -329,6 +329,18 @@ async fn redis_killed_fails_fast_and_restarted_recovers() {
     .await;
 }
 
+#[test]
+fn a_missing_redis_server_fails_with_how_to_install_it() {
+    let err = RedisServer::start_program(
+        std::path::Path::new("/nonexistent/redis-server"),
+        false,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("apt-get install -y redis-server"), "{err}");
+}
+
 #[tokio::test]
 async fn connect_fails_fast_and_clearly_when_redis_is_absent() {
     let port = wsguard_store::test_util::free_port().unwrap();
