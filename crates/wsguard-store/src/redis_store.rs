@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, Script};
 use tokio::sync::broadcast;
 use wsguard_token::{SessionData, SessionId, UserId};
 
@@ -807,41 +807,42 @@ fn clamp(t: u64) -> u64 {
     t.min(MAX_TS)
 }
 
-fn decode_session(sid: &SessionId, fields: &[(String, String)]) -> Result<Lookup, StoreError> {
-    if fields.is_empty() {
-        return Ok(Lookup::Unknown);
-    }
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if get("r").is_some() {
-        return Ok(Lookup::Revoked);
-    }
-    let num = |name: &str| -> Result<u64, StoreError> {
-        get(name)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| corrupt(&format!("session field {name} missing or not a number")))
-    };
-    let uid = get("u").ok_or_else(|| corrupt("session without uid"))?;
-    let data = get("d").ok_or_else(|| corrupt("session without data"))?;
-    Ok(Lookup::Live(SessionRecord {
-        sid: sid.clone(),
-        uid: UserId::parse(uid).map_err(|e| StoreError::Corrupt(format!("uid: {e}")))?,
-        data: SessionData::parse(data).map_err(|e| StoreError::Corrupt(format!("data: {e}")))?,
-        created: num("c")?,
-        last_active: num("a")?,
-        expires_at: num("e")?,
-    }))
+/// The fields a lookup reads, in the order [`decode_session`] expects them.
+const SESSION_FIELDS: [&str; 6] = ["r", "u", "d", "c", "a", "e"];
+
+/// `HMGET` of [`SESSION_FIELDS`].
+fn read_session(key: String) -> Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key).arg(&SESSION_FIELDS[..]);
+    cmd
 }
 
-/// HGETALL as pairs (RESP2 answers a flat array).
-pub(crate) fn pairs(value: Value) -> Result<Vec<(String, String)>, StoreError> {
-    let fields: std::collections::HashMap<String, String> = FromRedisValue::from_redis_value(value)
-        .map_err(|e| StoreError::Corrupt(format!("redis: {e}")))?;
-    Ok(fields.into_iter().collect())
+/// A lookup from the values of [`SESSION_FIELDS`] (all absent: no such key).
+fn decode_session(sid: &SessionId, fields: Vec<Option<String>>) -> Result<Lookup, StoreError> {
+    let [r, u, d, c, a, e]: [Option<String>; 6] = fields
+        .try_into()
+        .map_err(|_| corrupt("HMGET answered the wrong number of fields"))?;
+    if r.is_some() {
+        return Ok(Lookup::Revoked);
+    }
+    let (Some(uid), Some(data)) = (u, d) else {
+        if [&c, &a, &e].iter().all(|f| f.is_none()) {
+            return Ok(Lookup::Unknown);
+        }
+        return Err(corrupt("session without uid or data"));
+    };
+    let num = |name: &str, v: Option<String>| -> Result<u64, StoreError> {
+        v.and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt(&format!("session field {name} missing or not a number")))
+    };
+    Ok(Lookup::Live(SessionRecord {
+        sid: sid.clone(),
+        uid: UserId::parse(&uid).map_err(|e| StoreError::Corrupt(format!("uid: {e}")))?,
+        data: SessionData::parse(&data).map_err(|e| StoreError::Corrupt(format!("data: {e}")))?,
+        created: num("c", c)?,
+        last_active: num("a", a)?,
+        expires_at: num("e", e)?,
+    }))
 }
 
 #[async_trait]
@@ -885,10 +886,10 @@ impl SessionStore for RedisStore {
     }
 
     async fn get(&self, sid: &SessionId) -> Result<Lookup, StoreError> {
-        let value: Value = self
-            .query(redis::cmd("HGETALL").arg(self.keys().session(sid.as_str())))
+        let fields = self
+            .query(&read_session(self.keys().session(sid.as_str())))
             .await?;
-        decode_session(sid, &pairs(value)?)
+        decode_session(sid, fields)
     }
 
     async fn get_with_user_mark(
@@ -898,10 +899,10 @@ impl SessionStore for RedisStore {
     ) -> Result<(Lookup, Option<u64>), StoreError> {
         let k = self.keys();
         let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL").arg(k.session(sid.as_str()));
+        pipe.add_command(read_session(k.session(sid.as_str())));
         pipe.cmd("HGET").arg(k.user_mark(uid.as_str())).arg("a");
-        let (fields, at): (Value, Option<u64>) = self.pipe(&pipe).await?;
-        Ok((decode_session(sid, &pairs(fields)?)?, at))
+        let (fields, at): (Vec<Option<String>>, Option<u64>) = self.pipe(&pipe).await?;
+        Ok((decode_session(sid, fields)?, at))
     }
 
     async fn touch(&self, sid: &SessionId, last_active: u64) -> Result<bool, StoreError> {
@@ -1030,15 +1031,15 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for sid in &sids {
-            pipe.cmd("HGETALL").arg(k.session(sid));
+            pipe.add_command(read_session(k.session(sid)));
         }
-        let values: Vec<Value> = self.pipe(&pipe).await?;
+        let values: Vec<Vec<Option<String>>> = self.pipe(&pipe).await?;
         let mut out = Vec::new();
         for (sid, value) in sids.iter().zip(values) {
             let Ok(sid) = SessionId::parse(sid) else {
                 return Err(corrupt("a user index holds an invalid session id"));
             };
-            if let Lookup::Live(record) = decode_session(&sid, &pairs(value)?)?
+            if let Lookup::Live(record) = decode_session(&sid, value)?
                 && &record.uid == uid
             {
                 out.push(record);
@@ -1052,6 +1053,8 @@ impl SessionStore for RedisStore {
     /// already expired by the caller's `now` (clocks may differ) and trims the purge ledger.
     /// Returns how many sessions, tombstones and markers had expired by `now`, whether Redis
     /// or this call removed them. Cost: one round trip per 1,000 expired entries, plus one.
+    /// Call it periodically (the gateway's housekeeping does): the ledger keeps one entry per
+    /// session, tombstone and marker until then.
     async fn purge(&self, now: u64) -> Result<usize, StoreError> {
         let k = self.keys();
         let mut total = 0;

@@ -825,3 +825,29 @@ async fn rediss_with_a_private_ca() {
     a.revoke_session(&r.sid, now() + 100).await.unwrap();
     assert!(matches!(next(&mut on_b).await, Revocation::Session { .. }));
 }
+
+#[tokio::test]
+async fn a_corrupt_record_is_an_error_not_a_panic() {
+    let server = server();
+    let store = node(server.url()).await;
+    let sid = SessionId::generate();
+    let mut conn = raw(&server).await;
+    let () = redis::cmd("HSET")
+        .arg(format!("wsguard:s:{{{}}}", sid.as_str()))
+        .arg("u")
+        .arg("alice")
+        .arg("d")
+        .arg("{}")
+        .arg("c")
+        .arg("not a number")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = store.get(&sid).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    let err = store
+        .get_with_user_mark(&sid, &uid("alice"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+}
