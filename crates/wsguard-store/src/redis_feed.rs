@@ -81,8 +81,9 @@ fn resync(inner: &Inner, why: &str) {
     inner.broadcast(Revocation::Resync);
 }
 
-/// Starts following the stream after `position` (sequence, entry id).
-pub(crate) fn start(store: &RedisStore, position: (u64, String)) {
+/// Starts following the stream after `position` (sequence, entry id); without one, from where
+/// the stream stands when the feed first connects, with a [`Revocation::Resync`] then.
+pub(crate) fn start(store: &RedisStore, position: Option<(u64, String)>) {
     let weak = Arc::downgrade(&store.inner);
     tokio::spawn(follow(weak, position));
 }
@@ -147,8 +148,10 @@ fn event(entry: &Entry) -> Option<Revocation> {
     }
 }
 
-async fn follow(weak: Weak<Inner>, (mut seq, mut last_id): (u64, String)) {
+async fn follow(weak: Weak<Inner>, start: Option<(u64, String)>) {
     let mut backoff = MIN_BACKOFF;
+    let mut known = start.is_some();
+    let (mut seq, mut last_id) = start.unwrap_or_default();
     loop {
         let Some(store) = upgrade(&weak) else { return };
         let config = store.inner.config.clone();
@@ -178,6 +181,11 @@ async fn follow(weak: Weak<Inner>, (mut seq, mut last_id): (u64, String)) {
         };
         let Some(store) = upgrade(&weak) else { return };
         match store.position().await {
+            Ok((now_seq, now_id)) if !known => {
+                resync(&store.inner, "first position read after a lazy start");
+                (seq, last_id) = (now_seq, now_id);
+                known = true;
+            }
             Ok((now_seq, now_id)) => {
                 if now_seq < seq {
                     resync(&store.inner, "stream reset");

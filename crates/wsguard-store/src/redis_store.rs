@@ -500,18 +500,7 @@ impl RedisStore {
     /// revocations announced from now on are delivered) and starts following it. Needs a Tokio
     /// runtime. Fails if the configuration is invalid or Redis cannot be reached.
     pub async fn connect(config: RedisConfig) -> Result<RedisStore, StoreError> {
-        if let Some(problem) = config.problems().into_iter().next() {
-            return Err(StoreError::Backend(format!(
-                "redis configuration: {problem}"
-            )));
-        }
-        let client = build_client(&config)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
+        let (client, manager_config) = prepare(&config)?;
         let conn = tokio::time::timeout(
             config.connect_timeout,
             ConnectionManager::new_with_config(client.clone(), manager_config),
@@ -531,8 +520,35 @@ impl RedisStore {
                 redact(&e.to_string(), &config.url)
             ))
         })?;
+        let store = Self::assemble(conn, client, config);
+        let position = store.position().await?;
+        redis_feed::start(&store, Some(position));
+        Ok(store)
+    }
+
+    /// Like [`RedisStore::connect`], without waiting for Redis: only an invalid configuration
+    /// fails. Until Redis answers, every operation fails with [`StoreError::Backend`] (within
+    /// `command_timeout`) and [`SessionStore::feed_health`] is not connected; a node can start
+    /// not ready and become ready when Redis comes. When the feed first reads where the stream
+    /// stands it sends [`Revocation::Resync`]: a session authenticated before that could have
+    /// been revoked unseen. Needs a Tokio runtime.
+    pub fn connect_lazy(config: RedisConfig) -> Result<RedisStore, StoreError> {
+        let (client, manager_config) = prepare(&config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "redis configuration: {}",
+                    redact(&e.to_string(), &config.url)
+                ))
+            })?;
+        let store = Self::assemble(conn, client, config);
+        redis_feed::start(&store, None);
+        Ok(store)
+    }
+
+    fn assemble(conn: ConnectionManager, client: redis::Client, config: RedisConfig) -> Self {
         let (events, _) = broadcast::channel(REVOCATION_CHANNEL_CAPACITY);
-        let store = RedisStore {
+        RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 client,
@@ -546,10 +562,7 @@ impl RedisStore {
                 origin: SessionId::generate().as_str().to_owned(),
                 feed: Mutex::new(FeedState::default()),
             }),
-        };
-        let position = store.position().await?;
-        redis_feed::start(&store, position);
-        Ok(store)
+        }
     }
 
     /// The configuration in force (its `Debug` is redacted).
@@ -753,6 +766,23 @@ impl RedisStore {
             .map(|(sid, (_, _, keep))| (sid.clone(), keep))
             .collect())
     }
+}
+
+/// The client and the connection manager's settings for a valid configuration.
+fn prepare(config: &RedisConfig) -> Result<(redis::Client, ConnectionManagerConfig), StoreError> {
+    if let Some(problem) = config.problems().into_iter().next() {
+        return Err(StoreError::Backend(format!(
+            "redis configuration: {problem}"
+        )));
+    }
+    let client = build_client(config)?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.command_timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1));
+    Ok((client, manager_config))
 }
 
 /// A Redis error's text without the URL (which may hold a password).

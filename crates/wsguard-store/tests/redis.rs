@@ -851,3 +851,42 @@ async fn a_corrupt_record_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_lazy_store_starts_without_redis_and_works_when_it_comes() {
+    let mut server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    server.kill();
+    let store = RedisStore::connect_lazy(config(server.url())).unwrap();
+    let mut events = store.subscribe();
+    let started = Instant::now();
+    assert!(matches!(
+        store.get(&SessionId::generate()).await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(!store.feed_health().unwrap().connected);
+    assert!(RedisStore::connect_lazy(config("http://nope".into())).is_err());
+
+    server.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = record("alice");
+    while store.create(&r).await.is_err() {
+        assert!(Instant::now() < deadline, "not back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its feed could not know what happened before it first read the stream.
+    assert_eq!(next(&mut events).await, Revocation::Resync);
+    eventually(Duration::from_secs(10), "feed verified", || {
+        store
+            .feed_health()
+            .unwrap()
+            .is_fresh(Instant::now(), Duration::from_secs(1))
+    })
+    .await;
+    let other = node(server.url()).await;
+    other.revoke_session(&r.sid, now() + 100).await.unwrap();
+    assert!(matches!(
+        next(&mut events).await,
+        Revocation::Session { .. }
+    ));
+}
