@@ -322,10 +322,12 @@ impl Registry {
     }
 
     /// Applies a revocation event: closes the sockets it ends with `session revoked`.
+    /// [`Revocation::Resync`] ends none by itself (the caller re-checks every socket).
     pub fn apply(&self, event: &Revocation) -> usize {
         match event {
             Revocation::Session { sid, .. } => self.close_session(sid, CloseReason::SessionRevoked),
             Revocation::User { uid, at } => self.close_user(uid, *at, CloseReason::SessionRevoked),
+            Revocation::Resync => 0,
         }
     }
 

@@ -343,6 +343,11 @@ impl Gateway {
         let mut events = self.sessions.subscribe();
         loop {
             match events.recv().await {
+                // The store's feed may have missed events: as after a lag.
+                Ok(wsguard_store::Revocation::Resync) => {
+                    tracing::warn!("revocation feed resynchronised; re-checking every socket");
+                    self.recheck_all().await;
+                }
                 Ok(event) => {
                     let n = self.registry.apply(&event);
                     tracing::debug!(closed = n, "revocation applied");

@@ -295,12 +295,14 @@ impl Sessions {
         now: u64,
     ) -> Result<Session, AuthError> {
         let c = signed.claims();
-        let last_active = match self.store.get(&c.sid).await? {
+        // The tombstone and the user marker together: one round trip on a networked store.
+        let (lookup, user_revoked_at) = self.store.get_with_user_mark(&c.sid, &c.uid).await?;
+        let last_active = match lookup {
             Lookup::Revoked => return Err(Rejection::Revoked.into()),
             Lookup::Live(record) if record.uid == c.uid => record.last_active,
             Lookup::Live(_) | Lookup::Unknown => 0,
         };
-        if let Some(at) = self.store.user_revoked_at(&c.uid).await?
+        if let Some(at) = user_revoked_at
             && c.created <= at
         {
             return Err(Rejection::Revoked.into());
@@ -408,14 +410,15 @@ impl Sessions {
     /// a socket was registered for revocation events, to close the gap between the two.
     pub async fn still_live(&self, session: &Session, _now: u64) -> Result<(), AuthError> {
         let c = &session.claims;
-        match self.store.get(&c.sid).await? {
+        let (lookup, user_revoked_at) = self.store.get_with_user_mark(&c.sid, &c.uid).await?;
+        match lookup {
             Lookup::Revoked => return Err(Rejection::Revoked.into()),
             Lookup::Unknown if self.mode == Mode::Stateful => {
                 return Err(Rejection::UnknownSession.into());
             }
             _ => {}
         }
-        if let Some(at) = self.store.user_revoked_at(&c.uid).await?
+        if let Some(at) = user_revoked_at
             && c.created <= at
         {
             return Err(Rejection::Revoked.into());
@@ -436,11 +439,13 @@ impl Sessions {
             || current.still_accepts(&session.verified_by, &session.format, now)
     }
 
-    /// Whether a revocation event ends `session`.
+    /// Whether a revocation event ends `session`. [`Revocation::Resync`] ends none by itself:
+    /// it asks for every session to be re-checked ([`Sessions::still_live`]).
     pub fn is_revoked_by(session: &Session, event: &Revocation) -> bool {
         match event {
             Revocation::Session { sid, .. } => sid == session.sid(),
             Revocation::User { uid, at } => uid == session.uid() && session.claims.created <= *at,
+            Revocation::Resync => false,
         }
     }
 }

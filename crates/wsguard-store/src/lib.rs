@@ -1,24 +1,40 @@
 //! wsguard session store.
 //!
-//! Owns the [`SessionStore`] trait (async, fallible, shaped so that a networked backend such as
-//! Redis fits behind it), the record and event types, and two backends:
+//! Owns the [`SessionStore`] trait (async, fallible, shaped so that a networked backend fits
+//! behind it), the record and event types, and three backends:
 //! - [`MemoryStore`]: one process, nothing survives a restart (tests, throwaway gateways);
 //! - [`SqliteStore`]: the default. SQLite in WAL mode, so a running gateway and the `wsguard`
 //!   CLI can use the same file at once; revocations made by another process reach
-//!   [`SessionStore::subscribe`] through a polled revocation log.
+//!   [`SessionStore::subscribe`] through a polled revocation log;
+//! - [`RedisStore`]: several gateway nodes on one Redis. Revocations reach every node through a
+//!   Redis stream (probed, resumed after reconnects, [`Revocation::Resync`] when events may
+//!   have been lost); it also holds what the nodes must share beyond sessions: one-time
+//!   tickets, per-user connection counts, per-user rates (GCRA) and node heartbeats
+//!   ([`RedisStore::issue_ticket`], [`ConnectionCounter`], [`RedisStore::take_rate`],
+//!   [`RedisStore::node_heartbeat`]).
 //!
 //! This crate stores and reports; it does not decide. Whether a token is acceptable is decided by
 //! `wsguard-session`, which combines the token's proof with what the store says. Time is always a
 //! parameter (`now`, Unix seconds): the store never reads the clock.
 
 mod memory;
+mod redis_feed;
+mod redis_shared;
+mod redis_store;
 mod sqlite;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 use wsguard_token::{SessionData, SessionId, UserId};
 
 pub use memory::MemoryStore;
+pub use redis_shared::{
+    Admission, ConnectionCounter, GcraRate, MAX_TICKET_TTL, NodeHeartbeat, NodeSeen, RateGrant,
+    TicketIssue,
+};
+pub use redis_store::{RedisConfig, RedisPassword, RedisServerInfo, RedisStore};
 pub use sqlite::SqliteStore;
 
 /// A live session as the store keeps it.
@@ -66,6 +82,38 @@ pub enum Revocation {
         /// Revocation time, Unix seconds.
         at: u64,
     },
+    /// Revocations may have been missed (a shared store's feed lost its place: its position
+    /// was trimmed away, the store was reset, or it cannot tell). It ends no session by
+    /// itself: every live session must be re-checked against the store, as after
+    /// `RecvError::Lagged`. Sent only by backends that can lose events (Redis).
+    Resync,
+}
+
+/// How a shared store's revocation feed is doing (see [`SessionStore::feed_health`]), for a
+/// readiness check and for closing sockets once the feed has been stale too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedHealth {
+    /// The feed's connection is up.
+    pub connected: bool,
+    /// Last time the feed was proven to work end to end: a probe written to the store was read
+    /// back through the feed. `None`: not yet.
+    pub last_verified: Option<std::time::Instant>,
+    /// Last time the feed read anything (entries, or an empty answer to a blocking read).
+    pub last_read: Option<std::time::Instant>,
+    /// How many times the feed told subscribers to re-check everything
+    /// ([`Revocation::Resync`]).
+    pub resyncs: u64,
+}
+
+impl FeedHealth {
+    /// Whether the feed is connected and was verified no longer than `max_staleness` before
+    /// `now`.
+    pub fn is_fresh(&self, now: std::time::Instant, max_staleness: std::time::Duration) -> bool {
+        self.connected
+            && self
+                .last_verified
+                .is_some_and(|t| now.saturating_duration_since(t) <= max_staleness)
+    }
 }
 
 /// A store failure. Callers fail closed on it (the gateway answers 503).
@@ -90,6 +138,18 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Looks a session up.
     async fn get(&self, sid: &SessionId) -> Result<Lookup, StoreError>;
+
+    /// [`SessionStore::get`] and [`SessionStore::user_revoked_at`] of the session's user
+    /// together: what a stateless check (and a re-check) needs. Networked backends answer in
+    /// one round trip; the default asks twice.
+    async fn get_with_user_mark(
+        &self,
+        sid: &SessionId,
+        uid: &UserId,
+    ) -> Result<(Lookup, Option<u64>), StoreError> {
+        let lookup = self.get(sid).await?;
+        Ok((lookup, self.user_revoked_at(uid).await?))
+    }
 
     /// Records activity: `last_active` becomes `max(stored, last_active)`. Returns `false` if the
     /// session is not live. Callers throttle this (see `wsguard-session`).
@@ -130,6 +190,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// each is sent), if it counts them. Two equal readings mean no event was sent in between;
     /// `None` (the default) means unknown: callers must then assume one was.
     fn revocations_announced(&self) -> Option<u64> {
+        None
+    }
+
+    /// The health of the feed that brings other processes' revocations, for backends whose
+    /// feed can fail on its own (Redis). `None` (the default): nothing to watch (memory), or
+    /// the feed fails only with the store itself (SQLite's polled log).
+    fn feed_health(&self) -> Option<FeedHealth> {
         None
     }
 }

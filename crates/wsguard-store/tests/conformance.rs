@@ -1,17 +1,35 @@
 //! The store conformance suite: the same behaviour, checked against every backend.
 //!
 //! Each `check_*` function takes a fresh store; the `backends!` macro runs all of them against
-//! `MemoryStore` and `SqliteStore`. SQLite-only tests (persistence across reopen, revocations
-//! seen by another instance on the same file) follow.
+//! `MemoryStore`, `SqliteStore` and `RedisStore` (a real `redis-server` per test, started on a
+//! free port; missing, the test fails saying how to install it). SQLite-only tests
+//! (persistence across reopen, revocations seen by another instance on the same file) follow;
+//! Redis-only ones are in `tests/redis.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 use std::time::Duration;
 
-use wsguard_store::{Lookup, MemoryStore, Revocation, SessionRecord, SessionStore, SqliteStore};
+use wsguard_store::test_util::RedisServer;
+use wsguard_store::{
+    Lookup, MemoryStore, RedisConfig, RedisStore, Revocation, SessionRecord, SessionStore,
+    SqliteStore,
+};
 use wsguard_token::{SessionData, SessionId, UserId};
 
-const NOW: u64 = 1_764_000_000;
+/// "Now" for every check: the real clock, read once per test process. Redis forgets a key at
+/// its absolute expiry by its own clock (`EXPIREAT`), so a fixed time in the past would make
+/// it forget every session at once. Every check is written relative to this time, so memory
+/// and SQLite (which never read the clock) see exactly what they saw with a fixed one.
+fn now() -> u64 {
+    static NOW: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    });
+    *NOW
+}
 
 fn record(uid: &str, created: u64) -> SessionRecord {
     SessionRecord {
@@ -25,7 +43,7 @@ fn record(uid: &str, created: u64) -> SessionRecord {
 }
 
 async fn check_create_get(store: impl SessionStore) {
-    let r = record("alice", NOW);
+    let r = record("alice", now());
     store.create(&r).await.unwrap();
     assert_eq!(store.get(&r.sid).await.unwrap(), Lookup::Live(r.clone()));
     assert_eq!(
@@ -39,25 +57,25 @@ async fn check_create_get(store: impl SessionStore) {
 }
 
 async fn check_touch_is_monotonic(store: impl SessionStore) {
-    let r = record("alice", NOW);
+    let r = record("alice", now());
     store.create(&r).await.unwrap();
-    assert!(store.touch(&r.sid, NOW + 100).await.unwrap());
-    assert!(store.touch(&r.sid, NOW + 50).await.unwrap());
+    assert!(store.touch(&r.sid, now() + 100).await.unwrap());
+    assert!(store.touch(&r.sid, now() + 50).await.unwrap());
     let Lookup::Live(got) = store.get(&r.sid).await.unwrap() else {
         panic!("not live")
     };
-    assert_eq!(got.last_active, NOW + 100);
-    assert!(!store.touch(&SessionId::generate(), NOW).await.unwrap());
+    assert_eq!(got.last_active, now() + 100);
+    assert!(!store.touch(&SessionId::generate(), now()).await.unwrap());
 }
 
 async fn check_revoke_session(store: impl SessionStore) {
     let mut events = store.subscribe();
-    let r = record("alice", NOW);
-    let other = record("alice", NOW);
+    let r = record("alice", now());
+    let other = record("alice", now());
     store.create(&r).await.unwrap();
     store.create(&other).await.unwrap();
     assert_eq!(
-        store.revoke_session(&r.sid, NOW + 10).await.unwrap(),
+        store.revoke_session(&r.sid, now() + 10).await.unwrap(),
         Some(r.uid.clone())
     );
     assert_eq!(store.get(&r.sid).await.unwrap(), Lookup::Revoked);
@@ -66,7 +84,7 @@ async fn check_revoke_session(store: impl SessionStore) {
         Lookup::Live(_)
     ));
     assert!(
-        !store.touch(&r.sid, NOW + 1).await.unwrap(),
+        !store.touch(&r.sid, now() + 1).await.unwrap(),
         "a revoked session cannot be touched"
     );
     assert!(matches!(
@@ -83,7 +101,7 @@ async fn check_revoke_session(store: impl SessionStore) {
     // Unknown (e.g. stateless) ids are tombstoned too.
     let stateless = SessionId::generate();
     assert_eq!(
-        store.revoke_session(&stateless, NOW + 10).await.unwrap(),
+        store.revoke_session(&stateless, now() + 10).await.unwrap(),
         None
     );
     assert_eq!(store.get(&stateless).await.unwrap(), Lookup::Revoked);
@@ -98,16 +116,19 @@ async fn check_revoke_session(store: impl SessionStore) {
 
 async fn check_revoke_user(store: impl SessionStore) {
     let mut events = store.subscribe();
-    let a1 = record("alice", NOW - 10);
-    let a2 = record("alice", NOW);
-    let later = record("alice", NOW + 5);
-    let b = record("bob", NOW);
+    let a1 = record("alice", now() - 10);
+    let a2 = record("alice", now());
+    let later = record("alice", now() + 5);
+    let b = record("bob", now());
     for r in [&a1, &a2, &later, &b] {
         store.create(r).await.unwrap();
     }
     let alice = a1.uid.clone();
     assert_eq!(store.user_revoked_at(&alice).await.unwrap(), None);
-    assert_eq!(store.revoke_user(&alice, NOW, NOW + 100).await.unwrap(), 2);
+    assert_eq!(
+        store.revoke_user(&alice, now(), now() + 100).await.unwrap(),
+        2
+    );
     assert_eq!(store.get(&a1.sid).await.unwrap(), Lookup::Revoked);
     assert_eq!(store.get(&a2.sid).await.unwrap(), Lookup::Revoked);
     assert!(
@@ -115,32 +136,32 @@ async fn check_revoke_user(store: impl SessionStore) {
         "created after"
     );
     assert!(matches!(store.get(&b.sid).await.unwrap(), Lookup::Live(_)));
-    assert_eq!(store.user_revoked_at(&alice).await.unwrap(), Some(NOW));
+    assert_eq!(store.user_revoked_at(&alice).await.unwrap(), Some(now()));
     assert_eq!(
         events.recv().await.unwrap(),
         Revocation::User {
             uid: alice.clone(),
-            at: NOW
+            at: now()
         }
     );
     // A later revocation moves the marker forward, never back.
     store
-        .revoke_user(&alice, NOW - 50, NOW + 100)
+        .revoke_user(&alice, now() - 50, now() + 100)
         .await
         .unwrap();
-    assert_eq!(store.user_revoked_at(&alice).await.unwrap(), Some(NOW));
+    assert_eq!(store.user_revoked_at(&alice).await.unwrap(), Some(now()));
 }
 
 async fn check_list_user(store: impl SessionStore) {
-    let a2 = record("alice", NOW + 1);
-    let a1 = record("alice", NOW);
-    let b = record("bob", NOW);
+    let a2 = record("alice", now() + 1);
+    let a1 = record("alice", now());
+    let b = record("bob", now());
     for r in [&a2, &a1, &b] {
         store.create(r).await.unwrap();
     }
     let listed = store.list_user(&a1.uid).await.unwrap();
     assert_eq!(listed, vec![a1.clone(), a2.clone()]);
-    store.revoke_session(&a1.sid, NOW).await.unwrap();
+    store.revoke_session(&a1.sid, now()).await.unwrap();
     assert_eq!(store.list_user(&a1.uid).await.unwrap(), vec![a2]);
     assert_eq!(
         store
@@ -152,17 +173,17 @@ async fn check_list_user(store: impl SessionStore) {
 }
 
 async fn check_purge(store: impl SessionStore) {
-    let old = record("alice", NOW - 4000); // expires NOW - 400
-    let live = record("alice", NOW);
+    let old = record("alice", now() - 4000); // expires now() - 400
+    let live = record("alice", now());
     store.create(&old).await.unwrap();
     store.create(&live).await.unwrap();
     let gone = SessionId::generate();
-    store.revoke_session(&gone, NOW - 1).await.unwrap();
+    store.revoke_session(&gone, now() - 1).await.unwrap();
     store
-        .revoke_user(&UserId::parse("bob").unwrap(), NOW - 100, NOW)
+        .revoke_user(&UserId::parse("bob").unwrap(), now() - 100, now())
         .await
         .unwrap();
-    assert_eq!(store.purge(NOW).await.unwrap(), 3);
+    assert_eq!(store.purge(now()).await.unwrap(), 3);
     assert_eq!(store.get(&old.sid).await.unwrap(), Lookup::Unknown);
     assert_eq!(store.get(&gone).await.unwrap(), Lookup::Unknown);
     assert!(matches!(
@@ -177,8 +198,8 @@ async fn check_purge(store: impl SessionStore) {
         None
     );
     // A tombstone is kept at least as long as the session it replaced could have lived.
-    store.revoke_session(&live.sid, NOW).await.unwrap();
-    assert_eq!(store.purge(NOW + 10).await.unwrap(), 0);
+    store.revoke_session(&live.sid, now()).await.unwrap();
+    assert_eq!(store.purge(now() + 10).await.unwrap(), 0);
     assert_eq!(store.get(&live.sid).await.unwrap(), Lookup::Revoked);
 }
 
@@ -188,9 +209,9 @@ async fn check_concurrent_use(store: impl SessionStore) {
     for i in 0..16 {
         let store = std::sync::Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
-            let r = record(&format!("user{}", i % 4), NOW);
+            let r = record(&format!("user{}", i % 4), now());
             store.create(&r).await.unwrap();
-            store.touch(&r.sid, NOW + 1).await.unwrap();
+            store.touch(&r.sid, now() + 1).await.unwrap();
             r.sid
         }));
     }
@@ -214,10 +235,10 @@ async fn check_concurrent_lookups(store: impl SessionStore) {
     let store = std::sync::Arc::new(store);
     let mut want = Vec::new();
     for i in 0..30 {
-        let r = record(&format!("user{}", i % 3), NOW);
+        let r = record(&format!("user{}", i % 3), now());
         store.create(&r).await.unwrap();
         if i % 3 == 0 {
-            store.revoke_session(&r.sid, NOW + 100).await.unwrap();
+            store.revoke_session(&r.sid, now() + 100).await.unwrap();
             want.push((r.sid, None, "revoked"));
         } else {
             want.push((r.sid.clone(), Some(r.uid), "live"));
@@ -259,14 +280,14 @@ async fn check_revocations_are_counted(store: impl SessionStore) {
             .revocations_announced()
             .expect("this backend counts its events")
     };
-    let r = record("alice", NOW);
+    let r = record("alice", now());
     store.create(&r).await.unwrap();
     let before = count();
-    store.touch(&r.sid, NOW + 1).await.unwrap();
+    store.touch(&r.sid, now() + 1).await.unwrap();
     assert_eq!(count(), before, "no revocation, no count");
-    store.revoke_session(&r.sid, NOW + 100).await.unwrap();
+    store.revoke_session(&r.sid, now() + 100).await.unwrap();
     assert_eq!(count(), before + 1);
-    store.revoke_user(&r.uid, NOW, NOW + 100).await.unwrap();
+    store.revoke_user(&r.uid, now(), now() + 100).await.unwrap();
     assert_eq!(count(), before + 2);
 }
 
@@ -291,6 +312,18 @@ macro_rules! backends {
                 }
             )*
         }
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+                    let store = RedisStore::connect(RedisConfig::new(server.url())).await.unwrap();
+                    super::$check(store).await;
+                    drop(server);
+                }
+            )*
+        }
     };
 }
 
@@ -310,15 +343,18 @@ backends!(
 async fn sqlite_sessions_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let (live, revoked) = (record("alice", NOW), record("alice", NOW));
+    let (live, revoked) = (record("alice", now()), record("alice", now()));
     {
         let store = SqliteStore::open(&path).unwrap();
         store.create(&live).await.unwrap();
         store.create(&revoked).await.unwrap();
-        store.touch(&live.sid, NOW + 30).await.unwrap();
-        store.revoke_session(&revoked.sid, NOW + 100).await.unwrap();
+        store.touch(&live.sid, now() + 30).await.unwrap();
         store
-            .revoke_user(&UserId::parse("bob").unwrap(), NOW, NOW + 100)
+            .revoke_session(&revoked.sid, now() + 100)
+            .await
+            .unwrap();
+        store
+            .revoke_user(&UserId::parse("bob").unwrap(), now(), now() + 100)
             .await
             .unwrap();
     }
@@ -326,14 +362,14 @@ async fn sqlite_sessions_survive_reopen() {
     let Lookup::Live(got) = store.get(&live.sid).await.unwrap() else {
         panic!("lost")
     };
-    assert_eq!(got.last_active, NOW + 30);
+    assert_eq!(got.last_active, now() + 30);
     assert_eq!(store.get(&revoked.sid).await.unwrap(), Lookup::Revoked);
     assert_eq!(
         store
             .user_revoked_at(&UserId::parse("bob").unwrap())
             .await
             .unwrap(),
-        Some(NOW)
+        Some(now())
     );
 }
 
@@ -358,10 +394,10 @@ async fn sqlite_revocations_reach_other_instances() {
     let cli = SqliteStore::open(&path).unwrap();
     let mut events = gateway.subscribe();
     let announced = gateway.revocations_announced().unwrap();
-    let r = record("alice", NOW);
+    let r = record("alice", now());
     cli.create(&r).await.unwrap();
-    cli.revoke_session(&r.sid, NOW + 100).await.unwrap();
-    cli.revoke_user(&r.uid, NOW, NOW + 100).await.unwrap();
+    cli.revoke_session(&r.sid, now() + 100).await.unwrap();
+    cli.revoke_user(&r.uid, now(), now() + 100).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
         .unwrap()
@@ -381,14 +417,14 @@ async fn sqlite_revocations_reach_other_instances() {
         second,
         Revocation::User {
             uid: r.uid.clone(),
-            at: NOW
+            at: now()
         }
     );
     // Revocations made by another process are counted when the poller announces them.
     assert_eq!(gateway.revocations_announced().unwrap(), announced + 2);
     // The gateway's own revocations are broadcast once, not again by its poller.
     let own = SessionId::generate();
-    gateway.revoke_session(&own, NOW).await.unwrap();
+    gateway.revoke_session(&own, now()).await.unwrap();
     assert_eq!(
         events.recv().await.unwrap(),
         Revocation::Session {
@@ -408,7 +444,7 @@ async fn sqlite_history_is_not_replayed_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
     let cli = SqliteStore::open(&path).unwrap();
-    cli.revoke_session(&SessionId::generate(), NOW)
+    cli.revoke_session(&SessionId::generate(), now())
         .await
         .unwrap();
     let gateway = SqliteStore::open_with_poll_interval(&path, Duration::from_millis(5)).unwrap();
