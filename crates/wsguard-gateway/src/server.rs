@@ -527,6 +527,16 @@ impl Gateway {
             .limits
             .acquire(chain.client(), session.as_ref().map(Session::uid))?;
 
+        // permessage-deflate, on routes that enable it: the client's offers answered; the
+        // upstream is offered it only if the client agreed (else it would only cost inflating).
+        let client_deflate = route
+            .compression
+            .then(|| {
+                let offers = req.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+                crate::deflate::answer(offers.iter().map(|v| v.as_bytes()))
+            })
+            .flatten();
+
         // Dial the upstream only now that the client has passed every check; it is asked for
         // exactly the path that was matched.
         let upstream_target = route.upstream_target(&target.path, target.query.as_deref());
@@ -535,8 +545,9 @@ impl Gateway {
             &upstream_target,
             &upstream_headers,
             route.tls.as_ref(),
+            client_deflate.is_some(),
         );
-        let (upstream, protocol) =
+        let (upstream, (protocol, upstream_deflate)) =
             match tokio::time::timeout(state.settings.upstream_timeout, dial).await {
                 Err(_) => return Err(Refusal::UpstreamTimeout),
                 Ok(Err(e)) => {
@@ -569,6 +580,11 @@ impl Gateway {
         if let Some(p) = protocol {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
         }
+        let client_deflate = client_deflate.and_then(|(agreed, answer)| {
+            let v = HeaderValue::from_str(&answer).ok()?;
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+            Some(agreed)
+        });
 
         let gateway = Arc::clone(self);
         let route_path = route.path.clone();
@@ -590,10 +606,12 @@ impl Gateway {
                     crate::relay::Opened {
                         io: &mut client,
                         read: client_read,
+                        deflate: client_deflate,
                     },
                     crate::relay::Opened {
                         io: &mut upstream,
                         read: upstream_read,
+                        deflate: upstream_deflate,
                     },
                     (session, revocation_mark),
                     peer,
@@ -665,6 +683,7 @@ impl Gateway {
             max_message: cfg.max_message_bytes as u64,
             max_fragments: cfg.max_fragments,
             assembly: Some(cfg.assembly_timeout),
+            max_inflate_ratio: Some(cfg.max_inflate_ratio),
         };
         let ended = Box::pin(relay(
             client,
