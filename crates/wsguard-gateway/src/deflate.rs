@@ -32,10 +32,6 @@ const MAX_PARAMS: usize = 8;
 /// its gain on chat-sized text.
 const LEVEL: u32 = 1;
 
-/// Messages shorter than this go out uncompressed (a few bytes of deflate framing would eat
-/// what they save).
-pub const MIN_COMPRESS: usize = 64;
-
 /// Output grows by at most this much at a time while inflating.
 const CHUNK: usize = 16 * 1024;
 

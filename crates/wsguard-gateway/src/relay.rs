@@ -19,7 +19,7 @@
 //! without context takeover), checked (UTF-8 once inflated; the policy sees the inflated
 //! message), then sent on compressed as it came if the other side agreed a window it fits, else
 //! as [`Side::queue_message`] decides. Whole uncompressed upstream messages go to a client
-//! that agreed compression compressed ([`deflate::MIN_COMPRESS`] and up, when they shrink).
+//! that agreed compression compressed.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -225,15 +225,13 @@ impl<S> Side<S> {
         wire::encode(&mut self.tx, true, op, mask, payload);
     }
 
-    /// `payload` deflated for this peer, if it agreed permessage-deflate, the message is at least
-    /// [`deflate::MIN_COMPRESS`] bytes, and it shrinks.
+    /// `payload` deflated for this peer, if it agreed permessage-deflate (at a window zlib can
+    /// produce). Every whole message is compressed, short ones too (a few bytes more): RFC 7692
+    /// allows plain messages, but some clients (Autobahn's kosoku) mishandle them once
+    /// compression is agreed.
     fn deflated(&self, payload: &[u8]) -> Option<Vec<u8>> {
         let agreed = self.deflate?;
-        if payload.len() < deflate::MIN_COMPRESS {
-            return None;
-        }
-        let packed = CODEC.with(|c| c.borrow_mut().deflate(payload, agreed.send_window))?;
-        (packed.len() < payload.len()).then_some(packed)
+        CODEC.with(|c| c.borrow_mut().deflate(payload, agreed.send_window))
     }
 
     /// Queues one whole data message to this peer: compressed if `compress` and
@@ -1628,7 +1626,7 @@ mod tests {
     /// Compressed client messages, fragmented and cut anywhere across reads, reach an upstream
     /// that did not agree compression whole and inflated; with an upstream that agreed, they
     /// pass as they came (one frame, RSV1). Upstream messages reach the compressing client
-    /// compressed (whole ones of 64 bytes and more), and inflate to what was sent.
+    /// compressed, and inflate to what was sent.
     fn relays_compressed_messages(
         texts: Vec<String>,
         parts: usize,
@@ -1702,8 +1700,7 @@ mod tests {
                     at = c.max(at);
                     tokio::task::yield_now().await;
                 }
-                // The upstream echoes each message uncompressed: it comes back compressed
-                // when long enough to gain from it.
+                // The upstream echoes each message uncompressed: it comes back compressed.
                 let mut codec = deflate::Codec::default();
                 for t in &texts {
                     let mut buf = Vec::new();
@@ -1715,12 +1712,7 @@ mod tests {
                     };
                     let mut payload = vec![0u8; h.len as usize];
                     client_end.read_exact(&mut payload).await.unwrap();
-                    assert_eq!(
-                        h.rsv1,
-                        t.len() >= 64 && h.len < t.len() as u64,
-                        "{h:?} {}",
-                        t.len()
-                    );
+                    assert!(h.rsv1, "{h:?} {}", t.len());
                     let got = if h.rsv1 {
                         codec
                             .inflate(

@@ -277,13 +277,13 @@ async fn compressed_messages_are_inflated_checked_and_compressed_back() {
         assert_eq!((rsv1, op), (true, wire::Op::Text));
         assert_eq!(payload, text.as_bytes());
     }
-    // A short echo goes back uncompressed; control frames never are.
+    // A short echo goes back compressed too; control frames never are.
     s.write_all(&compressed_frames(wire::Op::Binary, &deflate(b"hi", 6), 1))
         .await
         .unwrap();
     assert_eq!(
         next_message(&mut s).await,
-        (false, wire::Op::Binary, b"hi".to_vec())
+        (true, wire::Op::Binary, b"hi".to_vec())
     );
     let mut ping = Vec::new();
     wire::encode(&mut ping, true, wire::Op::Ping, Some(KEY), b"p");
