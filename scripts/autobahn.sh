@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the Autobahn WebSocket test cases (via `kosoku`, Autobahn's cases under Python 3) through
-# the gateway: kosoku → wsguard (public route) → `wsguard echo`. Compression cases (12.*, 13.*)
-# are excluded: wsguard does not negotiate permessage-deflate.
+# the gateway: kosoku → wsguard (public route) → `wsguard echo`. Twice: every case but the
+# compression ones (12.*, 13.*) through a route without `compression` (permessage-deflate never
+# negotiated), then 12.* and 13.* through a second gateway whose route has `compression = true`
+# (kosoku compresses, wsguard inflates for the echo, which does not, and compresses its answers).
+# Each run prints its own count line.
 #
 # Fails if any case fails or passes only non-strictly. (6.4.3 and 6.4.4 send invalid UTF-8 inside
 # ONE frame in several TCP chops: the relay checks text as its bytes arrive, even inside a frame,
@@ -57,9 +60,25 @@ for _ in $(seq 100); do
     grep -q 'wsguard listening' "$work/serve.log" 2>/dev/null && break
     sleep 0.1
 done
+# The same gateway with permessage-deflate on its route, for the compression cases.
+z_port=$(free_port); z_admin_port=$(free_port)
+mkdir "$work/z"
+sed -e "s/127.0.0.1:$gw_port/127.0.0.1:$z_port/" -e "s/127.0.0.1:$admin_port/127.0.0.1:$z_admin_port/" \
+    -e 's/^public = true$/public = true\ncompression = true/' "$work/wsguard.toml" >"$work/z/wsguard.toml"
+grep -q '^compression = true$' "$work/z/wsguard.toml"
+(cd "$work/z" && "$bin" keygen >/dev/null)
+(cd "$work/z" && exec "$bin" serve >serve.log 2>&1) &
+for _ in $(seq 100); do
+    grep -q 'wsguard listening' "$work/z/serve.log" 2>/dev/null && break
+    sleep 0.1
+done
 (cd "$work" && "$kosoku" -m fuzzingclient -x '12.*' -x '13.*' -p 2 "127.0.0.1:$gw_port" -o reports >kosoku.out 2>&1) || true
 tail -n 1 "$work/kosoku.out"
-python3 - "$work/reports" <<'PY'
+(cd "$work/z" && "$kosoku" -m fuzzingclient -i '12.*' -i '13.*' -p 2 "127.0.0.1:$z_port" -o reports >kosoku.out 2>&1) || true
+tail -n 1 "$work/z/kosoku.out"
+status=0
+for run in "$work/reports:without compression" "$work/z/reports:with compression = true"; do
+python3 - "${run%%:*}" "${run#*:}" <<'PY' || status=1
 import glob, json, sys
 known = set()
 counts, bad = {}, []
@@ -70,8 +89,10 @@ for f in glob.glob(sys.argv[1] + "/*case_*.json"):
     counts[b] = counts.get(b, 0) + 1
     if b in ("FAILED", "ERROR") or bc in ("FAILED", "ERROR") or (b == "NON-STRICT" and case not in known):
         bad.append((case, b, bc))
-print("autobahn through wsguard:", ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+print(f"autobahn through wsguard ({sys.argv[2]}):", ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
 if not counts or bad:
     print("not passing:", sorted(bad) or "no reports")
     sys.exit(1)
 PY
+done
+exit $status

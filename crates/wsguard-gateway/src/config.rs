@@ -185,6 +185,11 @@ pub struct RouteConfig {
     /// system's roots).
     #[serde(default)]
     pub upstream_ca: Option<PathBuf>,
+    /// Negotiate permessage-deflate (RFC 7692) with clients and the upstream. Off by default:
+    /// without it, `Sec-WebSocket-Extensions` is dropped and an upstream that enables an
+    /// extension is refused.
+    #[serde(default)]
+    pub compression: bool,
 }
 
 impl RouteConfig {
@@ -201,6 +206,7 @@ impl RouteConfig {
             allow_missing_origin: None,
             messages: crate::policy::MessageConfig::default(),
             upstream_ca: None,
+            compression: false,
         }
     }
 }
@@ -280,6 +286,8 @@ pub struct Route {
     /// TLS client configuration for a `wss://` upstream (set by [`crate::tls`] when the gateway
     /// builds its state; `None` for `ws://`).
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// permessage-deflate is negotiated with both peers ([`crate::deflate`]).
+    pub compression: bool,
 }
 
 impl Route {
@@ -553,6 +561,7 @@ fn route(
         index: i,
         upstream_ca: r.upstream_ca.clone(),
         tls: None,
+        compression: r.compression,
     })
 }
 

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod cookie;
+pub mod deflate;
 pub mod echo;
 pub mod forward;
 pub mod handshake;

@@ -102,6 +102,10 @@ pub struct MessageConfig {
     pub assembly_timeout: std::time::Duration,
     /// Pings and pongs a client may send (default 10/s, bursts of 50): ping floods are closed.
     pub control_frames: Rate,
+    /// With `compression = true` on the route: the most a compressed message may inflate, as a
+    /// multiple of its compressed size, once past 4 KiB (default 100; ordinary text stays
+    /// under 30, a deflate bomb reaches 1,000). Beyond: 1009.
+    pub max_inflate_ratio: u32,
 }
 
 impl Default for MessageConfig {
@@ -124,6 +128,7 @@ impl Default for MessageConfig {
                 per_second: 10,
                 burst: Some(50),
             },
+            max_inflate_ratio: 100,
         }
     }
 }
@@ -158,6 +163,9 @@ impl MessageConfig {
         }
         if self.max_fragments == 0 {
             errors.push(format!("{at}.max_fragments: must be at least 1"));
+        }
+        if self.max_inflate_ratio == 0 {
+            return Err(format!("{at}.max_inflate_ratio: must be at least 1"));
         }
         if self.assembly_timeout.is_zero() {
             errors.push(format!("{at}.assembly_timeout: must be more than zero"));

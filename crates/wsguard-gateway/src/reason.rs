@@ -320,6 +320,12 @@ pub enum CloseReason {
     SchemaViolation,
     /// A reload dropped the key that signed the socket's session token, or changed its secret.
     KeyRetired,
+    /// A compressed message inflated past the route's ratio of inflated to compressed bytes
+    /// (a deflate bomb).
+    InflateRatio,
+    /// A compressed message that is not a valid deflate stream (or refers to an earlier
+    /// message, which the agreed no-context-takeover forbids).
+    BadCompression,
 }
 
 impl CloseReason {
@@ -334,8 +340,8 @@ impl CloseReason {
             UpstreamLost => 1011,
             Shutdown => 1001,
             ProtocolError => 1002,
-            InvalidPayload => 1007,
-            MessageTooBig => 1009,
+            InvalidPayload | BadCompression => 1007,
+            MessageTooBig | InflateRatio => 1009,
             UnsupportedData => 1003,
             Overloaded => 1013,
         }
@@ -363,6 +369,8 @@ impl CloseReason {
             ControlFlood => "too many control frames",
             SchemaViolation => "message does not match the schema",
             KeyRetired => "session key retired",
+            InflateRatio => "compression ratio too high",
+            BadCompression => "invalid compressed data",
         }
     }
 
@@ -388,11 +396,13 @@ impl CloseReason {
             ControlFlood => "control_flood",
             SchemaViolation => "schema_violation",
             KeyRetired => "key_retired",
+            InflateRatio => "inflate_ratio",
+            BadCompression => "bad_compression",
         }
     }
 
     /// Every close reason.
-    pub fn all() -> [CloseReason; 18] {
+    pub fn all() -> [CloseReason; 20] {
         use CloseReason::*;
         [
             SessionRevoked,
@@ -413,6 +423,8 @@ impl CloseReason {
             ControlFlood,
             SchemaViolation,
             KeyRetired,
+            InflateRatio,
+            BadCompression,
         ]
     }
 }

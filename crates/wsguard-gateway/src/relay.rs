@@ -12,6 +12,14 @@
 //! Close codes and reasons pass through; an upstream that vanishes gives the client 1011; a
 //! client that vanishes gives the upstream 1001. It must not decide policy: it asks `judge`
 //! about each client message and takes its close reasons from [`CloseReason`].
+//!
+//! With permessage-deflate agreed (a side's [`Opened::deflate`]), a compressed message (RSV1 on
+//! its first frame) is kept until whole, inflated within the bounds by the thread's
+//! [`deflate::Codec`] (no compression state stays with a socket: both directions are agreed
+//! without context takeover), checked (UTF-8 once inflated; the policy sees the inflated
+//! message), then sent on compressed as it came if the other side agreed a window it fits, else
+//! as [`Side::queue_message`] decides. Whole uncompressed upstream messages go to a client
+//! that agreed compression compressed.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -24,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
+use crate::deflate::{self, Compression};
 use crate::metrics::Metrics;
 use crate::policy::{Seen, Verdict};
 use crate::reason::CloseReason;
@@ -44,6 +53,8 @@ const ROUNDS: usize = 16;
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+    /// Deflate state shared by the thread's sockets, used one whole message at a time.
+    static CODEC: RefCell<deflate::Codec> = RefCell::new(deflate::Codec::default());
     static MASK_STATE: Cell<u64> = Cell::new({
         let mut seed = [0u8; 8];
         // Masks protect intermediaries on the upstream path from client-chosen bytes: they need
@@ -104,6 +115,9 @@ pub struct Limits {
     pub max_fragments: u32,
     /// Most time from a message's first byte to its last.
     pub assembly: Option<Duration>,
+    /// Most a compressed message may inflate, as a multiple of its compressed size (past
+    /// [`deflate::RATIO_FLOOR`]); `max_message` bounds its inflated size.
+    pub max_inflate_ratio: Option<u32>,
 }
 
 /// Bounds on what an upstream may send: large, but not unbounded.
@@ -112,6 +126,7 @@ pub const UPSTREAM_LIMITS: Limits = Limits {
     max_message: 64 << 20,
     max_fragments: 0,
     assembly: None,
+    max_inflate_ratio: None,
 };
 
 /// How often liveness is checked, given the timing.
@@ -139,6 +154,7 @@ enum Reading {
 #[derive(Debug, Clone, Copy)]
 struct Msg {
     text: bool,
+    compressed: bool,
     fragments: u32,
     len: u64,
 }
@@ -158,8 +174,10 @@ struct Side<S> {
     /// The fragmented message in progress, if any.
     msg: Option<Msg>,
     utf8: wire::Utf8,
-    /// A fragmented client message being assembled (client side only).
+    /// A fragmented client message being assembled, or a compressed message of either side.
     assembled: Vec<u8>,
+    /// permessage-deflate as this peer agreed it.
+    deflate: Option<Compression>,
     /// Its close frame has arrived, or it is gone.
     done: bool,
     /// Written but not yet flushed by the stream (TLS may hold records when the socket is full).
@@ -167,7 +185,13 @@ struct Side<S> {
 }
 
 impl<S> Side<S> {
-    fn new(io: S, read: Vec<u8>, from: wire::From, limits: Limits) -> Self {
+    fn new(
+        io: S,
+        read: Vec<u8>,
+        deflate: Option<Compression>,
+        from: wire::From,
+        limits: Limits,
+    ) -> Self {
         Side {
             io,
             from,
@@ -179,6 +203,7 @@ impl<S> Side<S> {
             msg: None,
             utf8: wire::Utf8::default(),
             assembled: Vec::new(),
+            deflate,
             done: false,
             unflushed: false,
         }
@@ -199,6 +224,25 @@ impl<S> Side<S> {
     fn queue(&mut self, op: Op, payload: &[u8]) {
         let mask = (self.from == wire::From::Server).then(mask_key);
         wire::encode(&mut self.tx, true, op, mask, payload);
+    }
+
+    /// `payload` deflated for this peer, if it agreed permessage-deflate (at a window zlib can
+    /// produce). Every whole message is compressed, short ones too (a few bytes more): RFC 7692
+    /// allows plain messages, but some clients (Autobahn's kosoku) mishandle them once
+    /// compression is agreed.
+    fn deflated(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let agreed = self.deflate?;
+        CODEC.with(|c| c.borrow_mut().deflate(payload, agreed.send_window))
+    }
+
+    /// Queues one whole data message to this peer: compressed if `compress` and
+    /// [`Self::deflated`] gives it, else as it is.
+    fn queue_message(&mut self, op: Op, payload: &[u8], compress: bool) {
+        let mask = (self.from == wire::From::Server).then(mask_key);
+        match compress.then(|| self.deflated(payload)).flatten() {
+            Some(packed) => wire::encode_compressed(&mut self.tx, op, mask, &packed),
+            None => wire::encode(&mut self.tx, true, op, mask, payload),
+        }
     }
 
     /// Its close frame arrived: answer it (with its code) and read it no more.
@@ -598,7 +642,8 @@ where
             if let Some(k) = h.mask {
                 wire::apply_mask(piece, k, src.scanned);
             }
-            if is_text(src, &h) && !src.utf8.feed(piece) {
+            // Compressed text is checked once inflated.
+            if is_text(src, &h) && !is_compressed(src, &h) && !src.utf8.feed(piece) {
                 return (
                     pos,
                     out,
@@ -638,8 +683,21 @@ fn is_text<S>(src: &Side<S>, h: &wire::Header) -> bool {
     }
 }
 
-/// Header rules beyond the wire format: sizes, fragment order and count.
+/// Whether a data frame belongs to a compressed message (RSV1 on the message's first frame).
+fn is_compressed<S>(src: &Side<S>, h: &wire::Header) -> bool {
+    match h.op {
+        Op::Text | Op::Binary => h.rsv1,
+        Op::Continue => src.msg.is_some_and(|m| m.compressed),
+        _ => false,
+    }
+}
+
+/// Header rules beyond the wire format: compression agreed, sizes (of compressed payloads as
+/// they arrive; inflated sizes are bounded as they inflate), fragment order and count.
 fn check_header<S>(src: &Side<S>, h: &wire::Header) -> Result<(), CloseReason> {
+    if h.rsv1 && src.deflate.is_none() {
+        return Err(CloseReason::ProtocolError);
+    }
     let l = src.limits;
     if h.len > l.max_frame {
         return Err(CloseReason::MessageTooBig);
@@ -699,10 +757,14 @@ where
         },
         Op::Text | Op::Binary | Op::Continue => {
             let text = is_text(src, h);
+            let compressed = is_compressed(src, h);
             let fragmented = !h.fin || h.op == Op::Continue;
+            // Text arrives checked, except compressed text: that is checked once inflated.
+            let unfinished_text = |src: &Side<S>| text && !compressed && !src.utf8.complete();
             if fragmented {
                 let m = src.msg.get_or_insert(Msg {
                     text,
+                    compressed,
                     fragments: 0,
                     len: 0,
                 });
@@ -710,26 +772,35 @@ where
                 m.len += h.len;
                 if h.fin {
                     src.msg = None;
-                    if text && !src.utf8.complete() {
+                    if unfinished_text(src) {
                         return Frame::End(Event::Fault(peer, CloseReason::InvalidPayload));
                     }
                 }
-            } else if text && !src.utf8.complete() {
+            } else if unfinished_text(src) {
                 return Frame::End(Event::Fault(peer, CloseReason::InvalidPayload));
             }
             if src.reading == Reading::Discard {
                 src.assembled = Vec::new();
                 return Frame::Skip;
             }
+            if compressed {
+                return compressed_message(peer, src, dst, ctx, h, frame, text);
+            }
+            let op = if text { Op::Text } else { Op::Binary };
             match peer {
                 Peer::Upstream => {
-                    // Upstream frames go out as they came (servers do not mask).
+                    // Upstream frames go out as they came (servers do not mask), or a whole
+                    // message compressed for a client that agreed it.
                     if h.fin {
                         *ctx.activity += 1;
                         ctx.metrics.messages_down.inc();
                     }
                     ctx.metrics.bytes_down.inc_by(h.len);
                     ctx.traffic.down(h.len, h.fin);
+                    if !fragmented && let Some(packed) = dst.deflated(&frame[payload_at..]) {
+                        wire::encode_compressed(&mut dst.tx, op, None, &packed);
+                        return Frame::Skip;
+                    }
                     Frame::InPlace
                 }
                 Peer::Client if fragmented => {
@@ -737,67 +808,159 @@ where
                     if !h.fin {
                         return Frame::Skip;
                     }
-                    let mut whole = std::mem::take(&mut src.assembled);
-                    forward_message(dst, ctx, text, &mut whole, None)
+                    let whole = std::mem::take(&mut src.assembled);
+                    let verdict = judge(ctx, text, &whole);
+                    upstream_gets(dst, verdict, false, |dst| {
+                        wire::encode(&mut dst.tx, true, op, Some(mask_key()), &whole);
+                        Frame::Skip
+                    })
                 }
                 Peer::Client => {
                     let (head, payload) = frame.split_at_mut(payload_at);
-                    forward_message(dst, ctx, text, payload, Some(head))
+                    let verdict = judge(ctx, text, payload);
+                    upstream_gets(dst, verdict, false, |_| remask(head, payload))
                 }
             }
         }
     }
 }
 
-/// Judges a whole client message and forwards it: in place (a fresh mask written into `head`)
-/// when it is one unfragmented frame, else queued as one new frame.
-fn forward_message<D, J>(
+/// The last frame of a compressed message (either peer) completes it: the message is inflated
+/// within the side's bounds by the thread's codec, its text checked as UTF-8, and sent on: a
+/// client's after the policy's verdict, an upstream's to the client. It stays compressed as
+/// it came when the other side agreed a window it fits; otherwise it is sent as
+/// [`Side::queue_message`] decides. Earlier frames are kept in `assembled`.
+fn compressed_message<S, D, J>(
+    peer: Peer,
+    src: &mut Side<S>,
     dst: &mut Side<D>,
     ctx: &mut Ctx<'_, J>,
+    h: &wire::Header,
+    frame: &mut [u8],
     text: bool,
-    payload: &mut [u8],
-    head: Option<&mut [u8]>,
 ) -> Frame
 where
     J: FnMut(Seen<'_>) -> Verdict,
 {
-    let seen = if text {
-        Seen::Text(payload)
+    let payload_at = h.header_len;
+    let fragmented = !h.fin || h.op == Op::Continue;
+    if fragmented {
+        src.assembled.extend_from_slice(&frame[payload_at..]);
+        if !h.fin {
+            return Frame::Skip;
+        }
+    }
+    let assembled = std::mem::take(&mut src.assembled);
+    let packed = if fragmented {
+        &assembled[..]
     } else {
-        Seen::Binary(payload)
+        &frame[payload_at..]
     };
+    let bound = deflate::Bound {
+        max_len: usize::try_from(src.limits.max_message).unwrap_or(usize::MAX),
+        max_ratio: src.limits.max_inflate_ratio,
+    };
+    let message = match CODEC.with(|c| c.borrow_mut().inflate(packed, bound)) {
+        Ok(m) => m,
+        Err(e) => return Frame::End(Event::Fault(peer, inflate_fault(e))),
+    };
+    if text && std::str::from_utf8(&message).is_err() {
+        return Frame::End(Event::Fault(peer, CloseReason::InvalidPayload));
+    }
     let op = if text { Op::Text } else { Op::Binary };
-    match (ctx.judge)(seen) {
-        Verdict::Forward => {
+    let passes = matches!((src.deflate, dst.deflate), (Some(a), Some(b)) if a.passes_to(b));
+    match peer {
+        Peer::Upstream => {
             *ctx.activity += 1;
-            ctx.metrics.messages_up.inc();
-            ctx.metrics.bytes_up.inc_by(payload.len() as u64);
-            ctx.traffic.up(payload.len() as u64);
-            match head {
-                Some(head) => {
-                    let key = mask_key();
-                    let at = head.len() - 4;
-                    head[at..].copy_from_slice(&key);
-                    wire::apply_mask(payload, key, 0);
-                    Frame::InPlace
-                }
-                None => {
-                    wire::encode(&mut dst.tx, true, op, Some(mask_key()), payload);
-                    Frame::Skip
-                }
+            ctx.metrics.messages_down.inc();
+            ctx.metrics.bytes_down.inc_by(message.len() as u64);
+            ctx.traffic.down(message.len() as u64, true);
+            if !passes {
+                dst.queue_message(op, &message, true);
+                Frame::Skip
+            } else if fragmented {
+                wire::encode_compressed(&mut dst.tx, op, None, &assembled);
+                Frame::Skip
+            } else {
+                Frame::InPlace
             }
         }
+        Peer::Client => {
+            let verdict = judge(ctx, text, &message);
+            upstream_gets(dst, verdict, true, |dst| {
+                if !passes {
+                    dst.queue_message(op, &message, true);
+                    Frame::Skip
+                } else if fragmented {
+                    wire::encode_compressed(&mut dst.tx, op, Some(mask_key()), &assembled);
+                    Frame::Skip
+                } else {
+                    let (head, payload) = frame.split_at_mut(payload_at);
+                    remask(head, payload)
+                }
+            })
+        }
+    }
+}
+
+fn inflate_fault(e: deflate::InflateError) -> CloseReason {
+    match e {
+        deflate::InflateError::TooBig => CloseReason::MessageTooBig,
+        deflate::InflateError::Ratio => CloseReason::InflateRatio,
+        deflate::InflateError::Corrupt => CloseReason::BadCompression,
+    }
+}
+
+/// Asks the policy about a whole client message, and counts what it lets through.
+fn judge<J>(ctx: &mut Ctx<'_, J>, text: bool, message: &[u8]) -> Verdict
+where
+    J: FnMut(Seen<'_>) -> Verdict,
+{
+    let verdict = (ctx.judge)(if text {
+        Seen::Text(message)
+    } else {
+        Seen::Binary(message)
+    });
+    let sent = match &verdict {
+        Verdict::Forward => message.len(),
+        Verdict::Rewrite(t) => t.len(),
+        Verdict::Drop | Verdict::Close(_) => return verdict,
+    };
+    *ctx.activity += 1;
+    ctx.metrics.messages_up.inc();
+    ctx.metrics.bytes_up.inc_by(sent as u64);
+    ctx.traffic.up(sent as u64);
+    verdict
+}
+
+/// What the upstream gets for a judged client message: `forward` sends it as it came; a
+/// rewritten one (sender stamped) goes as one new text message, compressed again if the
+/// client's was (and the upstream agreed).
+fn upstream_gets<D>(
+    dst: &mut Side<D>,
+    verdict: Verdict,
+    was_compressed: bool,
+    forward: impl FnOnce(&mut Side<D>) -> Frame,
+) -> Frame {
+    match verdict {
+        Verdict::Forward => forward(dst),
         Verdict::Rewrite(t) => {
-            *ctx.activity += 1;
-            ctx.metrics.messages_up.inc();
-            ctx.metrics.bytes_up.inc_by(t.len() as u64);
-            ctx.traffic.up(t.len() as u64);
-            wire::encode(&mut dst.tx, true, Op::Text, Some(mask_key()), &t);
+            dst.queue_message(Op::Text, &t, was_compressed);
             Frame::Skip
         }
         Verdict::Drop => Frame::Skip,
         Verdict::Close(r) => Frame::End(Event::Policy(r)),
     }
+}
+
+/// Forwards a client frame where it lies: a fresh mask of the gateway's written into its
+/// header (`head`) and applied to its unmasked payload.
+fn remask(head: &mut [u8], payload: &mut [u8]) -> Frame {
+    let key = mask_key();
+    let at = head.len() - 4;
+    head[at..].copy_from_slice(&key);
+    wire::apply_mask(payload, key, 0);
+    Frame::InPlace
 }
 
 /// A timer that may or may not be armed; an unarmed one never fires.
@@ -859,6 +1022,9 @@ pub struct Opened<'a, S> {
     pub io: &'a mut S,
     /// Read past the handshake, not yet relayed (usually empty: no allocation).
     pub read: Vec<u8>,
+    /// permessage-deflate as this peer agreed it (`None`: RSV1 from it is a protocol error,
+    /// and nothing is compressed toward it).
+    pub deflate: Option<Compression>,
 }
 
 /// Relays until the end. The sockets are borrowed, not moved, so that each lives in exactly one
@@ -882,10 +1048,17 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Conn {
-        client: Side::new(client.io, client.read, wire::From::Client, limits),
+        client: Side::new(
+            client.io,
+            client.read,
+            client.deflate,
+            wire::From::Client,
+            limits,
+        ),
         upstream: Side::new(
             upstream.io,
             upstream.read,
+            upstream.deflate,
             wire::From::Server,
             UPSTREAM_LIMITS,
         ),
@@ -1184,6 +1357,7 @@ mod tests {
         max_message: 1 << 20,
         max_fragments: 0,
         assembly: None,
+        max_inflate_ratio: None,
     };
 
     async fn read_frame<S: AsyncRead + Unpin>(
@@ -1224,10 +1398,12 @@ mod tests {
             Opened {
                 io: client,
                 read: Vec::new(),
+                deflate: None,
             },
             Opened {
                 io: upstream,
                 read: Vec::new(),
+                deflate: None,
             },
             stop,
             (metrics, &NO_TRAFFIC),
@@ -1450,6 +1626,278 @@ mod tests {
             cuts in proptest::collection::vec(any::<usize>(), 0..12),
         ) {
             relays_whole_messages(script, cuts);
+        }
+    }
+
+    const AGREED: Compression = Compression {
+        send_window: 15,
+        recv_window: 15,
+    };
+
+    /// Compressed client messages, fragmented and cut anywhere across reads, reach an upstream
+    /// that did not agree compression whole and inflated; with an upstream that agreed, they
+    /// pass as they came (one frame, RSV1). Upstream messages reach the compressing client
+    /// compressed, and inflate to what was sent.
+    fn relays_compressed_messages(
+        texts: Vec<String>,
+        parts: usize,
+        cuts: Vec<usize>,
+        upstream_agreed: bool,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (mut client_end, mut gw_client) = tokio::io::duplex(1 << 20);
+            let (mut gw_upstream, mut upstream_end) = tokio::io::duplex(1 << 20);
+            let metrics = Metrics::new();
+            let (_stop_tx, stop) = oneshot::channel();
+            let mut codec = deflate::Codec::default();
+            let key = [7, 7, 7, 7];
+            let mut bytes = Vec::new();
+            for t in &texts {
+                let packed = codec.deflate(t.as_bytes(), 15).unwrap();
+                let n = parts.clamp(1, packed.len().max(1));
+                let size = packed.len().div_ceil(n).max(1);
+                let chunks: Vec<&[u8]> = if packed.is_empty() {
+                    vec![&[]]
+                } else {
+                    packed.chunks(size).collect()
+                };
+                for (i, c) in chunks.iter().enumerate() {
+                    let last = i + 1 == chunks.len();
+                    if i == 0 {
+                        let mut f = Vec::new();
+                        wire::encode(&mut f, last, Op::Text, Some(key), c);
+                        f[0] |= 0x40;
+                        bytes.extend_from_slice(&f);
+                    } else {
+                        wire::encode(&mut bytes, last, Op::Continue, Some(key), c);
+                    }
+                }
+            }
+            let (close, n) = wire::close_payload(1000, "bye");
+            let mut close_frame = Vec::new();
+            wire::encode(&mut close_frame, true, Op::Close, Some(key), &close[..n]);
+            let relay = relay(
+                Opened {
+                    io: &mut gw_client,
+                    read: Vec::new(),
+                    deflate: Some(AGREED),
+                },
+                Opened {
+                    io: &mut gw_upstream,
+                    read: Vec::new(),
+                    deflate: upstream_agreed.then_some(AGREED),
+                },
+                stop,
+                (&metrics, &NO_TRAFFIC),
+                None,
+                TIMING,
+                Limits {
+                    max_inflate_ratio: Some(100),
+                    ..LIMITS
+                },
+                |_| Verdict::Forward,
+            );
+            let client = async {
+                let mut at = 0;
+                let mut cuts: Vec<usize> =
+                    cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                for c in cuts.into_iter().chain([bytes.len()]) {
+                    client_end.write_all(&bytes[at..c.max(at)]).await.unwrap();
+                    at = c.max(at);
+                    tokio::task::yield_now().await;
+                }
+                // The upstream echoes each message uncompressed: it comes back compressed.
+                let mut codec = deflate::Codec::default();
+                for t in &texts {
+                    let mut buf = Vec::new();
+                    let h = loop {
+                        if let Some(h) = wire::parse_header(&buf, wire::From::Server).unwrap() {
+                            break h;
+                        }
+                        buf.push(client_end.read_u8().await.unwrap());
+                    };
+                    let mut payload = vec![0u8; h.len as usize];
+                    client_end.read_exact(&mut payload).await.unwrap();
+                    assert!(h.rsv1, "{h:?} {}", t.len());
+                    let got = if h.rsv1 {
+                        codec
+                            .inflate(
+                                &payload,
+                                deflate::Bound {
+                                    max_len: 1 << 20,
+                                    max_ratio: None,
+                                },
+                            )
+                            .unwrap()
+                    } else {
+                        payload
+                    };
+                    assert_eq!(got, t.as_bytes());
+                }
+                client_end.write_all(&close_frame).await.unwrap();
+                let (h, _) = read_frame(&mut client_end, wire::From::Server).await;
+                assert_eq!(h.op, Op::Close);
+            };
+            let upstream = async {
+                let mut codec = deflate::Codec::default();
+                for t in &texts {
+                    let mut buf = Vec::new();
+                    let h = loop {
+                        if let Some(h) = wire::parse_header(&buf, wire::From::Client).unwrap() {
+                            break h;
+                        }
+                        buf.push(upstream_end.read_u8().await.unwrap());
+                    };
+                    let mut payload = vec![0u8; h.len as usize];
+                    upstream_end.read_exact(&mut payload).await.unwrap();
+                    wire::apply_mask(&mut payload, h.mask.unwrap(), 0);
+                    assert!(h.fin && h.op == Op::Text, "messages arrive whole");
+                    assert_eq!(
+                        h.rsv1, upstream_agreed,
+                        "compressed only toward an upstream that agreed"
+                    );
+                    let got = if h.rsv1 {
+                        codec
+                            .inflate(
+                                &payload,
+                                deflate::Bound {
+                                    max_len: 1 << 20,
+                                    max_ratio: None,
+                                },
+                            )
+                            .unwrap()
+                    } else {
+                        payload
+                    };
+                    assert_eq!(got, t.as_bytes());
+                    let mut echo = Vec::new();
+                    wire::encode(&mut echo, true, Op::Text, None, t.as_bytes());
+                    upstream_end.write_all(&echo).await.unwrap();
+                }
+                let (h, payload) = read_frame(&mut upstream_end, wire::From::Client).await;
+                assert_eq!(h.op, Op::Close);
+                let mut answer = Vec::new();
+                wire::encode(&mut answer, true, Op::Close, None, &payload);
+                upstream_end.write_all(&answer).await.unwrap();
+            };
+            let (ended, (), ()) = tokio::join!(relay, client, upstream);
+            assert_eq!(ended, Ended::ByClient(Some(1000)));
+        });
+    }
+
+    #[test]
+    fn compressed_messages_one_byte_at_a_time() {
+        let texts = vec![
+            "héllo ".repeat(50),
+            "short".into(),
+            String::new(),
+            "€".repeat(3000),
+        ];
+        relays_compressed_messages(texts.clone(), 3, (0..3000).collect(), false);
+        relays_compressed_messages(texts, 1, (0..3000).step_by(7).collect(), true);
+    }
+
+    /// A compressed message is refused for what it inflates to: past `max_message`, past the
+    /// ratio, not deflate, or not UTF-8 once inflated; RSV1 from a side that did not agree
+    /// compression is a protocol error.
+    #[test]
+    fn compressed_messages_are_bounded_and_checked_once_inflated() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true) // the closing handshakes wait out their grace at once
+            .build()
+            .unwrap();
+        let mut codec = deflate::Codec::default();
+        // Random hex digits (xorshift): they compress about two to one, far from the ratio
+        // bound, so only the size bound applies (1.5 MiB inflated, under 1 MiB on the wire).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..3 << 19)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b"0123456789abcdef"[(x % 16) as usize]
+            })
+            .collect();
+        let packed_at = |level: u32, data: &[u8]| {
+            let mut c =
+                flate2::Compress::new_with_window_bits(flate2::Compression::new(level), false, 15);
+            let mut out = Vec::with_capacity(data.len() + 64);
+            c.compress_vec(data, &mut out, flate2::FlushCompress::Sync)
+                .unwrap();
+            out
+        };
+        let big = packed_at(6, &noise);
+        assert!(big.len() < 1 << 20, "within max_frame: {}", big.len());
+        let bomb = packed_at(9, &vec![b'a'; 900_000]);
+        let bad_utf8 = codec.deflate(&[b'a', 0xff, b'b'].repeat(40), 15).unwrap();
+        let cases: [(&[u8], Option<Compression>, CloseReason); 5] = [
+            (&big, Some(AGREED), CloseReason::MessageTooBig),
+            (&bomb, Some(AGREED), CloseReason::InflateRatio),
+            (
+                &[0xff, 0xff, 0xff],
+                Some(AGREED),
+                CloseReason::BadCompression,
+            ),
+            (&bad_utf8, Some(AGREED), CloseReason::InvalidPayload),
+            (&bad_utf8, None, CloseReason::ProtocolError),
+        ];
+        for (payload, agreed, reason) in cases {
+            rt.block_on(async {
+                // Room for the whole frame: the client's write never waits for the relay.
+                let (mut client_end, mut gw_client) = tokio::io::duplex(4 << 20);
+                let (mut gw_upstream, _upstream_end) = tokio::io::duplex(1 << 20);
+                let metrics = Metrics::new();
+                let (_stop_tx, stop) = oneshot::channel();
+                let mut frame = Vec::new();
+                wire::encode(&mut frame, true, Op::Text, Some([1, 2, 3, 4]), payload);
+                frame[0] |= 0x40;
+                let send = async {
+                    client_end.write_all(&frame).await.unwrap();
+                    client_end
+                };
+                let relay = relay(
+                    Opened {
+                        io: &mut gw_client,
+                        read: Vec::new(),
+                        deflate: agreed,
+                    },
+                    Opened {
+                        io: &mut gw_upstream,
+                        read: Vec::new(),
+                        deflate: None,
+                    },
+                    stop,
+                    (&metrics, &NO_TRAFFIC),
+                    None,
+                    TIMING,
+                    Limits {
+                        max_inflate_ratio: Some(100),
+                        ..LIMITS
+                    },
+                    |_| Verdict::Forward,
+                );
+                let (ended, _client_end) = tokio::join!(relay, send);
+                assert_eq!(ended, Ended::ByGateway(reason), "{reason:?}");
+            });
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn compressed_messages_arrive_whole_however_the_bytes_are_cut(
+            texts in proptest::collection::vec("[a-zé€ ]{0,200}", 0..5),
+            parts in 1usize..5,
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            upstream_agreed in any::<bool>(),
+        ) {
+            relays_compressed_messages(texts, parts, cuts, upstream_agreed);
         }
     }
 

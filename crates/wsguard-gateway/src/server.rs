@@ -653,10 +653,26 @@ impl Gateway {
             .limits
             .acquire(client_ip, session.as_ref().map(Session::uid))?;
 
+        // permessage-deflate, on routes that enable it: the client's offers answered; the
+        // upstream is offered it only if the client agreed (else it would only cost inflating).
+        let client_deflate = route
+            .compression
+            .then(|| {
+                let offers = req.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+                crate::deflate::answer(offers.iter().map(|v| v.as_bytes()))
+            })
+            .flatten();
+
         // Dial an upstream only now that the client has passed every check; it is asked for
         // exactly the path that was matched.
-        let (upstream, protocol, lease) = self
-            .dial(route, &target, &upstream_headers, &state.settings)
+        let (upstream, (protocol, upstream_deflate), lease) = self
+            .dial(
+                route,
+                &target,
+                &upstream_headers,
+                &state.settings,
+                client_deflate.is_some(),
+            )
             .await?;
         if let Some(p) = &protocol {
             // The upstream may only pick one of the client's offers.
@@ -682,6 +698,11 @@ impl Gateway {
         if let Some(p) = protocol {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
         }
+        let client_deflate = client_deflate.and_then(|(agreed, answer)| {
+            let v = HeaderValue::from_str(&answer).ok()?;
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+            Some(agreed)
+        });
 
         let gateway = Arc::clone(self);
         let route_path = route.path.clone();
@@ -703,10 +724,12 @@ impl Gateway {
                     crate::relay::Opened {
                         io: &mut client,
                         read: client_read,
+                        deflate: client_deflate,
                     },
                     crate::relay::Opened {
                         io: &mut upstream,
                         read: upstream_read,
+                        deflate: upstream_deflate,
                     },
                     (session, revocation_mark),
                     (peer, client_ip),
@@ -730,10 +753,11 @@ impl Gateway {
         target: &crate::target::Target,
         headers: &http::HeaderMap,
         settings: &crate::config::GatewayConfig,
+        compression: bool,
     ) -> Result<
         (
             crate::upstream::UpstreamSocket,
-            Option<HeaderValue>,
+            crate::upstream::Agreed,
             crate::pool::Lease,
         ),
         Refusal,
@@ -755,12 +779,17 @@ impl Gateway {
             let backend = lease.backend();
             let upstream_target =
                 route.upstream_target(&member.url, &target.path, target.query.as_deref());
-            let dial =
-                crate::upstream::dial(&member.url, &upstream_target, headers, route.tls.as_ref());
+            let dial = crate::upstream::dial(
+                &member.url,
+                &upstream_target,
+                headers,
+                route.tls.as_ref(),
+                compression,
+            );
             match tokio::time::timeout_at(deadline, dial).await {
-                Ok(Ok((socket, protocol))) => {
+                Ok(Ok((socket, agreed))) => {
                     backend.dial_succeeded();
-                    return Ok((socket, protocol, lease));
+                    return Ok((socket, agreed, lease));
                 }
                 Ok(Err(e)) if e.is_unreachable() => {
                     backend.dial_failed(Instant::now(), settings.upstream_backoff);
@@ -867,6 +896,7 @@ impl Gateway {
             max_message: cfg.max_message_bytes as u64,
             max_fragments: cfg.max_fragments,
             assembly: Some(cfg.assembly_timeout),
+            max_inflate_ratio: Some(cfg.max_inflate_ratio),
         };
         let ended = Box::pin(relay(
             client,

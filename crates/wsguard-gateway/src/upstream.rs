@@ -1,6 +1,7 @@
 //! Dialling an upstream: TCP, TLS for `wss://` (rustls, verified against the route's roots),
 //! the WebSocket client handshake, and the checks on the answer (101, `Upgrade`, `Connection`,
-//! `Sec-WebSocket-Accept`, no extension).
+//! `Sec-WebSocket-Accept`, no extension unless permessage-deflate was offered, and then only
+//! an answer valid for the offer: `crate::deflate::check_answer`).
 //!
 //! The handshake is one request head written out and one answer head read back, parsed by
 //! `httparse` (hyper's parser): an HTTP client (hyper's, with its own connection task,
@@ -15,6 +16,7 @@
 use std::io::{self, Write as _};
 use std::sync::Arc;
 
+use crate::deflate::Compression;
 use crate::handshake::has_token;
 use crate::stream::UpstreamStream;
 use http::StatusCode;
@@ -72,21 +74,27 @@ impl DialError {
     }
 }
 
+/// What the upstream agreed besides the socket: its subprotocol and its permessage-deflate
+/// windows, if any.
+pub type Agreed = (Option<HeaderValue>, Option<Compression>);
+
 /// Dials `url` and performs the WebSocket handshake for the origin-form `target` (path and
-/// query), sending `headers` after the handshake's own. Returns the socket and the
-/// subprotocol the upstream chose, if any.
+/// query), sending `headers` after the handshake's own, and offering permessage-deflate
+/// ([`crate::deflate::UPSTREAM_OFFER`]) if `compression`. Returns the socket, the subprotocol
+/// the upstream chose and the compression it agreed, if any.
 pub async fn dial(
     url: &url::Url,
     target: &str,
     headers: &HeaderMap,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<(UpstreamSocket, Option<HeaderValue>), DialError> {
+    compression: bool,
+) -> Result<(UpstreamSocket, Agreed), DialError> {
     let host = url.host_str().ok_or(DialError::NoHost)?;
     let port = url.port_or_known_default().unwrap_or(80);
     // `[::1]` in a URL is `::1` to the resolver.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
-    let head = request_head(url, target, &key, headers)?;
+    let head = request_head(url, target, &key, headers, compression)?;
     let tcp = TcpStream::connect((bare, port))
         .await
         .map_err(|e| DialError::Connect(e.kind()))?;
@@ -110,16 +118,21 @@ pub async fn dial(
         .await
         .map_err(|e| DialError::Http(e.to_string()))?;
     drop(head);
-    let (protocol, rest) = read_answer(&mut io, &crate::handshake::accept_key(&key)).await?;
-    Ok(((io, rest), protocol))
+    let (agreed, rest) = read_answer(&mut io, &crate::handshake::accept_key(&key)).await?;
+    if agreed.1.is_some() && !compression {
+        return Err(DialError::BadAnswer("extension not offered"));
+    }
+    Ok(((io, rest), agreed))
 }
 
-/// The request head: request line, the handshake's headers, then `headers`.
+/// The request head: request line, the handshake's headers (with the permessage-deflate offer
+/// if `compression`), then `headers`.
 fn request_head(
     url: &url::Url,
     target: &str,
     key: &str,
     headers: &HeaderMap,
+    compression: bool,
 ) -> Result<Vec<u8>, DialError> {
     // The target is built from a parsed URL and a parsed request, but it goes on the request
     // line as it is: nothing but visible ASCII. (Header values cannot hold CR, LF or NUL:
@@ -148,6 +161,11 @@ fn request_head(
     );
     head.extend_from_slice(key.as_bytes());
     head.extend_from_slice(b"\r\n");
+    if compression {
+        head.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        head.extend_from_slice(crate::deflate::UPSTREAM_OFFER.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
@@ -159,11 +177,9 @@ fn request_head(
 }
 
 /// Reads the answer head and checks it accepts the handshake with `accept`. Returns the
-/// chosen subprotocol and the bytes read past the head.
-async fn read_answer<S>(
-    io: &mut S,
-    accept: &str,
-) -> Result<(Option<HeaderValue>, Vec<u8>), DialError>
+/// chosen subprotocol, the compression agreed (valid for [`crate::deflate::UPSTREAM_OFFER`];
+/// the caller refuses it if nothing was offered) and the bytes read past the head.
+async fn read_answer<S>(io: &mut S, accept: &str) -> Result<(Agreed, Vec<u8>), DialError>
 where
     S: AsyncRead + Unpin,
 {
@@ -190,8 +206,8 @@ where
         match answer.parse(&buf) {
             Ok(httparse::Status::Partial) => continue,
             Ok(httparse::Status::Complete(len)) => {
-                let protocol = check_answer(&answer, accept)?;
-                return Ok((protocol, buf[len..].to_vec()));
+                let agreed = check_answer(&answer, accept)?;
+                return Ok((agreed, buf[len..].to_vec()));
             }
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(DialError::BadAnswer("too many header lines"));
@@ -201,11 +217,8 @@ where
     }
 }
 
-/// The checks on a complete answer head; the chosen subprotocol, if any.
-fn check_answer(
-    answer: &httparse::Response<'_, '_>,
-    accept: &str,
-) -> Result<Option<HeaderValue>, DialError> {
+/// The checks on a complete answer head; the chosen subprotocol and compression, if any.
+fn check_answer(answer: &httparse::Response<'_, '_>, accept: &str) -> Result<Agreed, DialError> {
     if answer.version != Some(1) {
         return Err(DialError::BadAnswer("not an HTTP/1.1 answer"));
     }
@@ -232,20 +245,21 @@ fn check_answer(
     if accepts.next() != Some(accept.as_bytes()) || accepts.next().is_some() {
         return Err(DialError::BadAnswer("wrong Sec-WebSocket-Accept"));
     }
-    // wsguard offers no extension upstream (permessage-deflate is not negotiated): an answer
-    // that enables one would send frames the codec cannot read.
-    if all(header::SEC_WEBSOCKET_EXTENSIONS).next().is_some() {
-        return Err(DialError::BadAnswer("extension not offered"));
-    }
+    // The only extension wsguard offers is permessage-deflate, as `UPSTREAM_OFFER` puts it: an
+    // answer that enables anything else, or agrees to something not offered, would send
+    // frames the relay cannot read.
+    let compression = crate::deflate::check_answer(all(header::SEC_WEBSOCKET_EXTENSIONS))
+        .map_err(DialError::BadAnswer)?;
     let mut protocols = all(header::SEC_WEBSOCKET_PROTOCOL);
     let protocol = protocols.next();
     if protocols.next().is_some() {
         return Err(DialError::BadAnswer("more than one subprotocol"));
     }
-    protocol
+    let protocol = protocol
         .map(HeaderValue::from_bytes)
         .transpose()
-        .map_err(|_| DialError::BadAnswer("subprotocol"))
+        .map_err(|_| DialError::BadAnswer("subprotocol"))?;
+    Ok((protocol, compression))
 }
 
 #[cfg(test)]
@@ -262,7 +276,7 @@ mod tests {
         )
     }
 
-    async fn read(bytes: &[u8]) -> Result<(Option<HeaderValue>, Vec<u8>), DialError> {
+    async fn read(bytes: &[u8]) -> Result<(Agreed, Vec<u8>), DialError> {
         let mut io = bytes;
         read_answer(&mut io, ACCEPT).await
     }
@@ -273,7 +287,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-wsguard-user", HeaderValue::from_static("alice"));
         headers.append("cookie", HeaderValue::from_static("a=1"));
-        let head = request_head(&url, "/base/chat?room=1", KEY, &headers).unwrap();
+        let head = request_head(&url, "/base/chat?room=1", KEY, &headers, false).unwrap();
         assert_eq!(
             String::from_utf8(head).unwrap(),
             format!(
@@ -284,8 +298,47 @@ mod tests {
         );
         // A default port is not written; an IPv6 host keeps its brackets.
         let url = url::Url::parse("ws://[::1]:80/").unwrap();
-        let head = request_head(&url, "/", KEY, &HeaderMap::new()).unwrap();
+        let head = request_head(&url, "/", KEY, &HeaderMap::new(), false).unwrap();
         assert!(head.starts_with(b"GET / HTTP/1.1\r\nHost: [::1]\r\n"));
+    }
+
+    /// On a route with compression, the offer is written with the handshake's headers, and an
+    /// answer is accepted only as valid for it.
+    #[tokio::test]
+    async fn permessage_deflate_is_offered_and_its_answer_checked() {
+        let url = url::Url::parse("ws://backend.test/").unwrap();
+        let head = request_head(&url, "/", KEY, &HeaderMap::new(), true).unwrap();
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.contains(
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+                 client_no_context_takeover\r\n"
+            ),
+            "{head}"
+        );
+        let ok = answer(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+             server_max_window_bits=10\r\n",
+        );
+        let ((_, agreed), _) = read(ok.as_bytes()).await.unwrap();
+        assert_eq!(
+            agreed,
+            Some(Compression {
+                send_window: 15,
+                recv_window: 10
+            })
+        );
+        for bad in [
+            "permessage-deflate",
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=9",
+            "permessage-deflate; server_no_context_takeover, x-other",
+        ] {
+            let text = answer(&format!("Sec-WebSocket-Extensions: {bad}\r\n"));
+            assert!(
+                matches!(read(text.as_bytes()).await, Err(DialError::BadAnswer(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -294,7 +347,7 @@ mod tests {
         for target in ["/a b", "/a\r\nX-Evil: 1", "/a\n", "a", "", "/é"] {
             assert!(
                 matches!(
-                    request_head(&url, target, KEY, &HeaderMap::new()),
+                    request_head(&url, target, KEY, &HeaderMap::new(), false),
                     Err(DialError::BadTarget)
                 ),
                 "{target:?}"
@@ -310,7 +363,7 @@ mod tests {
         // The head arrives in two reads, the second with the upstream's first frame.
         let (first, second) = bytes.split_at(20);
         let mut io = first.chain(second);
-        let (protocol, rest) = read_answer(&mut io, ACCEPT).await.unwrap();
+        let ((protocol, _), rest) = read_answer(&mut io, ACCEPT).await.unwrap();
         assert_eq!(protocol.unwrap(), "chat.v1");
         assert_eq!(rest, frame, "bytes read past the head are handed on");
     }
@@ -370,7 +423,10 @@ mod tests {
         // Tokens are matched in any case, in lists.
         let text = "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\n\
                     connection: keep-alive, UPGRADE\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-        assert_eq!(read(text.as_bytes()).await.unwrap(), (None, Vec::new()));
+        assert_eq!(
+            read(text.as_bytes()).await.unwrap(),
+            ((None, None), Vec::new())
+        );
     }
 
     #[tokio::test]

@@ -1,10 +1,11 @@
 //! The WebSocket wire format as the relay needs it (RFC 6455 §5): frame headers, masking,
 //! UTF-8 checked piece by piece, close payloads, and frame encoding.
 //!
-//! Owns the byte-level rules: which headers are valid (no RSV bits, since no extension is ever
-//! negotiated; known opcodes; control frames short and final; masked from clients, unmasked
-//! from servers; no 64-bit length with the top bit set), which close payloads are valid, and
-//! how a frame is written. Pure: no I/O, no clock, no allocation except in [`encode`], which
+//! Owns the byte-level rules: which headers are valid (RSV2 and RSV3 never set; RSV1 only on
+//! the first frame of a data message, where permessage-deflate marks a compressed message:
+//! whether that extension was agreed is the relay's to check; known opcodes; control frames
+//! short and final; masked from clients, unmasked from servers; no 64-bit length with the top
+//! bit set), which close payloads are valid, and how a frame is written. Pure: no I/O, no clock, no allocation except in [`encode`], which
 //! appends to a buffer it is given. It must not decide policy (sizes beyond the protocol's,
 //! kinds, rates): that is `policy`'s, and the relay's to apply.
 
@@ -62,6 +63,8 @@ pub struct Header {
     pub fin: bool,
     /// Opcode.
     pub op: Op,
+    /// RSV1: the first frame of a compressed message (permessage-deflate, RFC 7692 §6).
+    pub rsv1: bool,
     /// Masking key, if the frame is masked.
     pub mask: Option<[u8; 4]>,
     /// Payload length as declared.
@@ -73,7 +76,7 @@ pub struct Header {
 /// A frame that breaks the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Malformed {
-    /// RSV bits set (no extension is negotiated).
+    /// RSV2 or RSV3 set, or RSV1 on a control frame or a continuation.
     Reserved,
     /// Unknown opcode.
     Opcode,
@@ -97,10 +100,14 @@ pub enum From {
 /// Parses the header at the start of `buf`: `Ok(None)` if `buf` does not hold all of it yet.
 pub fn parse_header(buf: &[u8], from: From) -> Result<Option<Header>, Malformed> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
-    if b0 & 0x70 != 0 {
+    if b0 & 0x30 != 0 {
         return Err(Malformed::Reserved);
     }
     let op = Op::from_bits(b0 & 0x0f).ok_or(Malformed::Opcode)?;
+    let rsv1 = b0 & 0x40 != 0;
+    if rsv1 && !matches!(op, Op::Text | Op::Binary) {
+        return Err(Malformed::Reserved);
+    }
     let fin = b0 & 0x80 != 0;
     let masked = b1 & 0x80 != 0;
     if masked != (from == From::Client) {
@@ -140,6 +147,7 @@ pub fn parse_header(buf: &[u8], from: From) -> Result<Option<Header>, Malformed>
     Ok(Some(Header {
         fin,
         op,
+        rsv1,
         mask,
         len,
         header_len: at,
@@ -240,8 +248,18 @@ pub fn close_code_allowed(code: u16) -> bool {
 
 /// Appends one frame to `out`, masked with `mask` if given.
 pub fn encode(out: &mut Vec<u8>, fin: bool, op: Op, mask: Option<[u8; 4]>, payload: &[u8]) {
+    frame(out, u8::from(fin) << 7 | op.bits(), mask, payload);
+}
+
+/// Appends one whole compressed message (a final frame with RSV1 set, RFC 7692 §6) to `out`,
+/// masked with `mask` if given.
+pub fn encode_compressed(out: &mut Vec<u8>, op: Op, mask: Option<[u8; 4]>, payload: &[u8]) {
+    frame(out, 0x80 | 0x40 | op.bits(), mask, payload);
+}
+
+fn frame(out: &mut Vec<u8>, b0: u8, mask: Option<[u8; 4]>, payload: &[u8]) {
     let len = payload.len();
-    out.push(u8::from(fin) << 7 | op.bits());
+    out.push(b0);
     let m = if mask.is_some() { 0x80 } else { 0 };
     if len < 126 {
         out.push(m | len as u8);
@@ -293,6 +311,7 @@ mod tests {
             Header {
                 fin: true,
                 op: Op::Text,
+                rsv1: false,
                 mask: Some([1, 2, 3, 4]),
                 len: 5,
                 header_len: 6
@@ -321,10 +340,14 @@ mod tests {
 
     #[test]
     fn protocol_errors() {
-        assert_eq!(
-            parse_header(&[0xc1, 0x80], From::Client),
-            Err(Malformed::Reserved)
-        );
+        // RSV2, RSV3; RSV1 on a continuation or a control frame.
+        for b0 in [0xa1u8, 0x91, 0xc0, 0xc9, 0xca, 0xc8] {
+            assert_eq!(
+                parse_header(&[b0, 0x80], From::Client),
+                Err(Malformed::Reserved),
+                "{b0:#x}"
+            );
+        }
         assert_eq!(
             parse_header(&[0x83, 0x80], From::Client),
             Err(Malformed::Opcode)
@@ -368,6 +391,21 @@ mod tests {
         let (p, n) = close_payload(1008, &"é".repeat(100));
         assert_eq!(n, 2 + 122);
         assert_eq!(close_code(&p[..n]), Ok(Some(1008)));
+    }
+
+    #[test]
+    fn rsv1_marks_the_first_frame_of_a_data_message() {
+        for (b0, op) in [(0xc1u8, Op::Text), (0x42, Op::Binary)] {
+            let h = parse_header(&[b0, 0x80, 0, 0, 0, 0], From::Client)
+                .unwrap()
+                .unwrap();
+            assert_eq!((h.op, h.rsv1), (op, true));
+        }
+        let mut out = Vec::new();
+        encode_compressed(&mut out, Op::Text, None, b"xy");
+        let h = parse_header(&out, From::Server).unwrap().unwrap();
+        assert_eq!((h.fin, h.op, h.rsv1, h.len), (true, Op::Text, true, 2));
+        assert_eq!(&out[h.header_len..], b"xy");
     }
 
     #[test]
