@@ -32,8 +32,8 @@ use tokio::net::TcpListener;
 use wsguard_token::{SessionData, SessionId, UserId};
 use zeroize::Zeroizing;
 
-use crate::ReloadError;
-use crate::server::Gateway;
+use crate::state::Gateway;
+use crate::state::ReloadError;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 16 * 1024;
@@ -110,7 +110,7 @@ impl Admin {
                             .await;
                     });
                 }
-                () = crate::shutdown_signalled(&mut shutdown) => return,
+                () = crate::state::shutdown_signalled(&mut shutdown) => return,
             }
         }
     }

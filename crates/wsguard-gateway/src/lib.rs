@@ -8,7 +8,9 @@
 //! binary, not here; what a reload may change is swapped in whole ([`State`]), so a socket or a
 //! handshake never sees half of an old and half of a new configuration.
 
+mod accept;
 pub mod admin;
+mod background;
 pub mod config;
 pub mod cookie;
 pub mod deflate;
@@ -19,14 +21,18 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+mod pipeline;
 pub mod policy;
 pub mod pool;
 pub mod reason;
+mod refusal;
 pub mod registry;
 pub mod relay;
-pub mod server;
+mod socket;
+mod state;
 pub mod stream;
 pub mod target;
+mod ticket_endpoint;
 pub mod tickets;
 pub mod tls;
 pub mod upstream;
@@ -41,15 +47,12 @@ use tokio::task::JoinHandle;
 use wsguard_session::Sessions;
 use zeroize::Zeroizing;
 
-use crate::config::{AdminConfig, GatewayConfig, RouteConfig};
+pub use crate::forward::{DATA_HEADER, SESSION_HEADER, USER_HEADER};
+pub use crate::pipeline::TICKET_PATH;
 use crate::registry::Registry;
-use crate::server::Gateway;
+use crate::state::{Gateway, build_state, limit_config};
+pub use crate::state::{Loader, Reload, ReloadError, Settings};
 use crate::tickets::Tickets;
-
-/// Resolves once shutdown has been asked for (without holding the channel's lock across awaits).
-pub(crate) async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await.map(|_| ());
-}
 
 /// A running gateway.
 #[derive(Debug)]
@@ -65,166 +68,10 @@ pub struct Running {
     gateway: Arc<Gateway>,
 }
 
-/// A fresh configuration for a reload: the gateway's settings and the session verifier (keys,
-/// lifetimes), and what changed that only a restart applies (the caller knows the store and
-/// session mode; the gateway adds its listeners).
-#[derive(Debug)]
-pub struct Reload {
-    /// The new settings.
-    pub settings: Settings,
-    /// The new verifier.
-    pub verifier: wsguard_token::Verifier,
-    /// Keys whose change needs a restart.
-    pub restart_required: Vec<String>,
-}
-
-/// Reads the configuration again (the binary's config file and key file).
-pub type Loader = Arc<dyn Fn() -> Result<Reload, String> + Send + Sync>;
-
-/// Why a reload did not happen. The configuration in force is unchanged either way.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// Started without a way to read the configuration again.
-    #[error("no configuration to reload")]
-    NotConfigured,
-    /// The new configuration is invalid (every error, one per line).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// What a reload can change, swapped in whole: routes (upstreams, origins, message policy),
-/// the ticket endpoint's origins, limits and timeouts, the TLS certificate.
-pub(crate) struct State {
-    pub(crate) routes: Vec<config::Route>,
-    /// Every upstream the routes name, by `host:port` (shared state, kept across reloads).
-    pub(crate) backends: pool::Backends,
-    pub(crate) ticket_origins: origin::OriginPolicy,
-    /// What the upstream is told (validated `forward_headers` and `client_headers`).
-    pub(crate) forwarding: forward::Forwarding,
-    pub(crate) settings: GatewayConfig,
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
-    /// `gateway.handshake_rate_per_ip`'s buckets, if set (kept across a reload that keeps it).
-    pub(crate) handshake_rate: Option<Arc<limits::HandshakeRate>>,
-}
-
-impl std::fmt::Debug for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State")
-            .field("routes", &self.routes.len())
-            .field("tls", &self.tls.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Validates settings and builds the state they describe, reading the TLS files they name.
-/// Upstreams named by `previous` keep their state (open sockets, health, draining). Every error
-/// is reported, one per line, naming its key.
-pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Result<State, String> {
-    let mut errors = Vec::new();
-    if let Err(e) = config::validate(&settings.gateway) {
-        errors.push(e);
-    }
-    if settings.routes.is_empty() {
-        errors.push("route: no [[route]] configured: nothing to proxy to".into());
-    }
-    let (mut routes, backends) =
-        match config::routes_with(&settings.gateway, &settings.routes, previous) {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(e);
-                Default::default()
-            }
-        };
-    for r in &mut routes {
-        if let Some(path) = &r.messages.config().json_schema {
-            match load_schema(path) {
-                Ok(v) => {
-                    r.messages = policy::RoutePolicy::with_schema(r.messages.config().clone(), v);
-                }
-                Err(e) => errors.push(format!("route[{}].messages.json_schema: {e}", r.index)),
-            }
-        }
-        if r.pool.members().iter().any(|m| m.url.scheme() == "wss") {
-            let key = format!("route[{}].upstream_ca", r.index);
-            match tls::client_config(&key, r.upstream_ca.as_deref()) {
-                Ok(c) => r.tls = Some(c),
-                Err(e) => errors.push(e),
-            }
-        }
-    }
-    let tls = match &settings.gateway.tls {
-        None => None,
-        Some(t) => match tls::server_config("gateway.tls", t) {
-            Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-    };
-    let ticket_origins = origin::OriginPolicy::new(
-        &settings.gateway.allowed_origins,
-        settings.gateway.allow_missing_origin,
-    );
-    // Its errors are already in `errors` (config::validate checks it).
-    let forwarding = forward::Forwarding::new(
-        &settings.gateway.forward_headers,
-        &settings.gateway.client_headers,
-        settings.gateway.forward_session_cookie,
-    );
-    match (errors.is_empty(), ticket_origins, forwarding) {
-        (true, Ok(ticket_origins), Ok(forwarding)) => Ok(State {
-            routes,
-            backends,
-            ticket_origins,
-            forwarding,
-            settings: settings.gateway.clone(),
-            tls,
-            handshake_rate: settings
-                .gateway
-                .handshake_rate_per_ip
-                .and_then(policy::Rate::quota)
-                .map(|q| Arc::new(limits::HandshakeRate::new(q))),
-        }),
-        // An origin error is already in `errors` (config::validate checks them); one reported
-        // by both the gateway's and a route's checks is said once.
-        _ => {
-            let mut seen = std::collections::HashSet::new();
-            let lines: Vec<&str> = errors
-                .iter()
-                .flat_map(|e| e.lines())
-                .filter(|l| seen.insert(*l))
-                .collect();
-            Err(lines.join("\n"))
-        }
-    }
-}
-
-/// Reads and compiles a JSON Schema file. Only references inside the file resolve: nothing is
-/// fetched from the network or other files.
-fn load_schema(path: &std::path::Path) -> Result<jsonschema::Validator, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let schema: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-    jsonschema::validator_for(&schema)
-        .map_err(|e| format!("{}: not a usable JSON Schema: {e}", path.display()))
-}
-
 /// Checks settings as `start` and a reload would, without binding anything: every error, one
 /// per line, naming its key (for `wsguard check-config`).
 pub fn check(settings: &Settings) -> Result<(), String> {
     build_state(settings, &pool::Backends::default()).map(|_| ())
-}
-
-fn limit_config(g: &GatewayConfig) -> limits::LimitConfig {
-    limits::LimitConfig {
-        global: g.max_connections,
-        per_ip: g.max_connections_per_ip,
-        per_user: g.max_connections_per_user,
-        pending: g.max_pending_handshakes,
-        pending_per_ip: g.max_pending_handshakes_per_ip,
-    }
 }
 
 impl Running {
@@ -279,21 +126,6 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
-}
-
-/// Everything `start` needs.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    /// `[gateway]`.
-    pub gateway: GatewayConfig,
-    /// `[[route]]`.
-    pub routes: Vec<RouteConfig>,
-    /// `[admin]`.
-    pub admin: AdminConfig,
-    /// Session cookie name.
-    pub cookie_name: String,
-    /// How the admin API sets the session cookie.
-    pub cookie: cookie::CookieAttributes,
 }
 
 /// Pending connections a listener queues before the kernel drops SYNs (capped by

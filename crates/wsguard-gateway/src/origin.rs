@@ -118,6 +118,39 @@ fn valid_host(host: &str) -> bool {
 }
 
 impl Origin {
+    /// Whether `raw` is exactly this origin's serialisation (`Display`), compared without
+    /// building it.
+    pub fn is_written_as(&self, raw: &[u8]) -> bool {
+        let scheme: &[u8] = match self.scheme {
+            Scheme::Http => b"http://",
+            Scheme::Https => b"https://",
+        };
+        let Some(rest) = raw.strip_prefix(scheme) else {
+            return false;
+        };
+        let Some(rest) = rest.strip_prefix(self.host.as_bytes()) else {
+            return false;
+        };
+        match self.port {
+            None => rest.is_empty(),
+            Some(p) => {
+                let mut digits = [0u8; 5];
+                let mut n = p;
+                let mut i = digits.len();
+                loop {
+                    i -= 1;
+                    // A digit: n % 10 < 10.
+                    digits[i] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                rest.first() == Some(&b':') && rest[1..] == digits[i..]
+            }
+        }
+    }
+
     /// Parses an `Origin` header value (not `null`).
     pub fn parse(s: &str) -> Option<Origin> {
         parse(s)
@@ -206,6 +239,16 @@ pub enum Allowed {
 }
 
 impl Allowed {
+    /// The `Origin` header to forward: the client's own value when it is already the parsed
+    /// origin's serialisation byte for byte (as browsers send it; a cheap clone), else that
+    /// serialisation. Never anything that differs from what was checked.
+    pub fn forwarded(&self, sent: Option<&http::HeaderValue>) -> Option<http::HeaderValue> {
+        match (self, sent) {
+            (Allowed::Origin(o), Some(v)) if o.is_written_as(v.as_bytes()) => Some(v.clone()),
+            _ => self.header_value(),
+        }
+    }
+
     /// The `Origin` header to forward, re-serialised from the parsed value (lower-case host,
     /// no default port), never the client's bytes.
     pub fn header_value(&self) -> Option<http::HeaderValue> {
@@ -301,6 +344,36 @@ mod tests {
 
     fn one(p: &OriginPolicy, v: &str) -> Result<(), Refusal> {
         p.check(std::iter::once(v.as_bytes())).map(|_| ())
+    }
+
+    #[test]
+    fn the_forwarded_origin_is_what_was_checked() {
+        let p = policy(&["https://app.example.com", "http://localhost:3000"]);
+        for (sent, want, reused) in [
+            ("https://app.example.com", "https://app.example.com", true),
+            ("http://localhost:3000", "http://localhost:3000", true),
+            (
+                "HTTPS://App.Example.com:443",
+                "https://app.example.com",
+                false,
+            ),
+            (
+                "https://app.example.com:443",
+                "https://app.example.com",
+                false,
+            ),
+            ("http://localhost:03000", "http://localhost:3000", false),
+        ] {
+            let v = http::HeaderValue::from_static(sent);
+            let allowed = p.check(std::iter::once(v.as_bytes())).unwrap();
+            let got = allowed.forwarded(Some(&v)).unwrap();
+            assert_eq!(got, want, "{sent}");
+            let Allowed::Origin(o) = &allowed else {
+                panic!("an origin")
+            };
+            assert_eq!(o.is_written_as(sent.as_bytes()), reused, "{sent}");
+            assert!(o.is_written_as(o.to_string().as_bytes()));
+        }
     }
 
     #[test]

@@ -519,3 +519,15 @@ proptest! {
         prop_assert_eq!(back, want);
     }
 }
+
+proptest! {
+    /// Addresses are written exactly as `Display` writes them.
+    #[test]
+    fn ips_are_written_as_display_writes_them(octets in any::<[u8; 4]>(), v6 in any::<[u16; 8]>()) {
+        for ip in [IpAddr::from(octets), IpAddr::from(v6)] {
+            let mut buf = String::new();
+            push_ip(&mut buf, &ip);
+            prop_assert_eq!(buf, ip.to_string());
+        }
+    }
+}
