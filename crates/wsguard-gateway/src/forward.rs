@@ -276,36 +276,39 @@ pub struct Decided<'a> {
 }
 
 impl Forwarding {
-    /// The headers for the upstream handshake, after its own. Refused
-    /// ([`Refusal::IdentityUnforwardable`]) if the session cannot be carried whole.
-    pub fn headers(&self, client: &HeaderMap, d: &Decided<'_>) -> Result<HeaderMap, Refusal> {
-        let mut out = HeaderMap::with_capacity(self.pass.len() + 10);
+    /// The headers for the upstream handshake, after its own, rendered as header lines.
+    /// Refused ([`Refusal::IdentityUnforwardable`]) if the session cannot be carried whole.
+    pub fn headers(&self, client: &HeaderMap, d: &Decided<'_>) -> Result<HeadLines, Refusal> {
+        let mut out = HeadLines(Vec::with_capacity(512));
         for name in &self.pass {
             for v in client.get_all(name) {
-                out.append(name.clone(), v.clone());
+                out.push(name.as_str(), v.as_bytes());
             }
         }
         if let Some(origin) = &d.origin {
-            out.insert(header::ORIGIN, origin.clone());
+            out.push("origin", origin.as_bytes());
         }
         for v in client.get_all(header::COOKIE) {
             if self.forward_session_cookie {
-                out.append(header::COOKIE, v.clone());
+                out.push("cookie", v.as_bytes());
             } else if let Some(rest) = v
                 .to_str()
                 .ok()
                 .and_then(|v| crate::cookie::strip_cookie(v, d.cookie_name))
-                && let Ok(v) = HeaderValue::from_str(&rest)
             {
-                out.append(header::COOKIE, v);
+                out.push("cookie", rest.as_bytes());
             }
         }
         if !d.protocols.is_empty() {
-            let list = d.protocols.join(", ");
             // Tokens are visible ASCII (checked by `handshake`).
-            if let Ok(v) = HeaderValue::from_str(&list) {
-                out.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+            out.open("sec-websocket-protocol");
+            for (i, p) in d.protocols.iter().enumerate() {
+                if i > 0 {
+                    out.0.extend_from_slice(b", ");
+                }
+                out.0.extend_from_slice(p.as_bytes());
             }
+            out.close();
         }
         if let Some(s) = d.session {
             identity(&mut out, s)?;
@@ -314,7 +317,7 @@ impl Forwarding {
         Ok(out)
     }
 
-    fn client_headers(&self, out: &mut HeaderMap, client: &HeaderMap, d: &Decided<'_>) {
+    fn client_headers(&self, out: &mut HeadLines, client: &HeaderMap, d: &Decided<'_>) {
         let trusted = d.chain.via_trusted_proxy(d.trusted);
         // A trusted proxy says how the client reached it; otherwise the gateway knows.
         let proto = trusted
@@ -332,94 +335,139 @@ impl Forwarding {
             .filter(|h| crate::handshake::valid_host(h))
             .unwrap_or(d.host);
         let hops = d.chain.hops();
-        // Built by hand into one buffer: formatting machinery and a string per address cost a
-        // few thousand instructions per handshake (callgrind), on every upgrade.
-        let mut buf = String::with_capacity(96);
-        let put = |out: &mut HeaderMap, name: &Option<HeaderName>, buf: &mut String| {
-            if let (Some(name), Ok(v)) = (name, HeaderValue::from_str(buf)) {
-                out.insert(name.clone(), v);
-            }
-            buf.clear();
-        };
-        if self.for_header.is_some() {
+        // Written straight into the head: no header map, no value allocated per header, and
+        // addresses without the formatting machinery (callgrind: a few thousand instructions
+        // per handshake otherwise). Every byte here is an address, a validated host or a fixed
+        // word.
+        if let Some(name) = &self.for_header {
+            out.open(name.as_str());
             for (i, ip) in hops.iter().enumerate() {
                 if i > 0 {
-                    buf.push_str(", ");
+                    out.0.extend_from_slice(b", ");
                 }
-                push_ip(&mut buf, ip);
+                push_ip(&mut out.0, ip);
             }
-            put(out, &self.for_header, &mut buf);
+            out.close();
         }
         if let Some(name) = &self.proto_header {
-            let v = if proto == "https" { "https" } else { "http" };
-            out.insert(name.clone(), HeaderValue::from_static(v));
+            out.push(name.as_str(), proto.as_bytes());
         }
         if let Some(name) = &self.host_header {
-            // The client's own `Host` value when that is the host (no copy), else the proxy's.
-            match client.get(header::HOST) {
-                Some(v) if v.as_bytes() == host.as_bytes() => {
-                    out.insert(name.clone(), v.clone());
-                }
-                _ => {
-                    buf.push_str(host);
-                    put(out, &self.host_header, &mut buf);
-                }
-            }
+            out.push(name.as_str(), host.as_bytes());
         }
-        if self.real_ip_header.is_some() {
-            push_ip(&mut buf, &d.chain.client());
-            put(out, &self.real_ip_header, &mut buf);
+        if let Some(name) = &self.real_ip_header {
+            out.open(name.as_str());
+            push_ip(&mut out.0, &d.chain.client());
+            out.close();
         }
         if self.forwarded {
             // One element per hop (RFC 7239 §4): the first also says how and for which host
             // the client asked. IPv6 addresses are quoted in brackets (§6); the host is quoted
             // because of its port's colon.
+            out.open("forwarded");
             for (i, ip) in hops.iter().enumerate() {
                 if i > 0 {
-                    buf.push_str(", ");
+                    out.0.extend_from_slice(b", ");
                 }
-                buf.push_str("for=");
+                out.0.extend_from_slice(b"for=");
                 match ip {
-                    IpAddr::V4(_) => push_ip(&mut buf, ip),
+                    IpAddr::V4(_) => push_ip(&mut out.0, ip),
                     IpAddr::V6(_) => {
-                        buf.push_str("\"[");
-                        push_ip(&mut buf, ip);
-                        buf.push_str("]\"");
+                        out.0.extend_from_slice(b"\"[");
+                        push_ip(&mut out.0, ip);
+                        out.0.extend_from_slice(b"]\"");
                     }
                 }
                 if i == 0 {
-                    buf.push_str(";host=\"");
-                    buf.push_str(host);
-                    buf.push_str("\";proto=");
-                    buf.push_str(proto);
+                    out.0.extend_from_slice(b";host=\"");
+                    out.0.extend_from_slice(host.as_bytes());
+                    out.0.extend_from_slice(b"\";proto=");
+                    out.0.extend_from_slice(proto.as_bytes());
                 }
             }
-            put(out, &Some(header::FORWARDED), &mut buf);
+            out.close();
         }
+    }
+}
+
+/// Header lines for the upstream's request head, rendered (`name: value\r\n`). Only this
+/// module builds them; no value holds a byte that could end a line or the head (CR, LF, NUL):
+/// values from the client come from `http`'s checked `HeaderValue`s, the others are built here
+/// from validated parts, and [`HeadLines::push`] checks again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeadLines(Vec<u8>);
+
+impl HeadLines {
+    /// The rendered lines.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Every `(name, value)`, in order (for tests and inspection).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::str::from_utf8(&self.0)
+            .unwrap_or("")
+            .split_terminator("\r\n")
+            .filter_map(|l| l.split_once(": "))
+    }
+
+    /// Every value of header `name` (lower case), in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Lines of these pairs (tests).
+    #[cfg(test)]
+    pub(crate) fn of(pairs: &[(&str, &str)]) -> HeadLines {
+        let mut h = HeadLines::default();
+        for (n, v) in pairs {
+            h.push(n, v.as_bytes());
+        }
+        h
+    }
+
+    /// Adds one line; a value that could end the line is left out (and says so: `false`).
+    fn push(&mut self, name: &str, value: &[u8]) -> bool {
+        if value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+            return false;
+        }
+        self.open(name);
+        self.0.extend_from_slice(value);
+        self.close();
+        true
+    }
+
+    fn open(&mut self, name: &str) {
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b": ");
+    }
+
+    fn close(&mut self) {
+        self.0.extend_from_slice(b"\r\n");
     }
 }
 
 /// Appends an address as `Display` writes it; IPv4 (the usual case) without the formatting
 /// machinery.
-fn push_ip(buf: &mut String, ip: &IpAddr) {
+fn push_ip(buf: &mut Vec<u8>, ip: &IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    buf.push('.');
+                    buf.push(b'.');
                 }
                 if octet >= 100 {
-                    buf.push(char::from(b'0' + octet / 100));
+                    buf.push(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    buf.push(char::from(b'0' + octet / 10 % 10));
+                    buf.push(b'0' + octet / 10 % 10);
                 }
-                buf.push(char::from(b'0' + octet % 10));
+                buf.push(b'0' + octet % 10);
             }
         }
         IpAddr::V6(v6) => {
-            use std::fmt::Write as _;
-            // Writing to a String cannot fail.
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
             let _ = write!(buf, "{v6}");
         }
     }
@@ -434,19 +482,27 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     }
 }
 
-/// Adds the identity headers, all three or none.
-fn identity(out: &mut HeaderMap, s: &Session) -> Result<(), Refusal> {
+/// Adds the identity headers, all three or none: every byte visible ASCII (or space, in the
+/// data), or the upgrade is refused.
+fn identity(out: &mut HeadLines, s: &Session) -> Result<(), Refusal> {
     let data = s
         .data()
         .header_value()
         .map_err(|_| Refusal::IdentityUnforwardable)?;
-    let value = |v: &str| HeaderValue::from_str(v).map_err(|_| Refusal::IdentityUnforwardable);
-    let user = value(s.uid().as_str())?;
-    let session = value(s.sid().as_str())?;
-    let data = value(&data)?;
-    out.insert(HeaderName::from_static(USER_HEADER), user);
-    out.insert(HeaderName::from_static(SESSION_HEADER), session);
-    out.insert(HeaderName::from_static(DATA_HEADER), data);
+    let fields = [
+        (USER_HEADER, s.uid().as_str()),
+        (SESSION_HEADER, s.sid().as_str()),
+        (DATA_HEADER, &*data),
+    ];
+    if fields
+        .iter()
+        .any(|(_, v)| !v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+    {
+        return Err(Refusal::IdentityUnforwardable);
+    }
+    for (name, value) in fields {
+        out.push(name, value.as_bytes());
+    }
     Ok(())
 }
 

@@ -287,7 +287,7 @@ impl Gateway {
         &self,
         route: &crate::config::Route,
         target: &crate::target::Target,
-        headers: &http::HeaderMap,
+        headers: &crate::forward::HeadLines,
         settings: &crate::config::GatewayConfig,
         compression: bool,
     ) -> Result<

@@ -17,10 +17,11 @@ use std::io::{self, Write as _};
 use std::sync::Arc;
 
 use crate::deflate::Compression;
+use crate::forward::HeadLines;
 use crate::handshake::has_token;
 use crate::stream::UpstreamStream;
 use http::StatusCode;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -85,7 +86,7 @@ pub type Agreed = (Option<HeaderValue>, Option<Compression>);
 pub async fn dial(
     url: &url::Url,
     target: &str,
-    headers: &HeaderMap,
+    headers: &HeadLines,
     tls: Option<&Arc<rustls::ClientConfig>>,
     compression: bool,
 ) -> Result<(UpstreamSocket, Agreed), DialError> {
@@ -131,23 +132,17 @@ fn request_head(
     url: &url::Url,
     target: &str,
     key: &str,
-    headers: &HeaderMap,
+    headers: &HeadLines,
     compression: bool,
 ) -> Result<Vec<u8>, DialError> {
     // The target is built from a parsed URL and a parsed request, but it goes on the request
-    // line as it is: nothing but visible ASCII. (Header values cannot hold CR, LF or NUL:
-    // `HeaderValue` refuses them.)
+    // line as it is: nothing but visible ASCII. (Header lines cannot hold CR, LF or NUL:
+    // `HeadLines` refuses them.)
     if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(DialError::BadTarget);
     }
     let host = url.host_str().ok_or(DialError::NoHost)?;
-    let size = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + target.len()
-        + host.len()
-        + 160;
+    let size = headers.as_bytes().len() + target.len() + host.len() + 160;
     let mut head = Vec::with_capacity(size);
     head.extend_from_slice(b"GET ");
     head.extend_from_slice(target.as_bytes());
@@ -166,12 +161,7 @@ fn request_head(
         head.extend_from_slice(crate::deflate::UPSTREAM_OFFER.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    for (name, value) in headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    head.extend_from_slice(headers.as_bytes());
     head.extend_from_slice(b"\r\n");
     Ok(head)
 }
@@ -284,9 +274,7 @@ mod tests {
     #[test]
     fn the_request_head_carries_the_handshake_then_the_headers() {
         let url = url::Url::parse("ws://backend.test:8080/base").unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert("x-wsguard-user", HeaderValue::from_static("alice"));
-        headers.append("cookie", HeaderValue::from_static("a=1"));
+        let headers = HeadLines::of(&[("x-wsguard-user", "alice"), ("cookie", "a=1")]);
         let head = request_head(&url, "/base/chat?room=1", KEY, &headers, false).unwrap();
         assert_eq!(
             String::from_utf8(head).unwrap(),
@@ -298,7 +286,7 @@ mod tests {
         );
         // A default port is not written; an IPv6 host keeps its brackets.
         let url = url::Url::parse("ws://[::1]:80/").unwrap();
-        let head = request_head(&url, "/", KEY, &HeaderMap::new(), false).unwrap();
+        let head = request_head(&url, "/", KEY, &HeadLines::default(), false).unwrap();
         assert!(head.starts_with(b"GET / HTTP/1.1\r\nHost: [::1]\r\n"));
     }
 
@@ -307,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn permessage_deflate_is_offered_and_its_answer_checked() {
         let url = url::Url::parse("ws://backend.test/").unwrap();
-        let head = request_head(&url, "/", KEY, &HeaderMap::new(), true).unwrap();
+        let head = request_head(&url, "/", KEY, &HeadLines::default(), true).unwrap();
         let head = String::from_utf8(head).unwrap();
         assert!(
             head.contains(
@@ -347,7 +335,7 @@ mod tests {
         for target in ["/a b", "/a\r\nX-Evil: 1", "/a\n", "a", "", "/é"] {
             assert!(
                 matches!(
-                    request_head(&url, target, KEY, &HeaderMap::new(), false),
+                    request_head(&url, target, KEY, &HeadLines::default(), false),
                     Err(DialError::BadTarget)
                 ),
                 "{target:?}"

@@ -229,6 +229,8 @@ pub async fn serve(
     let running = wsguard_gateway::start(sessions, settings(&config), token)
         .await
         .map_err(|e| start_error(&config, e))?;
+    // Before the listening line: whoever waits for it may reload at once.
+    running.set_loader(loader(path, args, demo_echo, config.clone()));
     let scheme = if config.gateway.tls.is_some() {
         "wss"
     } else {
@@ -242,7 +244,6 @@ pub async fn serve(
         println!("  allowed origin: {origin}");
     }
     let _ = std::io::stdout().flush();
-    running.set_loader(loader(path, args, demo_echo, config.clone()));
     wait_for_signal(Some(&running)).await?;
     println!("shutting down: closing sockets with 1001");
     running.shutdown();

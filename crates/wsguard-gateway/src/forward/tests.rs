@@ -37,11 +37,8 @@ fn defaults() -> Forwarding {
     .unwrap()
 }
 
-fn sent(out: &HeaderMap, name: &str) -> Vec<String> {
-    out.get_all(name)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect()
+fn sent(out: &HeadLines, name: &str) -> Vec<String> {
+    out.values(name).map(str::to_owned).collect()
 }
 
 struct Case<'a> {
@@ -50,7 +47,7 @@ struct Case<'a> {
     tls: bool,
 }
 
-fn forward(f: &Forwarding, client: &HeaderMap, c: &Case<'_>) -> HeaderMap {
+fn forward(f: &Forwarding, client: &HeaderMap, c: &Case<'_>) -> HeadLines {
     let trusted: Vec<IpAddr> = c.trusted.iter().map(|s| ip(s)).collect();
     let chain = ClientChain::new(
         ip(c.peer),
@@ -115,8 +112,9 @@ fn only_the_allowlist_passes_and_the_rest_is_rebuilt() {
             tls: false,
         },
     );
-    let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+    let mut names: Vec<&str> = out.iter().map(|(n, _)| n).collect();
     names.sort_unstable();
+    names.dedup();
     assert_eq!(
         names,
         [
@@ -174,7 +172,7 @@ fn a_trusted_proxys_chain_is_extended_from_the_client_it_names() {
         sent(&out, "forwarded"),
         ["for=1.2.3.4;host=\"app.example.com\";proto=https, for=10.0.0.2, for=10.0.0.1"]
     );
-    assert!(out.get("x-real-ip").is_none());
+    assert!(out.values("x-real-ip").next().is_none());
     // The same headers from an untrusted peer are all ignored.
     let out = forward(
         &f,
@@ -282,7 +280,7 @@ fn ipv6_clients_in_every_header() {
         sent(&out, "forwarded"),
         ["for=\"[2001:db8::7]\";host=\"ws.example.com\";proto=http, for=\"[::1]\""]
     );
-    assert!(out.get("user-agent").is_none(), "empty allowlist");
+    assert!(out.values("user-agent").next().is_none(), "empty allowlist");
 }
 
 #[test]
@@ -318,7 +316,7 @@ fn names_are_configurable_and_can_be_turned_off() {
         "x-forwarded-host",
         "forwarded",
     ] {
-        assert!(out.get(gone).is_none(), "{gone}");
+        assert!(out.values(gone).next().is_none(), "{gone}");
     }
     assert_eq!(
         sent(&out, "cookie"),
@@ -458,7 +456,7 @@ async fn session(uid: &str, data: &str) -> Session {
         .unwrap()
 }
 
-fn identity_of(s: &Session) -> Result<HeaderMap, Refusal> {
+fn identity_of(s: &Session) -> Result<HeadLines, Refusal> {
     let chain = ClientChain::new(ip("192.0.2.1"), std::iter::empty(), &[]);
     defaults().headers(
         &hostile(),
@@ -525,9 +523,9 @@ proptest! {
     #[test]
     fn ips_are_written_as_display_writes_them(octets in any::<[u8; 4]>(), v6 in any::<[u16; 8]>()) {
         for ip in [IpAddr::from(octets), IpAddr::from(v6)] {
-            let mut buf = String::new();
+            let mut buf = Vec::new();
             push_ip(&mut buf, &ip);
-            prop_assert_eq!(buf, ip.to_string());
+            prop_assert_eq!(String::from_utf8(buf).unwrap(), ip.to_string());
         }
     }
 }
