@@ -441,3 +441,64 @@ fn check_config_into_a_closed_pipe_does_not_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_metrics_token_and_refusal_bodies_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wsguard.toml"),
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\nmetrics_require_token = true\n\n\
+             [[route]]\npath = \"/\"\nupstream = \"ws://127.0.0.1:9\"\n"
+        ),
+    )
+    .unwrap();
+    assert!(run(dir.path(), &["keygen"]).status.success());
+    let (_gw, public, admin_addr) = serve(dir.path());
+    let raw = |addr: String, request: String| async move {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer))
+            .await
+            .expect("answered")
+            .unwrap();
+        answer
+    };
+    // A preflight from the allowed origin, and from another.
+    let preflight = |origin: &str| {
+        format!(
+            "OPTIONS /wsguard/ticket HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\n\
+             Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let a = raw(public.clone(), preflight(ORIGIN))
+        .await
+        .to_ascii_lowercase();
+    assert!(a.starts_with("http/1.1 204"), "{a}");
+    assert!(
+        a.contains(&format!("access-control-allow-origin: {ORIGIN}")),
+        "{a}"
+    );
+    let a = raw(public.clone(), preflight("https://evil.example"))
+        .await
+        .to_ascii_lowercase();
+    assert!(
+        a.starts_with("http/1.1 403") && !a.contains("access-control-allow-origin"),
+        "{a}"
+    );
+    // A refusal says its reason code.
+    let a = raw(public.clone(), upgrade("/chat", "Connection: close\r\n")).await;
+    assert!(a.contains("unauthenticated: no_credentials"), "{a}");
+    // /metrics needs the token when asked to.
+    let a = raw(
+        admin_addr.clone(),
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    let (status, body) = admin(dir.path(), &admin_addr, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("wsguard_handshakes_total"), "{body}");
+}
