@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::limits::PendingSlot;
 use crate::reason::{CloseReason, Refusal};
-use crate::refusal::unread_refusal;
+use crate::refusal::{http_layer_refusal, refuse_unread};
 use crate::state::Gateway;
 
 impl Gateway {
@@ -96,21 +96,13 @@ impl Gateway {
         health.abort();
     }
 
-    /// Refuses a connection before reading from it (a pending-handshake limit is full): counts
-    /// the refusal, logs it at debug level (these come in floods, which must not flood the log
-    /// too; the metric shows them) and, on a plain listener, writes its fixed response if the
-    /// socket takes it at once. The connection is then dropped; a request already received
-    /// makes the close a reset, so the client may not see the response.
+    /// Refuses a connection before reading from it (a pending-handshake limit is full): see
+    /// [`refuse_unread`]; on a plain listener its answer is written if the socket takes it at
+    /// once. A request already received makes the close a reset, so the client may not see it.
     fn refuse_unread(&self, refusal: Refusal, stream: &TcpStream, peer: SocketAddr, plain: bool) {
-        self.metrics.refused(refusal);
-        tracing::debug!(
-            event = "handshake_refused",
-            reason = refusal.code(),
-            status = refusal.status(),
-            peer = %peer,
-        );
+        let answer = refuse_unread(&self.metrics, refusal, peer);
         if plain {
-            let _ = stream.try_write(unread_refusal(refusal).as_bytes());
+            let _ = stream.try_write(answer.as_bytes());
         }
     }
 
@@ -140,7 +132,7 @@ impl Gateway {
             .max_headers(settings.max_headers);
         // Returns once the 101 is written and the socket handed over, or the connection ends.
         if let Err(e) = builder.serve_connection(io, service).with_upgrades().await {
-            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            http_layer_refusal(&self.metrics, &e, peer);
         }
         drop(pending);
     }

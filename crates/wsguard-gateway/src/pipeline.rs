@@ -58,10 +58,7 @@ impl Gateway {
         };
         match outcome {
             Ok(r) => r,
-            Err(refusal) => {
-                self.metrics.refused(refusal);
-                refuse(refusal, peer, &path)
-            }
+            Err(refusal) => refuse(&self.metrics, refusal, peer, &path),
         }
     }
 
@@ -81,10 +78,7 @@ impl Gateway {
             let cors = self.cors_origin(req.headers());
             let mut r = match self.ticket(&req).await {
                 Ok(r) => r,
-                Err(refusal) => {
-                    self.metrics.refused(refusal);
-                    refuse(refusal, peer, TICKET_PATH)
-                }
+                Err(refusal) => refuse(&self.metrics, refusal, peer, TICKET_PATH),
             };
             let h = r.headers_mut();
             h.insert(header::VARY, HeaderValue::from_static("Origin"));

@@ -7,6 +7,9 @@
 
 use wsguard_token::{Malformed, Rejection};
 
+/// Seconds a client is asked to wait (`Retry-After`) before retrying a refusal it may retry.
+pub const RETRY_AFTER_SECS: &str = "5";
+
 /// Why a handshake was refused. The client learns the status and a short fixed text, never
 /// anything it sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +48,15 @@ pub enum Refusal {
     /// `Sec-WebSocket-Protocol` present but empty, or not a list of distinct tokens (at most
     /// [`crate::handshake::MAX_PROTOCOLS`]).
     BadProtocol,
-    /// Request headers too large or too many.
+    /// Request headers too large or too many (the HTTP layer answers; counted and logged when
+    /// its connection ends).
     HeadersTooLarge,
-    /// The handshake did not complete in time.
+    /// The request head did not arrive within `gateway.handshake_timeout` (the HTTP layer drops
+    /// the connection; counted and logged when it ends).
     HandshakeTimeout,
+    /// A request the HTTP layer could not parse (it answers 400; counted and logged when its
+    /// connection ends).
+    MalformedRequest,
     /// No `Origin` header (and the route does not allow that).
     OriginMissing,
     /// Several `Origin` headers.
@@ -107,6 +115,7 @@ impl Refusal {
             NotWebSocket | BadVersion => 426,
             HeadersTooLarge => 431,
             HandshakeTimeout => 408,
+            MalformedRequest => 400,
             OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => 403,
             NoCredentials | CookieAmbiguous | Session(_) | TicketInvalid => 401,
             StoreUnavailable | ShuttingDown | TooManyConnections | TooManyPending | NoUpstream => {
@@ -142,6 +151,7 @@ impl Refusal {
             BadKey => "bad_key",
             HeadersTooLarge => "headers_too_large",
             HandshakeTimeout => "handshake_timeout",
+            MalformedRequest => "malformed_request",
             OriginMissing => "origin_missing",
             OriginMultiple => "origin_multiple",
             OriginMalformed => "origin_malformed",
@@ -175,11 +185,39 @@ impl Refusal {
         }
     }
 
-    /// Whether the connection is closed after this refusal rather than kept for another
-    /// request: after a body the gateway did not read, or a framing it could not trust, the
-    /// next bytes on the connection cannot be trusted to start a request.
-    pub fn closes_connection(self) -> bool {
-        matches!(self, Refusal::RequestBody)
+    /// Headers this refusal's answer carries besides the fixed ones (content type, no-store):
+    /// what the client needs to do better (`Allow`, `Sec-WebSocket-Version`, `Retry-After`) and
+    /// `Connection: close` where nothing else may be read from the connection.
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        use Refusal::*;
+        const RETRY: &[(&str, &str)] = &[("retry-after", RETRY_AFTER_SECS)];
+        match self {
+            BadVersion | NotWebSocket => {
+                &[("sec-websocket-version", "13"), ("upgrade", "websocket")]
+            }
+            NotGet => &[("allow", "GET")],
+            NotPost => &[("allow", "POST")],
+            StoreUnavailable
+            | NoUpstream
+            | ShuttingDown
+            | TooManyConnections
+            | TooManyFromClient
+            | TooManyForUser
+            | TooManyPending
+            | TooManyPendingFromClient
+            | HandshakeRateLimited => RETRY,
+            RequestBody => &[("connection", "close")],
+            _ => &[],
+        }
+    }
+
+    /// A detail for the log (never the client's bytes): why a token was refused, beyond its
+    /// code (`malformed`: which part).
+    pub fn detail(self) -> Option<&'static str> {
+        match self {
+            Refusal::Session(r) => Some(r.detail()),
+            _ => None,
+        }
     }
 
     /// What went wrong, in a few fixed words (the body's first part).
@@ -195,6 +233,7 @@ impl Refusal {
             NotWebSocket | BadVersion => "websocket version 13 required",
             HeadersTooLarge => "request headers too large",
             HandshakeTimeout => "handshake timeout",
+            MalformedRequest => "bad request",
             OriginMissing | OriginMultiple | OriginMalformed | OriginNotAllowed => {
                 "origin not allowed"
             }
@@ -241,6 +280,7 @@ impl Refusal {
             BadProtocol,
             HeadersTooLarge,
             HandshakeTimeout,
+            MalformedRequest,
             OriginMissing,
             OriginMultiple,
             OriginMalformed,
@@ -326,6 +366,8 @@ pub enum CloseReason {
     /// A compressed message that is not a valid deflate stream (or refers to an earlier
     /// message, which the agreed no-context-takeover forbids).
     BadCompression,
+    /// The client vanished without a close frame (said to the upstream).
+    ClientGone,
 }
 
 impl CloseReason {
@@ -338,7 +380,7 @@ impl CloseReason {
                 1008
             }
             UpstreamLost => 1011,
-            Shutdown => 1001,
+            Shutdown | ClientGone => 1001,
             ProtocolError => 1002,
             InvalidPayload | BadCompression => 1007,
             MessageTooBig | InflateRatio => 1009,
@@ -371,6 +413,7 @@ impl CloseReason {
             KeyRetired => "session key retired",
             InflateRatio => "compression ratio too high",
             BadCompression => "invalid compressed data",
+            ClientGone => "client gone",
         }
     }
 
@@ -398,11 +441,12 @@ impl CloseReason {
             KeyRetired => "key_retired",
             InflateRatio => "inflate_ratio",
             BadCompression => "bad_compression",
+            ClientGone => "client_gone",
         }
     }
 
     /// Every close reason.
-    pub fn all() -> [CloseReason; 20] {
+    pub fn all() -> [CloseReason; 21] {
         use CloseReason::*;
         [
             SessionRevoked,
@@ -425,6 +469,7 @@ impl CloseReason {
             KeyRetired,
             InflateRatio,
             BadCompression,
+            ClientGone,
         ]
     }
 }

@@ -1301,7 +1301,10 @@ where
             // its close arrives, then close the client.
             conn.client.reading = Reading::Off;
             conn.client.partial = Vec::new();
-            conn.upstream.queue_close(Some(1001), "client gone");
+            conn.upstream.queue_close(
+                Some(CloseReason::ClientGone.close_code()),
+                CloseReason::ClientGone.text(),
+            );
             let upstream_closed = |ev: &Event| {
                 matches!(
                     ev,
@@ -1320,7 +1323,10 @@ where
         }
         Event::Gone(Peer::Client) => {
             conn.client.finished();
-            conn.upstream.queue_close(Some(1001), "client gone");
+            conn.upstream.queue_close(
+                Some(CloseReason::ClientGone.close_code()),
+                CloseReason::ClientGone.text(),
+            );
             conn.upstream.reading = Reading::Discard;
             let _ = tokio::time::timeout(CLOSE_GRACE, until(conn, |_| false)).await;
             Ended::ByClient(None)

@@ -40,7 +40,7 @@ impl Gateway {
         if let Some(s) = &session
             && let Err(r) = Box::pin(self.sessions.still_live_after(s, revocation_mark, now)).await
         {
-            tracing::info!(event = "closed_by_gateway", reason = "session_revoked", peer = %peer, detail = %r);
+            tracing::info!(event = "closed_by_gateway", reason = CloseReason::SessionRevoked.code(), peer = %peer, detail = %r);
             self.registry
                 .close_conn(registration.id(), CloseReason::SessionRevoked);
         }
@@ -49,7 +49,7 @@ impl Gateway {
         if let Some(s) = &session
             && !self.sessions.keys_still_accept(s, now)
         {
-            tracing::info!(event = "closed_by_gateway", reason = "key_retired", peer = %peer);
+            tracing::info!(event = "closed_by_gateway", reason = CloseReason::KeyRetired.code(), peer = %peer);
             self.registry
                 .close_conn(registration.id(), CloseReason::KeyRetired);
         }

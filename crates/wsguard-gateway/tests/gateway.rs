@@ -304,10 +304,22 @@ async fn strict_handshake_statuses() {
     let huge = format!("X-Big: {}\r\n", "a".repeat(20_000));
     let r = h.http.raw(addr, &h.upgrade_request("/", &huge)).await;
     assert_eq!(r.status, 431, "headers too large");
+    let r = h
+        .http
+        .raw(addr, "GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")
+        .await;
+    assert_eq!(r.status, 400, "unparsable");
     assert!(
         h.rec.0.lock().unwrap().is_empty(),
         "no upstream dial for any of these"
     );
+    // What the HTTP layer answered itself is counted too.
+    for needle in [
+        "wsguard_handshakes_total{outcome=\"refused\",reason=\"headers_too_large\"} 2",
+        "wsguard_handshakes_total{outcome=\"refused\",reason=\"malformed_request\"} 1",
+    ] {
+        assert!(h.wait_for_metric(needle).await.is_some(), "{needle}");
+    }
 }
 
 #[tokio::test]
@@ -1577,6 +1589,12 @@ async fn slow_handshakes_are_cut_at_the_deadline() {
         ended.is_ok(),
         "connection still open long after the handshake deadline"
     );
+    // It leaves a trace: counted (and logged at debug level) as a refusal.
+    h.wait_for_metric(
+        "wsguard_handshakes_total{outcome=\"refused\",reason=\"handshake_timeout\"} 1",
+    )
+    .await
+    .expect("the slowloris cut is counted");
     // A complete handshake on a fresh connection is unaffected.
     assert!(
         h.connect_as("/", &h.login("alice").await)
