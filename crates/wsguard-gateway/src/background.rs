@@ -55,7 +55,7 @@ impl Gateway {
                 if !seen.insert(m.backend.key().to_owned()) {
                     continue;
                 }
-                let (m, tls) = (m.clone(), route.tls.clone());
+                let (m, tls) = (m.clone(), state.upstream_tls.get(&route.index).cloned());
                 let path = check.path.clone();
                 let timeout = check.timeout;
                 probes.push(async move {

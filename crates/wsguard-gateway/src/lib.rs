@@ -8,35 +8,27 @@
 //! binary, not here; what a reload may change is swapped in whole ([`State`]), so a socket or a
 //! handshake never sees half of an old and half of a new configuration.
 
+pub use wsguard_policy::{
+    config, cookie, deflate, forward, handshake, limits, origin, policy, pool, reason, target,
+    tickets, wire,
+};
+
 mod accept;
 pub mod admin;
 mod background;
-pub mod config;
-pub mod cookie;
-pub mod deflate;
 pub mod echo;
-pub mod forward;
-pub mod handshake;
 pub mod health;
-pub mod limits;
 pub mod metrics;
-pub mod origin;
 mod pipeline;
-pub mod policy;
-pub mod pool;
-pub mod reason;
 mod refusal;
 pub mod registry;
 pub mod relay;
 mod socket;
 mod state;
 pub mod stream;
-pub mod target;
 mod ticket_endpoint;
-pub mod tickets;
 pub mod tls;
 pub mod upstream;
-pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

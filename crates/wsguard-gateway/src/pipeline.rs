@@ -168,7 +168,11 @@ impl Gateway {
         let upstream_headers = state.forwarding.headers(
             headers,
             &Decided {
-                session: session.as_ref(),
+                identity: session.as_ref().map(|s| crate::forward::Identity {
+                    user: s.uid(),
+                    session: s.sid(),
+                    data: s.data(),
+                }),
                 origin: origin.forwarded(headers.get(header::ORIGIN)),
                 protocols: &up.protocols,
                 chain: &chain,
@@ -201,6 +205,7 @@ impl Gateway {
                 &target,
                 &upstream_headers,
                 &state.settings,
+                state.upstream_tls.get(&route.index),
                 client_deflate.is_some(),
             )
             .await?;
@@ -283,6 +288,7 @@ impl Gateway {
         target: &crate::target::Target,
         headers: &crate::forward::HeadLines,
         settings: &crate::config::GatewayConfig,
+        tls: Option<&Arc<rustls::ClientConfig>>,
         compression: bool,
     ) -> Result<
         (
@@ -309,13 +315,8 @@ impl Gateway {
             let backend = lease.backend();
             let upstream_target =
                 route.upstream_target(&member.url, &target.path, target.query.as_deref());
-            let dial = crate::upstream::dial(
-                &member.url,
-                &upstream_target,
-                headers,
-                route.tls.as_ref(),
-                compression,
-            );
+            let dial =
+                crate::upstream::dial(&member.url, &upstream_target, headers, tls, compression);
             match tokio::time::timeout_at(deadline, dial).await {
                 Ok(Ok((socket, agreed))) => {
                     backend.dial_succeeded();

@@ -73,6 +73,8 @@ pub enum ReloadError {
 /// the ticket endpoint's origins, limits and timeouts, the TLS certificate.
 pub(crate) struct State {
     pub(crate) routes: Vec<config::Route>,
+    /// TLS client configurations of the routes with a `wss://` upstream, by route position.
+    pub(crate) upstream_tls: std::collections::HashMap<usize, Arc<rustls::ClientConfig>>,
     /// Every upstream the routes name, by `host:port` (shared state, kept across reloads).
     pub(crate) backends: pool::Backends,
     pub(crate) ticket_origins: origin::OriginPolicy,
@@ -143,27 +145,34 @@ pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Res
     if settings.routes.is_empty() {
         errors.push("route: no [[route]] configured: nothing to proxy to".into());
     }
-    let (mut routes, backends) =
-        match config::routes_with(&settings.gateway, &settings.routes, previous) {
+    // The files the routes name are read first; the routes are then built in one pass.
+    let mut schemas = config::Schemas::new();
+    for (i, r) in settings.routes.iter().enumerate() {
+        if let Some(path) = &r.messages.json_schema {
+            match load_schema(path) {
+                Ok(v) => {
+                    schemas.insert(i, v);
+                }
+                Err(e) => errors.push(format!("route[{i}].messages.json_schema: {e}")),
+            }
+        }
+    }
+    let (routes, backends) =
+        match config::routes_with(&settings.gateway, &settings.routes, previous, &mut schemas) {
             Ok(r) => r,
             Err(e) => {
                 errors.push(e);
                 Default::default()
             }
         };
-    for r in &mut routes {
-        if let Some(path) = &r.messages.config().json_schema {
-            match load_schema(path) {
-                Ok(v) => {
-                    r.messages = policy::RoutePolicy::with_schema(r.messages.config().clone(), v);
-                }
-                Err(e) => errors.push(format!("route[{}].messages.json_schema: {e}", r.index)),
-            }
-        }
+    let mut upstream_tls = std::collections::HashMap::new();
+    for r in &routes {
         if r.pool.members().iter().any(|m| m.url.scheme() == "wss") {
             let key = format!("route[{}].upstream_ca", r.index);
             match tls::client_config(&key, r.upstream_ca.as_deref()) {
-                Ok(c) => r.tls = Some(c),
+                Ok(c) => {
+                    upstream_tls.insert(r.index, c);
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -191,6 +200,7 @@ pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Res
     match (errors.is_empty(), ticket_origins, forwarding) {
         (true, Ok(ticket_origins), Ok(forwarding)) => Ok(State {
             routes,
+            upstream_tls,
             backends,
             ticket_origins,
             forwarding,

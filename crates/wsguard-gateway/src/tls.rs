@@ -5,22 +5,13 @@
 //! provider and rustls' safe defaults (TLS 1.2 and 1.3). Errors name the configuration key and
 //! the file, never the key material. It must not accept connections or dial: the server does.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::config::TlsConfig;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
-
-/// `[gateway.tls]`: terminate `wss://` on the public listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -1029,7 +1029,7 @@ fn client_trusting(der: &rustls::pki_types::CertificateDer<'static>) -> Arc<rust
 async fn tls_echo_upstream(cert: &TestCert) -> SocketAddr {
     let config = wsguard_gateway::tls::server_config(
         "test",
-        &wsguard_gateway::tls::TlsConfig {
+        &wsguard_gateway::config::TlsConfig {
             cert: cert.cert.clone(),
             key: cert.key.clone(),
         },
@@ -1065,7 +1065,7 @@ async fn tls_terminated_and_wss_upstreams_verified() {
     let up_cert = test_cert();
     let up = tls_echo_upstream(&up_cert).await;
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
-        s.gateway.tls = Some(wsguard_gateway::tls::TlsConfig {
+        s.gateway.tls = Some(wsguard_gateway::config::TlsConfig {
             cert: gw_cert.cert.clone(),
             key: gw_cert.key.clone(),
         });
@@ -1184,7 +1184,7 @@ async fn tls_slow_reader_gets_a_whole_burst() {
     let gw_cert = test_cert();
     let up = burst_upstream(COUNT, SIZE).await;
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
-        s.gateway.tls = Some(wsguard_gateway::tls::TlsConfig {
+        s.gateway.tls = Some(wsguard_gateway::config::TlsConfig {
             cert: gw_cert.cert.clone(),
             key: gw_cert.key.clone(),
         });
@@ -1611,7 +1611,7 @@ async fn a_tls_handshake_that_never_comes_is_cut_at_the_deadline() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
         s.gateway.handshake_timeout = Duration::from_millis(300);
         s.gateway.max_pending_handshakes_per_ip = 1;
-        s.gateway.tls = Some(wsguard_gateway::tls::TlsConfig {
+        s.gateway.tls = Some(wsguard_gateway::config::TlsConfig {
             cert: cert.cert.clone(),
             key: cert.key.clone(),
         });

@@ -2,7 +2,7 @@
 //!
 //! Owns their shape, defaults and validation into [`Route`]s (parsed origins, upstream URLs,
 //! bounded durations). Errors name the key, and validation reports every error it finds, one
-//! per line. It must not open sockets or files (TLS files are read by [`crate::tls`], the admin
+//! per line. It must not open sockets or files (TLS files are read by the gateway, the admin
 //! token file by the caller).
 
 use std::net::SocketAddr;
@@ -89,7 +89,7 @@ pub struct GatewayConfig {
     pub send_timeout: Duration,
     /// `[gateway.tls]`: terminate `wss://` with this certificate. Off by default (put wsguard
     /// behind a TLS terminator, or set this).
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -125,6 +125,16 @@ impl Default for GatewayConfig {
             tls: None,
         }
     }
+}
+
+/// `[gateway.tls]`: terminate `wss://` on the public listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// `[gateway.health_check]`: active health checks of every upstream.
@@ -283,9 +293,6 @@ pub struct Route {
     pub index: usize,
     /// CA file for a `wss://` upstream (system roots if `None`).
     pub upstream_ca: Option<PathBuf>,
-    /// TLS client configuration for a `wss://` upstream (set by [`crate::tls`] when the gateway
-    /// builds its state; `None` for `ws://`).
-    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// permessage-deflate is negotiated with both peers ([`crate::deflate`]).
     pub compression: bool,
 }
@@ -336,8 +343,13 @@ pub enum Rewrite {
 /// Builds the route table. Errors name the route and key; every route's errors are reported,
 /// one per line.
 pub fn routes(gateway: &GatewayConfig, routes: &[RouteConfig]) -> Result<Vec<Route>, String> {
-    routes_with(gateway, routes, &Backends::default()).map(|(r, _)| r)
+    routes_with(gateway, routes, &Backends::default(), &mut Schemas::new()).map(|(r, _)| r)
 }
+
+/// The compiled JSON Schemas of the routes that name one, by route position: read and compiled
+/// by the caller (this crate reads no file), taken by [`routes_with`]. A route that names a
+/// schema absent here is built without one (its file's problem is the caller's to report).
+pub type Schemas = std::collections::HashMap<usize, jsonschema::Validator>;
 
 /// Builds the route table and the upstreams it names, taking each upstream's state from
 /// `previous` when it names the same `host:port` (a reload keeps open counts, health and
@@ -346,13 +358,22 @@ pub fn routes_with(
     gateway: &GatewayConfig,
     routes: &[RouteConfig],
     previous: &Backends,
+    schemas: &mut Schemas,
 ) -> Result<(Vec<Route>, Backends), String> {
     let mut out = Vec::with_capacity(routes.len());
     let mut errors = Vec::new();
     let mut has_unusable_origins = false;
     let mut backends = Backends::default();
     for (i, r) in routes.iter().enumerate() {
-        match route(gateway, i, r, &out, &mut backends, previous) {
+        match route(
+            gateway,
+            i,
+            r,
+            &out,
+            &mut backends,
+            previous,
+            schemas.remove(&i),
+        ) {
             Ok(route) => out.push(route),
             Err(e) if e.is_empty() => has_unusable_origins = true,
             Err(e) => errors.push(e),
@@ -420,6 +441,7 @@ fn route(
     before: &[Route],
     backends: &mut Backends,
     previous: &Backends,
+    schema: Option<jsonschema::Validator>,
 ) -> Result<Route, String> {
     let at = |key: &str| format!("route[{i}].{key}");
     // Every problem of the route is reported, not only the first.
@@ -549,7 +571,10 @@ fn route(
         // An origin error of `gateway.allowed_origins` alone is `validate`'s to report.
         return Err(errors.join("\n"));
     };
-    let messages = crate::policy::RoutePolicy::new(r.messages.clone());
+    let messages = match schema {
+        Some(v) => crate::policy::RoutePolicy::with_schema(r.messages.clone(), v),
+        None => crate::policy::RoutePolicy::new(r.messages.clone()),
+    };
     Ok(Route {
         path,
         folded_path,
@@ -560,7 +585,6 @@ fn route(
         messages,
         index: i,
         upstream_ca: r.upstream_ca.clone(),
-        tls: None,
         compression: r.compression,
     })
 }

@@ -93,7 +93,7 @@ pub const MAX_PROTOCOLS: usize = 16;
 /// Whether one of a header's values, read as a comma-separated list, holds `token` (any case).
 /// A value that is not visible ASCII (what `HeaderValue::to_str` accepts) holds nothing. Used for
 /// the client's request here and for the upstream's answer in `upstream.rs`.
-pub(crate) fn has_token<'a>(values: impl IntoIterator<Item = &'a [u8]>, token: &str) -> bool {
+pub fn has_token<'a>(values: impl IntoIterator<Item = &'a [u8]>, token: &str) -> bool {
     values.into_iter().any(|v| {
         v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
             && v.split(|b| *b == b',')

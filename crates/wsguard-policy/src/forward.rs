@@ -20,7 +20,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
-use wsguard_session::Session;
+use wsguard_token::{SessionData, SessionId, UserId};
 
 use crate::limits::is_trusted;
 use crate::reason::Refusal;
@@ -254,11 +254,22 @@ impl ClientChain {
     }
 }
 
+/// The identity a verified session carries: what the identity headers say.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    /// The user.
+    pub user: &'a UserId,
+    /// The session.
+    pub session: &'a SessionId,
+    /// The session's data.
+    pub data: &'a SessionData,
+}
+
 /// What the gateway decided about one handshake, for the upstream's headers.
 #[derive(Debug)]
 pub struct Decided<'a> {
-    /// The authenticated session (`None` on a public route).
-    pub session: Option<&'a Session>,
+    /// Who the authenticated session says the client is (`None` on a public route).
+    pub identity: Option<Identity<'a>>,
     /// The client's `Origin`, re-serialised from its parsed form (`None` if it sent none).
     pub origin: Option<HeaderValue>,
     /// The subprotocols the client offered (validated).
@@ -310,8 +321,8 @@ impl Forwarding {
             }
             out.close();
         }
-        if let Some(s) = d.session {
-            identity(&mut out, s)?;
+        if let Some(id) = &d.identity {
+            identity(&mut out, id)?;
         }
         self.client_headers(&mut out, client, d);
         Ok(out)
@@ -416,9 +427,8 @@ impl HeadLines {
         self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    /// Lines of these pairs (tests).
-    #[cfg(test)]
-    pub(crate) fn of(pairs: &[(&str, &str)]) -> HeadLines {
+    /// Lines of these pairs (a value that could end its line is left out).
+    pub fn of(pairs: &[(&str, &str)]) -> HeadLines {
         let mut h = HeadLines::default();
         for (n, v) in pairs {
             h.push(n, v.as_bytes());
@@ -484,14 +494,14 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// Adds the identity headers, all three or none: every byte visible ASCII (or space, in the
 /// data), or the upgrade is refused.
-fn identity(out: &mut HeadLines, s: &Session) -> Result<(), Refusal> {
-    let data = s
-        .data()
+fn identity(out: &mut HeadLines, id: &Identity<'_>) -> Result<(), Refusal> {
+    let data = id
+        .data
         .header_value()
         .map_err(|_| Refusal::IdentityUnforwardable)?;
     let fields = [
-        (USER_HEADER, s.uid().as_str()),
-        (SESSION_HEADER, s.sid().as_str()),
+        (USER_HEADER, id.user.as_str()),
+        (SESSION_HEADER, id.session.as_str()),
         (DATA_HEADER, &*data),
     ];
     if fields

@@ -4,12 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use proptest::prelude::*;
-use wsguard_session::{Mode, Sessions};
-use wsguard_store::MemoryStore;
-use wsguard_token::{KeyRing, SessionData, TokenPolicy, UserId, Verifier};
+use wsguard_token::{SessionData, SessionId, UserId};
 
 use super::*;
 
@@ -60,7 +56,7 @@ fn forward(f: &Forwarding, client: &HeaderMap, c: &Case<'_>) -> HeadLines {
     f.headers(
         client,
         &Decided {
-            session: None,
+            identity: None,
             origin: Some(HeaderValue::from_static("https://app.example.com")),
             protocols: &["chat".into(), "mqtt".into()],
             chain: &chain,
@@ -427,41 +423,32 @@ fn forwarded_for_only_from_trusted_proxies() {
     assert_eq!(chain("127.0.0.1", &[&long]).hops().len(), MAX_CHAIN + 1);
 }
 
-async fn session(uid: &str, data: &str) -> Session {
-    let sessions = Sessions::new(
-        Verifier::new(
-            Arc::new(KeyRing::ephemeral()),
-            TokenPolicy {
-                max_age: 3600,
-                idle_timeout: 600,
-                future_leeway: 5,
-                accept_legacy_tokens: false,
-            },
-        ),
-        Arc::new(MemoryStore::new()),
-        Mode::Stateful,
-        60,
-    );
-    let issued = sessions
-        .issue(
-            UserId::parse(uid).unwrap(),
-            SessionData::parse(data).unwrap(),
-            1_000_000,
-        )
-        .await
-        .unwrap();
-    sessions
-        .authenticate(&issued.token, 1_000_001)
-        .await
-        .unwrap()
+/// A verified session's parts: a random id, the user, the data (the gateway takes them from
+/// the `Session` that `wsguard-session` verified).
+struct Parts {
+    user: UserId,
+    session: SessionId,
+    data: SessionData,
 }
 
-fn identity_of(s: &Session) -> Result<HeadLines, Refusal> {
+fn session(uid: &str, data: &str) -> Parts {
+    Parts {
+        user: UserId::parse(uid).unwrap(),
+        session: SessionId::generate(),
+        data: SessionData::parse(data).unwrap(),
+    }
+}
+
+fn identity_of(s: &Parts) -> Result<HeadLines, Refusal> {
     let chain = ClientChain::new(ip("192.0.2.1"), std::iter::empty(), &[]);
     defaults().headers(
         &hostile(),
         &Decided {
-            session: Some(s),
+            identity: Some(Identity {
+                user: &s.user,
+                session: &s.session,
+                data: &s.data,
+            }),
             origin: None,
             protocols: &[],
             chain: &chain,
@@ -473,23 +460,22 @@ fn identity_of(s: &Session) -> Result<HeadLines, Refusal> {
     )
 }
 
-#[tokio::test]
-async fn identity_is_whole_or_refused() {
+#[test]
+fn identity_is_whole_or_refused() {
     let s = session(
         "alice@example.com",
         "{\"readonly\":true,\"note\":\"a\u{7f}b\u{e9}\"}",
-    )
-    .await;
+    );
     let out = identity_of(&s).unwrap();
     assert_eq!(sent(&out, "x-wsguard-user"), ["alice@example.com"]);
-    assert_eq!(sent(&out, "x-wsguard-session"), [s.sid().as_str()]);
+    assert_eq!(sent(&out, "x-wsguard-session"), [s.session.as_str()]);
     let data = sent(&out, "x-wsguard-data");
     assert_eq!(data, [r#"{"readonly":true,"note":"a\u007fb\u00e9"}"#]);
     let back: serde_json::Value = serde_json::from_str(&data[0]).unwrap();
-    assert_eq!(back, s.data().to_value());
+    assert_eq!(back, s.data.to_value());
     // Data that a token may carry but no header can: refused, nothing forwarded in part.
     let long = format!("{{\"a\":\"{}\"}}", "\u{7f}".repeat(1400));
-    let s = session("bob", &long).await;
+    let s = session("bob", &long);
     assert_eq!(identity_of(&s), Err(Refusal::IdentityUnforwardable));
 }
 
@@ -506,8 +492,7 @@ proptest! {
     ) {
         let data = serde_json::json!({ "note": note, "readonly": flag }).to_string();
         prop_assume!(SessionData::parse_for_issue(&data).is_ok());
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let s = rt.block_on(session(&uid, &data));
+        let s = session(&uid, &data);
         let out = identity_of(&s).unwrap();
         prop_assert_eq!(sent(&out, "x-wsguard-user"), [uid]);
         let got = sent(&out, "x-wsguard-data");
