@@ -14,8 +14,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::keys::{Mac, verify_tag};
-use crate::v1::{Timestamp, check_timestamps};
+use crate::claims::{Timestamp, check_timestamps};
+use crate::mac::{Mac, verify_tag};
 use crate::{Claims, MAX_TIMESTAMP, Malformed, Rejection, SessionData, SessionId, UserId};
 
 /// Verifies a token that starts with `{` and is at most `MAX_TOKEN_LEN` bytes.

@@ -23,21 +23,28 @@
 //! ```
 #![warn(missing_docs)]
 
+// Imports run one way; a module uses only those before it in this order:
+// `ids`, `data`, `reject` (leaves) → `claims` → `mac` (HMAC, secrets) → `keyfile` (the TOML
+// text) → `ring` (keys and their life) → `legacy`, `v1` (the formats) → `verify` (on top).
 mod claims;
 mod data;
 mod ids;
-mod keys;
+mod keyfile;
 mod legacy;
+mod mac;
 mod reject;
+mod ring;
 mod v1;
 mod verify;
 
 pub use claims::Claims;
 pub use data::{DataError, SessionData};
-pub use ids::{InvalidId, SessionId, UserId};
-pub use keys::{KeyFile, KeyFileEntry, KeyId, KeyRing, KeyRingError, Secret, UnixTime};
+pub use ids::{InvalidId, KeyId, SessionId, UserId};
+pub use keyfile::{KeyFile, KeyFileEntry, KeyRingError, UnixTime};
+pub use mac::Secret;
 pub use reject::{Malformed, Rejection};
-pub use verify::{Format, SignedToken, TokenPolicy, VerifiedToken, Verifier};
+pub use ring::{Format, KeyRing};
+pub use verify::{SignedToken, TokenPolicy, VerifiedToken, Verifier};
 
 /// The longest token accepted, in bytes. Checked before any decoding.
 pub const MAX_TOKEN_LEN: usize = 4096;

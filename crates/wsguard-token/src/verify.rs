@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
-use crate::keys::KeyRing;
-use crate::{Claims, KeyId, MAX_TOKEN_LEN, Malformed, Rejection, legacy, v1};
+use crate::ring::{Format, KeyRing};
+use crate::{Claims, MAX_TOKEN_LEN, Malformed, Rejection, legacy, v1};
 
 /// Lifetime rules and format options. Validated by the configuration layer (all durations > 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,18 +38,6 @@ impl Default for TokenPolicy {
             accept_legacy_tokens: false,
         }
     }
-}
-
-/// Which format a token was in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Format {
-    /// v1, signed by this key.
-    V1 {
-        /// Key that signed it.
-        key_id: KeyId,
-    },
-    /// The tutorial's legacy format.
-    Legacy,
 }
 
 /// Proof that a token is authentic (signature valid, payload well formed). Its lifetime is not
