@@ -1,12 +1,18 @@
 //! The fields a session token carries.
 //!
 //! Owns [`Claims`]: plain data, already validated field by field, and the rules its timestamps
-//! share in every format (integers up to [`crate::MAX_TIMESTAMP`], `created <= last_active`),
+//! share in every format (integers up to [`MAX_TIMESTAMP`], `created <= last_active`),
 //! which the v1 and legacy parsers both apply. Holding `Claims` proves nothing about
 //! authenticity; only the verifier's proof types (`SignedToken`, `VerifiedToken`) do. It must
 //! not check lifetimes against a clock (`verify.rs` does).
 
-use crate::{MAX_TIMESTAMP, Malformed, Rejection, SessionData, SessionId, UserId};
+use crate::data::SessionData;
+use crate::ids::{SessionId, UserId};
+use crate::reject::{Malformed, Rejection};
+
+/// The latest timestamp accepted anywhere in a token: 9999-12-31T23:59:59Z. Anything later is
+/// treated as malformed rather than as "far in the future".
+pub const MAX_TIMESTAMP: u64 = 253_402_300_799;
 
 /// The payload of a session token.
 #[derive(Debug, Clone, PartialEq, Eq)]

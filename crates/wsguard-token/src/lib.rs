@@ -26,6 +26,8 @@
 // Imports run one way; a module uses only those before it in this order:
 // `ids`, `data`, `reject` (leaves) → `claims` → `mac` (HMAC, secrets) → `keyfile` (the TOML
 // text) → `ring` (keys and their life) → `legacy`, `v1` (the formats) → `verify` (on top).
+// Modules name the module that defines what they use, never these re-exports, so this file
+// stays on top: it only declares and re-exports.
 mod claims;
 mod data;
 mod ids;
@@ -37,18 +39,11 @@ mod ring;
 mod v1;
 mod verify;
 
-pub use claims::Claims;
+pub use claims::{Claims, MAX_TIMESTAMP};
 pub use data::{DataError, SessionData};
 pub use ids::{InvalidId, KeyId, SessionId, UserId};
 pub use keyfile::{KeyFile, KeyFileEntry, KeyRingError, UnixTime};
 pub use mac::Secret;
 pub use reject::{Malformed, Rejection};
 pub use ring::{Format, KeyRing};
-pub use verify::{SignedToken, TokenPolicy, VerifiedToken, Verifier};
-
-/// The longest token accepted, in bytes. Checked before any decoding.
-pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// The latest timestamp accepted anywhere in a token: 9999-12-31T23:59:59Z. Anything later is
-/// treated as malformed rather than as "far in the future".
-pub const MAX_TIMESTAMP: u64 = 253_402_300_799;
+pub use verify::{MAX_TOKEN_LEN, SignedToken, TokenPolicy, VerifiedToken, Verifier};

@@ -12,11 +12,12 @@ use std::fmt::Write as _;
 
 use base64_simd::{Out, URL_SAFE_NO_PAD};
 
-use crate::claims::{Timestamp, check_timestamps};
-use crate::ids::valid_key_id;
+use crate::claims::{Claims, Timestamp, check_timestamps};
+use crate::data::SessionData;
+use crate::ids::{KeyId, SessionId, UserId, valid_key_id};
 use crate::mac::{Mac, sign_parts, verify_tag_parts};
+use crate::reject::{Malformed, Rejection};
 use crate::ring::{KeyLookup, KeyRing};
-use crate::{Claims, KeyId, Malformed, Rejection, SessionData, SessionId, UserId};
 
 /// The version prefix, including its separator.
 pub(crate) const PREFIX: &str = "v1.";
@@ -211,7 +212,7 @@ fn json_string(s: &str) -> Option<(Cow<'_, str>, &str)> {
 }
 
 /// A canonical unsigned integer: `0`, or digits without a leading zero. More than 12 digits
-/// exceeds [`crate::MAX_TIMESTAMP`] anyway, so at most 12 are read (no overflow possible). A slot
+/// exceeds [`crate::claims::MAX_TIMESTAMP`] anyway, so at most 12 are read (no overflow possible). A slot
 /// holding JSON structure (not a single scalar) is a payload error, any other scalar an invalid
 /// timestamp.
 fn uint(s: &str) -> Result<Timestamp, Rejection> {

@@ -13,8 +13,14 @@
 
 use std::sync::Arc;
 
+use crate::claims::Claims;
+use crate::legacy;
+use crate::reject::{Malformed, Rejection};
 use crate::ring::{Format, KeyRing};
-use crate::{Claims, MAX_TOKEN_LEN, Malformed, Rejection, legacy, v1};
+use crate::v1;
+
+/// The longest token accepted, in bytes. Checked before any decoding.
+pub const MAX_TOKEN_LEN: usize = 4096;
 
 /// Lifetime rules and format options. Validated by the configuration layer (all durations > 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
