@@ -21,20 +21,17 @@
 // (and `events.rs`), never through these re-exports, so this file stays on top.
 mod events;
 mod memory;
-mod redis_feed;
-mod redis_shared;
-mod redis_store;
+mod redis;
 mod sqlite;
 mod store;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
-pub use memory::MemoryStore;
-pub use redis_shared::{
+pub use crate::redis::{
     Admission, ConnectionCounter, GcraRate, MAX_TICKET_TTL, NodeHeartbeat, NodeSeen, RateGrant,
-    TicketIssue,
+    RedisConfig, RedisPassword, RedisServerInfo, RedisStore, TicketIssue,
 };
-pub use redis_store::{RedisConfig, RedisPassword, RedisServerInfo, RedisStore};
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use store::{
     FeedHealth, Lookup, REVOCATION_CHANNEL_CAPACITY, Revocation, SessionRecord, SessionStore,
