@@ -17,6 +17,10 @@
 //! `wsguard-session`, which combines the token's proof with what the store says. Time is always a
 //! parameter (`now`, Unix seconds): the store never reads the clock.
 
+#![warn(missing_docs)]
+// Visibility is minimal: an item is `pub` only if it is part of the crate's API.
+#![warn(unreachable_pub)]
+
 // The trait and its types are in `store.rs`, at the bottom: every backend imports from there
 // (and `events.rs`), never through these re-exports, so this file stays on top.
 mod events;

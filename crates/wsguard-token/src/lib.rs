@@ -22,6 +22,8 @@
 //! assert_eq!(verified.claims().uid.as_str(), "alice");
 //! ```
 #![warn(missing_docs)]
+// Visibility is minimal: an item is `pub` only if it is part of the crate's API.
+#![warn(unreachable_pub)]
 
 // Imports run one way; a module uses only those before it in this order:
 // `ids`, `data`, `reject` (leaves) → `claims` → `mac` (HMAC, secrets) → `keyfile` (the TOML

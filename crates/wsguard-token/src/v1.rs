@@ -212,9 +212,9 @@ fn json_string(s: &str) -> Option<(Cow<'_, str>, &str)> {
 }
 
 /// A canonical unsigned integer: `0`, or digits without a leading zero. More than 12 digits
-/// exceeds [`crate::claims::MAX_TIMESTAMP`] anyway, so at most 12 are read (no overflow possible). A slot
-/// holding JSON structure (not a single scalar) is a payload error, any other scalar an invalid
-/// timestamp.
+/// exceeds [`MAX_TIMESTAMP`](crate::claims::MAX_TIMESTAMP) anyway, so at most 12 are read (no
+/// overflow possible). A slot holding JSON structure (not a single scalar) is a payload error,
+/// any other scalar an invalid timestamp.
 fn uint(s: &str) -> Result<Timestamp, Rejection> {
     let b = s.as_bytes();
     if matches!(b.len(), 1..=12) && (b[0] != b'0' || b.len() == 1) {
