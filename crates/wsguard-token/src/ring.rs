@@ -31,12 +31,14 @@ pub enum Format {
     Legacy,
 }
 
+/// The legacy (tutorial) secret's key and fingerprint. Any length: the old system chose it.
 fn legacy_key(secret: &[u8]) -> (Mac, [u8; 32]) {
     let mac = mac_for(secret);
     let print = fingerprint(&mac);
     (mac, print)
 }
 
+/// One key of the ring, with the fingerprint a reload compares.
 struct RingKey {
     id: KeyId,
     mac: Mac,

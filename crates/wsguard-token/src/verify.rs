@@ -2,7 +2,8 @@
 //!
 //! Owns [`Verifier`] (key ring + [`TokenPolicy`]), the dispatch between formats, and the lifetime
 //! rules. Verification runs in a fixed order, cheapest and most hostile-input-facing first:
-//! length bound → format prefix → key id → tag (constant time) → strict payload parse → lifetime.
+//! length bound ([`MAX_TOKEN_LEN`]) → format prefix → key id → tag (constant time) → strict
+//! payload parse → lifetime.
 //! Proof types ([`SignedToken`], [`VerifiedToken`]) can only be built here.
 //!
 //! Lifetime rules (all in whole Unix seconds, `now` passed in):
