@@ -16,6 +16,10 @@
 //! Every store error fails closed ([`AuthError::Store`]). This crate does no I/O of its own and
 //! never reads the clock: `now` is a parameter.
 
+#![warn(missing_docs)]
+// Visibility is minimal: an item is `pub` only if it is part of the crate's API.
+#![warn(unreachable_pub)]
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

@@ -11,17 +11,14 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 use wsguard_token::{SessionId, UserId};
 
-use crate::{
-    Lookup, REVOCATION_CHANNEL_CAPACITY, Revocation, SessionRecord, SessionStore, StoreError,
-};
+use crate::events::Announcer;
+use crate::store::{Lookup, Revocation, SessionRecord, SessionStore, StoreError};
 
 /// A session store in this process's memory.
 #[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<State>,
-    events: broadcast::Sender<Revocation>,
-    /// Events sent so far (see [`SessionStore::revocations_announced`]).
-    announced: std::sync::atomic::AtomicU64,
+    events: Announcer,
 }
 
 #[derive(Debug, Default)]
@@ -42,11 +39,9 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        let (events, _) = broadcast::channel(REVOCATION_CHANNEL_CAPACITY);
         MemoryStore {
             state: Mutex::new(State::default()),
-            events,
-            announced: std::sync::atomic::AtomicU64::new(0),
+            events: Announcer::new(),
         }
     }
 
@@ -57,10 +52,7 @@ impl MemoryStore {
     }
 
     fn publish(&self, event: Revocation) {
-        self.announced
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // No subscriber is not an error.
-        let _ = self.events.send(event);
+        self.events.announce(event);
     }
 }
 
@@ -184,6 +176,6 @@ impl SessionStore for MemoryStore {
     }
 
     fn revocations_announced(&self) -> Option<u64> {
-        Some(self.announced.load(std::sync::atomic::Ordering::SeqCst))
+        Some(self.events.announced())
     }
 }

@@ -290,8 +290,8 @@ impl RedisServer {
 }
 
 mod libc_signal {
-    pub const KILL: &str = "KILL";
-    pub const TERM: &str = "TERM";
+    pub(super) const KILL: &str = "KILL";
+    pub(super) const TERM: &str = "TERM";
 }
 
 impl Drop for RedisServer {

@@ -105,10 +105,11 @@ async fn two_nodes_see_each_others_revocations_once() {
     // B counts what it received (Sessions::still_live_after relies on it).
     assert_eq!(b.revocations_announced().unwrap(), counted + 1);
 
-    b.revoke_user(&r.uid, now(), now() + 100).await.unwrap();
+    let at = now();
+    b.revoke_user(&r.uid, at, at + 100).await.unwrap();
     let user = Revocation::User {
         uid: r.uid.clone(),
-        at: now(),
+        at,
     };
     assert!(
         matches!(next(&mut on_a).await, Revocation::Session { .. }),
@@ -207,15 +208,15 @@ async fn a_revocation_made_while_cut_off_arrives_after_reconnect() {
     ));
     assert!(started.elapsed() < Duration::from_millis(1500));
 
-    a.revoke_user(&uid("alice"), now(), now() + 100)
-        .await
-        .unwrap();
+    // The time sent, not a later `now()`: the reconnection may take B past a second.
+    let at = now();
+    a.revoke_user(&uid("alice"), at, at + 100).await.unwrap();
     cut.restore();
     assert_eq!(
         next(&mut on_b).await,
         Revocation::User {
             uid: uid("alice"),
-            at: now()
+            at
         },
         "resumed from its position: no resync needed"
     );

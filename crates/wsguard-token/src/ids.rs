@@ -1,9 +1,10 @@
-//! Session and user identifiers.
+//! Session, user and key identifiers, and the crate's one source of randomness.
 //!
-//! Owns [`SessionId`] (≥ 128 random bits, cookie- and header-safe) and [`UserId`]. Both are
-//! validated on construction, so a value of these types is always safe to put in a header, a log
-//! field or an SQL parameter. Must not expose a mutable inner string. Both are stored inline up
-//! to 24 bytes (`compact_str`), so a typical id costs no allocation.
+//! Owns [`SessionId`] (≥ 128 random bits, cookie- and header-safe), [`UserId`] and [`KeyId`].
+//! All are validated on construction, so a value of these types is always safe to put in a
+//! header, a log field or an SQL parameter. Must not expose a mutable inner string. All are
+//! stored inline up to 24 bytes (`compact_str`), so a typical id costs no allocation. Also owns
+//! `fill_random`, the OS random generator that new session ids and keys come from.
 
 use std::fmt;
 
@@ -21,6 +22,11 @@ pub struct SessionId(CompactString);
 /// always a valid HTTP header value.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(CompactString);
+
+/// A key id: 1 to 32 characters of `[A-Za-z0-9_-]`. Not secret; it travels in every token.
+/// Stored inline (`compact_str`), so copying one into a verified token costs no allocation.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct KeyId(CompactString);
 
 /// An identifier failed validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +96,40 @@ impl UserId {
     /// The id.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl KeyId {
+    /// Validates a key id.
+    pub fn parse(s: &str) -> Option<Self> {
+        valid_key_id(s.as_bytes()).then(|| KeyId(CompactString::new(s)))
+    }
+
+    /// A key id known to be valid when written (a literal in this crate).
+    pub(crate) const fn from_static(id: &'static str) -> Self {
+        KeyId(CompactString::const_new(id))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Whether `b` is a valid key id: 1 to 32 characters of `[A-Za-z0-9_-]`.
+pub(crate) fn valid_key_id(b: &[u8]) -> bool {
+    (1..=32).contains(&b.len())
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

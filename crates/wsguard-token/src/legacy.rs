@@ -14,9 +14,11 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::keys::{Mac, verify_tag};
-use crate::v1::{Timestamp, check_timestamps};
-use crate::{Claims, MAX_TIMESTAMP, Malformed, Rejection, SessionData, SessionId, UserId};
+use crate::claims::{Claims, MAX_TIMESTAMP, Timestamp, check_timestamps};
+use crate::data::SessionData;
+use crate::ids::{SessionId, UserId};
+use crate::mac::{Mac, verify_tag};
+use crate::reject::{Malformed, Rejection};
 
 /// Verifies a token that starts with `{` and is at most `MAX_TOKEN_LEN` bytes.
 pub(crate) fn decode(key: &Mac, token: &str) -> Result<Claims, Rejection> {

@@ -22,26 +22,30 @@
 //! assert_eq!(verified.claims().uid.as_str(), "alice");
 //! ```
 #![warn(missing_docs)]
+// Visibility is minimal: an item is `pub` only if it is part of the crate's API.
+#![warn(unreachable_pub)]
 
+// Imports run one way; a module uses only those before it in this order:
+// `ids`, `data`, `reject` (leaves) → `claims` → `mac` (HMAC, secrets) → `keyfile` (the TOML
+// text) → `ring` (keys and their life) → `legacy`, `v1` (the formats) → `verify` (on top).
+// Modules name the module that defines what they use, never these re-exports, so this file
+// stays on top: it only declares and re-exports.
 mod claims;
 mod data;
 mod ids;
-mod keys;
+mod keyfile;
 mod legacy;
+mod mac;
 mod reject;
+mod ring;
 mod v1;
 mod verify;
 
-pub use claims::Claims;
+pub use claims::{Claims, MAX_TIMESTAMP};
 pub use data::{DataError, SessionData};
-pub use ids::{InvalidId, SessionId, UserId};
-pub use keys::{KeyFile, KeyFileEntry, KeyId, KeyRing, KeyRingError, Secret, UnixTime};
+pub use ids::{InvalidId, KeyId, SessionId, UserId};
+pub use keyfile::{KeyFile, KeyFileEntry, KeyRingError, UnixTime};
+pub use mac::Secret;
 pub use reject::{Malformed, Rejection};
-pub use verify::{Format, SignedToken, TokenPolicy, VerifiedToken, Verifier};
-
-/// The longest token accepted, in bytes. Checked before any decoding.
-pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// The latest timestamp accepted anywhere in a token: 9999-12-31T23:59:59Z. Anything later is
-/// treated as malformed rather than as "far in the future".
-pub const MAX_TIMESTAMP: u64 = 253_402_300_799;
+pub use ring::{Format, KeyRing};
+pub use verify::{MAX_TOKEN_LEN, SignedToken, TokenPolicy, VerifiedToken, Verifier};

@@ -1,8 +1,10 @@
 //! Why a token was refused.
 //!
-//! Owns the [`Rejection`] enum and its stable string codes. It must not decide HTTP statuses or
-//! close codes: the gateway maps reasons to the wire in one place. Variants carry no attacker
-//! bytes, so a rejection can always be logged.
+//! Owns the [`Rejection`] enum and its stable string codes, which are the gateway's reason codes
+//! for refused tokens (`docs/REASONS.md`: `session_expired`, …), so the CLI, logs and metrics
+//! name a refusal with one word everywhere; and [`Malformed`], the detail of a malformed token,
+//! for logs. It must not decide HTTP statuses or close codes: the gateway maps reasons to the
+//! wire in one place. Variants carry no attacker bytes, so a rejection can always be logged.
 
 use std::fmt;
 
@@ -52,17 +54,19 @@ pub enum Malformed {
 }
 
 impl Rejection {
-    /// The stable machine-readable code: used in CLI output, logs and metrics labels.
+    /// The stable machine-readable code, the gateway's reason code for this refusal
+    /// (`docs/REASONS.md`): used in CLI output, logs and metrics labels. Every code starts with
+    /// `session_`; a malformed token's detail is [`Malformed::detail`].
     pub fn code(&self) -> &'static str {
         match self {
-            Rejection::Malformed(_) => "malformed",
-            Rejection::BadSignature => "bad_signature",
-            Rejection::UnknownKey => "unknown_key",
-            Rejection::Expired => "expired",
-            Rejection::Idle => "idle",
-            Rejection::IssuedInFuture => "issued_in_future",
-            Rejection::Revoked => "revoked",
-            Rejection::UnknownSession => "unknown_session",
+            Rejection::Malformed(_) => "session_malformed",
+            Rejection::BadSignature => "session_bad_signature",
+            Rejection::UnknownKey => "session_unknown_key",
+            Rejection::Expired => "session_expired",
+            Rejection::Idle => "session_idle",
+            Rejection::IssuedInFuture => "session_issued_in_future",
+            Rejection::Revoked => "session_revoked",
+            Rejection::UnknownSession => "session_unknown",
         }
     }
 
@@ -104,3 +108,40 @@ impl fmt::Display for Rejection {
 }
 
 impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes are the gateway's reason codes (`crates/wsguard-gateway/src/reason.rs`,
+    /// `docs/REASONS.md`), one per variant, so the gateway can use them as they are.
+    #[test]
+    fn codes_are_the_gateways_reason_codes() {
+        let all = [
+            (Rejection::Malformed(Malformed::Empty), "session_malformed"),
+            (Rejection::BadSignature, "session_bad_signature"),
+            (Rejection::UnknownKey, "session_unknown_key"),
+            (Rejection::Expired, "session_expired"),
+            (Rejection::Idle, "session_idle"),
+            (Rejection::IssuedInFuture, "session_issued_in_future"),
+            (Rejection::Revoked, "session_revoked"),
+            (Rejection::UnknownSession, "session_unknown"),
+        ];
+        for (rejection, code) in all {
+            assert_eq!(rejection.code(), code);
+            assert_eq!(
+                rejection.to_string(),
+                format!("{code}: {}", rejection.detail())
+            );
+        }
+        // Every malformed token has one code; what is wrong stays in its detail.
+        assert_eq!(
+            Rejection::Malformed(Malformed::TooLong).code(),
+            "session_malformed"
+        );
+        assert_eq!(
+            Rejection::Malformed(Malformed::TooLong).detail(),
+            "token too long"
+        );
+    }
+}

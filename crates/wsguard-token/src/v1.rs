@@ -12,10 +12,12 @@ use std::fmt::Write as _;
 
 use base64_simd::{Out, URL_SAFE_NO_PAD};
 
-use crate::keys::{KeyLookup, Mac, sign_parts, valid_key_id, verify_tag_parts};
-use crate::{
-    Claims, KeyId, KeyRing, MAX_TIMESTAMP, Malformed, Rejection, SessionData, SessionId, UserId,
-};
+use crate::claims::{Claims, Timestamp, check_timestamps};
+use crate::data::SessionData;
+use crate::ids::{KeyId, SessionId, UserId, valid_key_id};
+use crate::mac::{Mac, sign_parts, verify_tag_parts};
+use crate::reject::{Malformed, Rejection};
+use crate::ring::{KeyLookup, KeyRing};
 
 /// The version prefix, including its separator.
 pub(crate) const PREFIX: &str = "v1.";
@@ -210,9 +212,9 @@ fn json_string(s: &str) -> Option<(Cow<'_, str>, &str)> {
 }
 
 /// A canonical unsigned integer: `0`, or digits without a leading zero. More than 12 digits
-/// exceeds [`MAX_TIMESTAMP`] anyway, so at most 12 are read (no overflow possible). A slot
-/// holding JSON structure (not a single scalar) is a payload error, any other scalar an invalid
-/// timestamp.
+/// exceeds [`MAX_TIMESTAMP`](crate::claims::MAX_TIMESTAMP) anyway, so at most 12 are read (no
+/// overflow possible). A slot holding JSON structure (not a single scalar) is a payload error,
+/// any other scalar an invalid timestamp.
 fn uint(s: &str) -> Result<Timestamp, Rejection> {
     let b = s.as_bytes();
     if matches!(b.len(), 1..=12) && (b[0] != b'0' || b.len() == 1) {
@@ -237,27 +239,4 @@ fn invalid_slot(b: &[u8]) -> Result<Timestamp, Rejection> {
         return Err(Rejection::Malformed(Malformed::Payload));
     }
     Ok(Timestamp::Invalid)
-}
-
-/// A timestamp field as found: an unsigned integer, or anything else (negative, fractional,
-/// exponent, out of range, string…), which is reported as [`Malformed::Timestamp`] rather than
-/// as a generic payload error.
-pub(crate) enum Timestamp {
-    Int(u64),
-    Invalid,
-}
-
-/// Both timestamps integers within [`MAX_TIMESTAMP`], and `created <= last_active`.
-pub(crate) fn check_timestamps(
-    created: Timestamp,
-    last_active: Timestamp,
-) -> Result<(u64, u64), Rejection> {
-    match (created, last_active) {
-        (Timestamp::Int(c), Timestamp::Int(l))
-            if c <= MAX_TIMESTAMP && l <= MAX_TIMESTAMP && c <= l =>
-        {
-            Ok((c, l))
-        }
-        _ => Err(Rejection::Malformed(Malformed::Timestamp)),
-    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns [`Verifier`] (key ring + [`TokenPolicy`]), the dispatch between formats, and the lifetime
 //! rules. Verification runs in a fixed order, cheapest and most hostile-input-facing first:
-//! length bound → format prefix → key id → tag (constant time) → strict payload parse → lifetime.
+//! length bound ([`MAX_TOKEN_LEN`]) → format prefix → key id → tag (constant time) → strict
+//! payload parse → lifetime.
 //! Proof types ([`SignedToken`], [`VerifiedToken`]) can only be built here.
 //!
 //! Lifetime rules (all in whole Unix seconds, `now` passed in):
@@ -13,8 +14,14 @@
 
 use std::sync::Arc;
 
-use crate::keys::KeyRing;
-use crate::{Claims, KeyId, MAX_TOKEN_LEN, Malformed, Rejection, legacy, v1};
+use crate::claims::Claims;
+use crate::legacy;
+use crate::reject::{Malformed, Rejection};
+use crate::ring::{Format, KeyRing};
+use crate::v1;
+
+/// The longest token accepted, in bytes. Checked before any decoding.
+pub const MAX_TOKEN_LEN: usize = 4096;
 
 /// Lifetime rules and format options. Validated by the configuration layer (all durations > 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,18 +45,6 @@ impl Default for TokenPolicy {
             accept_legacy_tokens: false,
         }
     }
-}
-
-/// Which format a token was in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Format {
-    /// v1, signed by this key.
-    V1 {
-        /// Key that signed it.
-        key_id: KeyId,
-    },
-    /// The tutorial's legacy format.
-    Legacy,
 }
 
 /// Proof that a token is authentic (signature valid, payload well formed). Its lifetime is not

@@ -105,7 +105,7 @@ fn issue_verify_tamper_revoke_restart() {
         assert_eq!(code, 1, "{json}");
         assert_eq!(json["valid"], false);
         assert!(
-            json["reason"] == "bad_signature" || json["reason"] == "malformed",
+            json["reason"] == "session_bad_signature" || json["reason"] == "session_malformed",
             "{json}"
         );
     }
@@ -121,7 +121,7 @@ fn issue_verify_tamper_revoke_restart() {
         .success();
     let (code, json) = env.verify(&token);
     assert_eq!(code, 1);
-    assert_eq!(json["reason"], "revoked");
+    assert_eq!(json["reason"], "session_revoked");
     assert_eq!(
         json["session"]["uid"], "alice",
         "an authentic token is still decoded"
@@ -146,7 +146,7 @@ fn revoke_by_sid_and_by_user() {
         .args(["session", "revoke", "--sid", &sid])
         .assert()
         .success();
-    assert_eq!(env.verify(&a).1["reason"], "revoked");
+    assert_eq!(env.verify(&a).1["reason"], "session_revoked");
     assert_eq!(env.verify(&b).0, 0);
     let out = env
         .cmd()
@@ -155,7 +155,7 @@ fn revoke_by_sid_and_by_user() {
         .success();
     let json: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(json["sessions_ended"], 1);
-    assert_eq!(env.verify(&b).1["reason"], "revoked");
+    assert_eq!(env.verify(&b).1["reason"], "session_revoked");
     assert_eq!(env.verify(&c).0, 0, "other users are untouched");
     // Exactly one of the three selectors.
     env.cmd().args(["session", "revoke"]).assert().code(2);
@@ -184,7 +184,7 @@ fn rotation_keeps_users_logged_in() {
         .args(["keygen", "--keep-previous-for", "0s"])
         .assert()
         .success();
-    assert_eq!(env.verify(&new).1["reason"], "unknown_key");
+    assert_eq!(env.verify(&new).1["reason"], "session_unknown_key");
     assert_eq!(
         env.verify(&old).0,
         0,
@@ -339,7 +339,7 @@ fn bad_arguments_are_explained() {
     let long = "x".repeat(5000);
     let (code, json) = env.verify(&long);
     assert_eq!(code, 1);
-    assert_eq!(json["reason"], "malformed");
+    assert_eq!(json["reason"], "session_malformed");
 }
 
 #[test]
@@ -419,25 +419,28 @@ fn legacy_token_minted_by_python() {
     // Tampered: one character of the payload (the uid) changed.
     let forged = token.replacen("\"uid\":\"alice\"", "\"uid\":\"alicf\"", 1);
     let (code, json) = env.verify(&forged);
-    assert_eq!((code, json["reason"].as_str()), (1, Some("bad_signature")));
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("session_bad_signature"))
+    );
     // Wrong secret.
     let other = python(
         MINT_LEGACY,
         &["another-secret", "alice", &now().to_string()],
     );
-    assert_eq!(env.verify(&other).1["reason"], "bad_signature");
+    assert_eq!(env.verify(&other).1["reason"], "session_bad_signature");
     // Old: past max_age (12 h by default).
     let old = python(
         MINT_LEGACY,
         &[LEGACY_SECRET, "alice", &(now() - 13 * 3600).to_string()],
     );
-    assert_eq!(env.verify(&old).1["reason"], "expired");
+    assert_eq!(env.verify(&old).1["reason"], "session_expired");
     // Adopted into the store on first use, so it can be revoked like any session.
     env.cmd()
         .args(["session", "revoke", &token])
         .assert()
         .success();
-    assert_eq!(env.verify(&token).1["reason"], "revoked");
+    assert_eq!(env.verify(&token).1["reason"], "session_revoked");
 
     // Option off (the default): refused even though the secret is known.
     let off = legacy_env(false);
@@ -445,7 +448,7 @@ fn legacy_token_minted_by_python() {
     let (code, json) = off.verify(&fresh);
     assert_eq!(
         (code, json["reason"].as_str()),
-        (1, Some("malformed")),
+        (1, Some("session_malformed")),
         "{json}"
     );
     assert!(
@@ -508,15 +511,21 @@ fn v1_token_minted_by_python_in_stateless_mode() {
     };
     let t = now();
     assert_eq!(env.verify(&mint(t - 60, t - 60)).0, 0);
-    assert_eq!(env.verify(&mint(t - 7200, t - 60)).1["reason"], "expired");
-    assert_eq!(env.verify(&mint(t - 1800, t - 1200)).1["reason"], "idle");
+    assert_eq!(
+        env.verify(&mint(t - 7200, t - 60)).1["reason"],
+        "session_expired"
+    );
+    assert_eq!(
+        env.verify(&mint(t - 1800, t - 1200)).1["reason"],
+        "session_idle"
+    );
     assert_eq!(
         env.verify(&mint(t + 3600, t + 3600)).1["reason"],
-        "issued_in_future"
+        "session_issued_in_future"
     );
     assert_eq!(
         env.verify(&mint(t - 60, t - 61)).1["reason"],
-        "malformed",
+        "session_malformed",
         "last_active < created"
     );
     // Revocation in stateless mode: a tombstone, then a user marker.
@@ -525,14 +534,14 @@ fn v1_token_minted_by_python_in_stateless_mode() {
         .args(["session", "revoke", &token])
         .assert()
         .success();
-    assert_eq!(env.verify(&token).1["reason"], "revoked");
+    assert_eq!(env.verify(&token).1["reason"], "session_revoked");
     let other = env.issue("zoe");
     assert_eq!(env.verify(&other).0, 0);
     env.cmd()
         .args(["session", "revoke", "--user", "zoe"])
         .assert()
         .success();
-    assert_eq!(env.verify(&other).1["reason"], "revoked");
+    assert_eq!(env.verify(&other).1["reason"], "session_revoked");
 }
 
 #[test]

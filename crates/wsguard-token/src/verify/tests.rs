@@ -1,8 +1,8 @@
 //! Unit tests for every rejection reason and every lifetime boundary.
 
 use super::*;
-use crate::keys::sign_parts;
-use crate::keys::{KeyFile, KeyFileEntry, UnixTime};
+use crate::keyfile::{KeyFile, KeyFileEntry, UnixTime};
+use crate::mac::sign_parts;
 use crate::{SessionData, SessionId, UserId};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,11 +1,11 @@
 //! What gateway nodes share on Redis beyond sessions: one-time tickets, per-user connection
 //! counts, per-user rates (GCRA) and node heartbeats.
 //!
-//! Owns the Lua scripts and the inherent methods of [`RedisStore`] for them, and
-//! [`ConnectionCounter`]. Each script touches one key (or one user's keys, tagged `{UID}`), so
-//! each is atomic, also on Redis Cluster. Times for expiry and rates come from the server's
-//! `TIME` inside the scripts, so nodes with different clocks agree; nothing here reads the
-//! local clock for a decision. It must not decide policy (which limit, which rule, what to do
+//! Owns the inherent methods of [`RedisStore`] for them, their types, and
+//! [`ConnectionCounter`]. Their Lua scripts are in `scripts.rs`: each touches one key (or one
+//! user's keys, tagged `{UID}`), so each is atomic, also on Redis Cluster. Times for expiry and
+//! rates come from the server's `TIME` inside the scripts, so nodes with different clocks agree;
+//! nothing here reads the local clock for a decision. It must not decide policy (which limit, which rule, what to do
 //! when Redis is down): the gateway does, and these calls only report.
 //!
 //! - **Tickets**: [`RedisStore::issue_ticket`] stores the SHA-256 of the ticket (never the
@@ -26,144 +26,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::Script;
 use sha2::{Digest, Sha256};
 use wsguard_token::UserId;
 
-use crate::StoreError;
-use crate::redis_store::{RedisStore, script_cmd};
+use super::scripts::script_cmd;
+use super::store::RedisStore;
+use crate::store::StoreError;
 
 /// Longest a ticket may live.
 pub const MAX_TICKET_TTL: Duration = Duration::from_secs(30);
-
-/// Records a ticket's hash in its user's set unless `max` are outstanding. KEYS: the user's
-/// ticket set. ARGV: hash, ttl ms, max. Returns 1 if recorded.
-const TICKET_BOUND: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 1
-";
-
-/// Check-and-add of a connection. KEYS: the user's connection set. ARGV: member, ttl ms,
-/// limit (0: none). Returns {admitted 0/1, count after}.
-const CONN_ACQUIRE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local n = redis.call('ZCARD', KEYS[1])
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  if tonumber(ARGV[3]) > 0 and n >= tonumber(ARGV[3]) then return {0, n} end
-  n = n + 1
-end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return {1, n}
-";
-
-/// Moves the deadline of this node's connections of one user. KEYS: the user's set. ARGV:
-/// ttl ms, members... Members are re-added if they had expired (they are still open).
-const CONN_REFRESH: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return #ARGV - 1
-";
-
-/// GCRA. KEYS: the rule's key (theoretical arrival time, µs). ARGV: emission interval µs,
-/// burst (units), wanted, partial (1: grant what is there, up to wanted). Returns {granted,
-/// retry after µs (when nothing was granted; -1: never, wanted exceeds the burst)}.
-const GCRA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local T = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local partial = ARGV[4] == '1'
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local avail = math.floor((now + cap * T - tat) / T)
-if avail < 0 then avail = 0 end
-local grant = want
-if avail < want then
-  if partial then grant = avail else grant = 0 end
-end
-if grant <= 0 then
-  local need = want
-  if partial then need = 1 end
-  if need > cap then return {0, -1} end
-  return {0, math.ceil(tat + need * T - cap * T - now)}
-end
-tat = tat + grant * T
-redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-return {grant, 0}
-";
-
-/// Records a node's heartbeat. KEYS: the nodes hash. ARGV: id, sockets, address. The value is
-/// `seen_ms sockets address`.
-const NODE_BEAT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', now) .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
-return now
-";
-
-/// Lists nodes seen within ARGV[1] ms, forgetting older ones. KEYS: the nodes hash. Returns
-/// {now ms, id, value, id, value, ...}.
-const NODE_LIST: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local all = redis.call('HGETALL', KEYS[1])
-local out = {now}
-for i = 1, #all, 2 do
-  local seen = tonumber(string.match(all[i + 1], '^(%d+)'))
-  if seen and now - seen <= tonumber(ARGV[1]) then
-    table.insert(out, all[i]); table.insert(out, all[i + 1])
-  elseif not seen or now - seen > 10 * tonumber(ARGV[1]) then
-    redis.call('HDEL', KEYS[1], all[i])
-  end
-end
-return out
-";
-
-pub(crate) struct SharedScripts {
-    ticket_bound: Script,
-    conn_acquire: Script,
-    conn_refresh: Script,
-    gcra: Script,
-    node_beat: Script,
-    node_list: Script,
-}
-
-impl SharedScripts {
-    pub(crate) fn new() -> Self {
-        SharedScripts {
-            ticket_bound: Script::new(TICKET_BOUND),
-            conn_acquire: Script::new(CONN_ACQUIRE),
-            conn_refresh: Script::new(CONN_REFRESH),
-            gcra: Script::new(GCRA),
-            node_beat: Script::new(NODE_BEAT),
-            node_list: Script::new(NODE_LIST),
-        }
-    }
-}
-
-/// The source of every script here, for `SCRIPT LOAD`.
-pub(crate) const SOURCES: &[&str] = &[
-    TICKET_BOUND,
-    CONN_ACQUIRE,
-    CONN_REFRESH,
-    GCRA,
-    NODE_BEAT,
-    NODE_LIST,
-];
 
 /// What [`RedisStore::issue_ticket`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +138,7 @@ impl RedisStore {
         let key = self.keys().ticket(&hash);
         let mut pipe = redis::pipe();
         pipe.add_command(script_cmd!(
-            &self.scripts().shared.ticket_bound,
+            &self.scripts().ticket_bound,
             [self.keys().user_tickets(uid)],
             &hash,
             ttl,
@@ -329,7 +200,7 @@ impl RedisStore {
         let interval_us = 1e6 / rate.per_second;
         let (granted, retry_us): (u64, i64) = self
             .eval(script_cmd!(
-                &self.scripts().shared.gcra,
+                &self.scripts().gcra,
                 [self.keys().user_rate(uid, rule)],
                 interval_us,
                 rate.burst,
@@ -356,7 +227,7 @@ impl RedisStore {
         }
         let _: u64 = self
             .eval(script_cmd!(
-                &self.scripts().shared.node_beat,
+                &self.scripts().node_beat,
                 [self.keys().nodes()],
                 &node.id,
                 node.sockets,
@@ -371,7 +242,7 @@ impl RedisStore {
     pub async fn list_nodes(&self, max_age: Duration) -> Result<Vec<NodeSeen>, StoreError> {
         let reply: Vec<String> = self
             .eval(script_cmd!(
-                &self.scripts().shared.node_list,
+                &self.scripts().node_list,
                 [self.keys().nodes()],
                 ms(max_age)
             ))
@@ -464,7 +335,7 @@ impl ConnectionCounter {
         let (admitted, count): (u8, u64) = self
             .store
             .eval(script_cmd!(
-                &self.store.scripts().shared.conn_acquire,
+                &self.store.scripts().conn_acquire,
                 [self.store.keys().user_conns(uid)],
                 self.member(conn),
                 ms(self.ttl),
@@ -519,7 +390,7 @@ impl ConnectionCounter {
         let mut pipe = redis::pipe();
         for (uid, conns) in &held {
             let mut cmd = script_cmd!(
-                &self.store.scripts().shared.conn_refresh,
+                &self.store.scripts().conn_refresh,
                 [self.store.keys().user_conns(uid)],
                 ms(self.ttl)
             );

@@ -1,8 +1,10 @@
-//! The Redis revocation feed: how other nodes' revocations reach this node's subscribers.
+//! The Redis revocation feed: how a node's revocations reach the other nodes' subscribers.
 //!
-//! Owns the follower task of a [`RedisStore`] and its health. A revocation is first written
-//! durably (tombstone, user marker), then announced: `XADD` to the stream `P {rev}:stream`
-//! (`MAXLEN ~ stream_max_len`) by a script that numbers entries from `P {rev}:seq`. Each store
+//! Owns both ends of the revocation stream: announcing (`RedisStore::announce`, and the probes'
+//! `append`), where the stream stands (`position`), and the follower task of a [`RedisStore`]
+//! with its health. A revocation is first written durably (tombstone, user marker), then
+//! announced: `XADD` to the stream `P {rev}:stream` (`MAXLEN ~ stream_max_len`) by a script that
+//! numbers entries from `P {rev}:seq`. Each store
 //! instance follows the stream on a connection of its own with a blocking `XREAD` from the
 //! last id it read, so every entry arrives once, in order, and after a reconnect it resumes
 //! where it stopped. The sequence numbers tell what `XREAD` cannot:
@@ -29,41 +31,28 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use redis::AsyncConnectionConfig;
+use redis::{AsyncConnectionConfig, Pipeline};
 use wsguard_token::{SessionId, UserId};
 
-use crate::redis_store::{Inner, RedisStore};
-use crate::{FeedHealth, Revocation};
+use super::scripts::script_cmd;
+use super::store::{Inner, RedisStore};
+use crate::store::{FeedHealth, Revocation, StoreError};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Entries read per `XREAD`.
 const READ_COUNT: usize = 512;
 
-/// The feed's health, updated by the follower.
-#[derive(Debug, Default)]
-pub(crate) struct FeedState {
-    connected: bool,
-    last_verified: Option<Instant>,
-    last_read: Option<Instant>,
-    resyncs: u64,
-}
-
-pub(crate) fn health(store: &RedisStore) -> FeedHealth {
-    let state = store
+/// The feed's health, as the follower last updated it.
+pub(super) fn health(store: &RedisStore) -> FeedHealth {
+    *store
         .inner
         .feed
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    FeedHealth {
-        connected: state.connected,
-        last_verified: state.last_verified,
-        last_read: state.last_read,
-        resyncs: state.resyncs,
-    }
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn update(inner: &Inner, f: impl FnOnce(&mut FeedState)) {
+fn update(inner: &Inner, f: impl FnOnce(&mut FeedHealth)) {
     let mut state = inner
         .feed
         .lock()
@@ -78,12 +67,91 @@ fn resync(inner: &Inner, why: &str) {
         "revocation feed lost its place; subscribers re-check every session"
     );
     update(inner, |s| s.resyncs += 1);
-    inner.broadcast(Revocation::Resync);
+    inner.events.announce(Revocation::Resync);
+}
+
+impl RedisStore {
+    /// Where the revocation stream stands (sequence, last id).
+    pub(super) async fn position(&self) -> Result<(u64, String), StoreError> {
+        let k = self.keys();
+        self.eval(script_cmd!(&self.scripts().position, [k.stream(), k.seq()]))
+            .await
+    }
+
+    /// Appends an entry to the revocation stream.
+    pub(super) async fn append(
+        &self,
+        kind: &str,
+        sid: &str,
+        uid: &str,
+        at: u64,
+    ) -> Result<(u64, String), StoreError> {
+        let k = self.keys();
+        let maxlen = self.inner.config.stream_max_len;
+        self.eval(script_cmd!(
+            &self.scripts().announce,
+            [k.stream(), k.seq()],
+            maxlen,
+            kind,
+            sid,
+            uid,
+            at,
+            self.inner.origin.as_str()
+        ))
+        .await
+    }
+
+    /// Sends a revocation to this process's subscribers, then announces it to the other nodes,
+    /// with `bookkeeping` (idempotent commands) in the same round trip after the announcement.
+    /// The revocation is already durable; if the announcement fails, the caller is told (and
+    /// can revoke again: revocations are idempotent), since other nodes would otherwise keep
+    /// their sockets until they re-check.
+    pub(super) async fn announce(
+        &self,
+        event: Revocation,
+        bookkeeping: Pipeline,
+    ) -> Result<(), StoreError> {
+        let (kind, sid, uid, at) = match &event {
+            Revocation::Session { sid, uid } => (
+                "s",
+                sid.as_str().to_owned(),
+                uid.as_ref()
+                    .map(|u| u.as_str().to_owned())
+                    .unwrap_or_default(),
+                0,
+            ),
+            Revocation::User { uid, at } => ("u", String::new(), uid.as_str().to_owned(), *at),
+            Revocation::Resync => return Ok(()),
+        };
+        self.inner.events.announce(event);
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        pipe.add_command(script_cmd!(
+            &self.scripts().announce,
+            [k.stream(), k.seq()],
+            self.inner.config.stream_max_len,
+            kind,
+            sid,
+            uid,
+            at,
+            self.inner.origin.as_str()
+        ))
+        .ignore();
+        for cmd in bookkeeping.cmd_iter() {
+            pipe.add_command(cmd.clone()).ignore();
+        }
+        let announced: Result<(), StoreError> = self.pipe(&pipe).await;
+        announced.map_err(|e| {
+            StoreError::Backend(format!(
+                "revocation recorded, but not announced to the other nodes: {e}"
+            ))
+        })
+    }
 }
 
 /// Starts following the stream after `position` (sequence, entry id); without one, from where
 /// the stream stands when the feed first connects, with a [`Revocation::Resync`] then.
-pub(crate) fn start(store: &RedisStore, position: Option<(u64, String)>) {
+pub(super) fn start(store: &RedisStore, position: Option<(u64, String)>) {
     let weak = Arc::downgrade(&store.inner);
     tokio::spawn(follow(weak, position));
 }
@@ -261,7 +329,7 @@ async fn follow(weak: Weak<Inner>, start: Option<(u64, String)>) {
                     continue;
                 }
                 match event(&entry) {
-                    Some(event) => store.inner.broadcast(event),
+                    Some(event) => store.inner.events.announce(event),
                     None if entry.kind == "p" => {}
                     None => tracing::warn!(seq, "skipping an unreadable revocation entry"),
                 }
