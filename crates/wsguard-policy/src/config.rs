@@ -297,6 +297,16 @@ pub struct Route {
     pub compression: bool,
 }
 
+impl crate::target::RoutePath for Route {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn folded_path(&self) -> &str {
+        &self.folded_path
+    }
+}
+
 impl Route {
     /// Whether a normalised `path` falls under this route (prefix at a segment boundary).
     pub fn matches(&self, path: &str) -> bool {

@@ -13,7 +13,6 @@
 //!
 //! Pure: no I/O, nothing logged; errors carry no request bytes.
 
-use crate::config::Route;
 use crate::reason::Refusal;
 
 /// A request target, checked and normalised.
@@ -225,21 +224,30 @@ pub fn is_under(prefix: &str, path: &str) -> bool {
         || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
+/// What routing needs of a route: its path prefix in normal form, and that path [`fold`]ed.
+/// Routes are given longest prefix first.
+pub trait RoutePath {
+    /// The prefix, in normal form.
+    fn path(&self) -> &str;
+    /// The prefix as [`fold`] reads it.
+    fn folded_path(&self) -> &str;
+}
+
 /// The route for a normalised path: the longest route prefix it lies under. Refused as
 /// [`Refusal::AmbiguousPath`] when the same path, [`fold`]ed, lies under a different longest
 /// route (`/WS` with a public `/` and a private `/ws`: a case-insensitive backend would serve
 /// the private endpoint).
-pub fn route<'r>(routes: &'r [Route], path: &str) -> Result<&'r Route, Refusal> {
+pub fn route<'r, R: RoutePath>(routes: &'r [R], path: &str) -> Result<&'r R, Refusal> {
     // Longest first (config::routes sorts them).
     let chosen = routes
         .iter()
-        .find(|r| is_under(&r.path, path))
+        .find(|r| is_under(r.path(), path))
         .ok_or(Refusal::NoRoute)?;
     let folded = fold(path);
     let by_fold = routes
         .iter()
-        .filter(|r| is_under(&r.folded_path, &folded))
-        .max_by_key(|r| r.folded_path.len());
+        .filter(|r| is_under(r.folded_path(), &folded))
+        .max_by_key(|r| r.folded_path().len());
     match by_fold {
         Some(r) if std::ptr::eq(r, chosen) => Ok(chosen),
         _ => Err(Refusal::AmbiguousPath),

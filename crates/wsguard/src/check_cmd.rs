@@ -76,7 +76,7 @@ fn problems(
     }
     if out.is_empty() {
         // Files named by the gateway sections (TLS certificate and key, upstream CAs).
-        if let Err(e) = wsguard_gateway::check(&crate::serve_cmd::settings(&config)) {
+        if let Err(e) = wsguard_gateway::check(&config.settings()) {
             out.extend(e.lines().map(str::to_owned));
         }
     }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::Deserialize;
 use wsguard_session::Mode;
 use wsguard_token::TokenPolicy;
@@ -145,46 +145,6 @@ mod secs {
 }
 
 impl Config {
-    /// Loads `path`. A missing file is an error only if it was named explicitly; the default
-    /// name falls back to built-in defaults (paths relative to the working directory).
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-        let (path, explicit) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG), false),
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                let config = Config::default();
-                config.validate()?;
-                return Ok(config);
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let mut config = Config::parse(&text)
-            .with_context(|| format!("invalid configuration in {}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        config.resolve_paths(base);
-        Ok(config)
-    }
-
-    /// Parses and validates config text (paths stay as written). The error lists every
-    /// problem, one per line, in file order ([`crate::diagnose`]).
-    pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let d = crate::diagnose::diagnose(text);
-        match d.config {
-            Some(config) if d.problems.is_empty() => Ok(config),
-            _ => bail!(
-                "{}",
-                d.problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ),
-        }
-    }
-
     /// Makes relative paths relative to `base` (the config file's directory).
     pub fn resolve_paths(&mut self, base: &Path) {
         let mut paths = vec![
@@ -335,6 +295,17 @@ impl Config {
         }
     }
 
+    /// The gateway settings a configuration describes.
+    pub fn settings(&self) -> wsguard_gateway::Settings {
+        wsguard_gateway::Settings {
+            gateway: self.gateway.clone(),
+            routes: self.routes.clone(),
+            admin: self.admin.clone(),
+            cookie_name: self.sessions.cookie_name.clone(),
+            cookie: self.cookie_attributes(),
+        }
+    }
+
     /// The token policy these settings describe.
     pub fn token_policy(&self) -> TokenPolicy {
         let s = &self.sessions;
@@ -345,19 +316,6 @@ impl Config {
             accept_legacy_tokens: s.accept_legacy_tokens,
         }
     }
-}
-
-/// The key of a `key = value` line whose value is text left unquoted (`listen = 127.0.0.1:8080`,
-/// which TOML reads as a broken float): a value that starts with no quote and does not parse.
-pub(crate) fn unquoted_text(line: &str) -> Option<&str> {
-    let (key, value) = line.split_once('=')?;
-    let value = value.trim();
-    if value.is_empty() || value.starts_with(['"', '\'']) {
-        return None;
-    }
-    toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .is_err()
-        .then(|| key.trim())
 }
 
 /// A `Domain` attribute value: DNS labels of lower-case letters, digits and `-`.

@@ -13,7 +13,11 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::config::Config;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::config::{Config, DEFAULT_CONFIG};
 
 /// Most entries set aside before giving up (each costs one more deserialisation).
 const MAX_PASSES: usize = 256;
@@ -61,7 +65,7 @@ pub fn diagnose(text: &str) -> Diagnosis {
             let line = e.span().map(|s| lines.line(s.start));
             let line_text = line.and_then(|l| lines.text(text, l));
             let mut key = e.span().and_then(|s| path_at(&original, s.start));
-            if line_text.and_then(crate::config::unquoted_text).is_some() {
+            if line_text.and_then(unquoted_text).is_some() {
                 // `listen = [::1]:8080` reads as an array: name the key, not its element.
                 key = key.map(|mut k| {
                     while k.ends_with(']')
@@ -137,6 +141,48 @@ pub fn diagnose(text: &str) -> Diagnosis {
     }
 }
 
+impl Config {
+    /// Loads `path`. A missing file is an error only if it was named explicitly; the default
+    /// name falls back to built-in defaults (paths relative to the working directory).
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                let config = Config::default();
+                config.validate()?;
+                return Ok(config);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let mut config = Config::parse(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates config text (paths stay as written). The error lists every
+    /// problem, one per line, in file order ([`diagnose`]).
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let d = crate::diagnose::diagnose(text);
+        match d.config {
+            Some(config) if d.problems.is_empty() => Ok(config),
+            _ => bail!(
+                "{}",
+                d.problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        }
+    }
+}
+
 /// `key: message` split at the first `: ` whose left side looks like a key path.
 fn split_key(p: &str) -> (Option<String>, String) {
     match p.split_once(": ") {
@@ -159,10 +205,23 @@ fn covers(a: &str, b: &str) -> bool {
             .is_some_and(|rest| rest.starts_with(['.', '[']))
 }
 
+/// The key of a `key = value` line whose value is text left unquoted (`listen = 127.0.0.1:8080`,
+/// which TOML reads as a broken float): a value that starts with no quote and does not parse.
+fn unquoted_text(line: &str) -> Option<&str> {
+    let (key, value) = line.split_once('=')?;
+    let value = value.trim();
+    if value.is_empty() || value.starts_with(['"', '\'']) {
+        return None;
+    }
+    toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .is_err()
+        .then(|| key.trim())
+}
+
 /// The message, with advice where TOML's own is cryptic: text left unquoted.
 fn hint(message: &str, line: Option<&str>) -> String {
     let message = message.trim();
-    match line.and_then(crate::config::unquoted_text) {
+    match line.and_then(unquoted_text) {
         Some(key) => format!(
             "not a TOML value: text (addresses, URLs, paths) must be in double quotes: \
              {key} = \"...\""

@@ -106,17 +106,6 @@ fn beyond_loopback(addr: SocketAddr) -> bool {
     !addr.ip().to_canonical().is_loopback()
 }
 
-/// The gateway settings a configuration describes.
-pub fn settings(config: &Config) -> wsguard_gateway::Settings {
-    wsguard_gateway::Settings {
-        gateway: config.gateway.clone(),
-        routes: config.routes.clone(),
-        admin: config.admin.clone(),
-        cookie_name: config.sessions.cookie_name.clone(),
-        cookie: config.cookie_attributes(),
-    }
-}
-
 /// Command-line overrides and `--demo` additions, applied at start and again on each reload.
 fn apply_args(config: &mut Config, args: &ServeArgs, demo_echo: Option<SocketAddr>) {
     if let Some(a) = args.listen {
@@ -165,7 +154,7 @@ fn loader(
             restart_required.push("sessions.touch_interval".to_owned());
         }
         Ok(wsguard_gateway::Reload {
-            settings: settings(&config),
+            settings: config.settings(),
             verifier,
             restart_required,
         })
@@ -226,7 +215,7 @@ pub async fn serve(
              the network in clear; keep it on a private network or put TLS in front"
         );
     }
-    let running = wsguard_gateway::start(sessions, settings(&config), token)
+    let running = wsguard_gateway::start(sessions, config.settings(), token)
         .await
         .map_err(|e| start_error(&config, e))?;
     // Before the listening line: whoever waits for it may reload at once.
@@ -257,7 +246,7 @@ pub async fn serve(
 fn check_before_start(config: &Config, keys: Option<&anyhow::Error>) -> anyhow::Result<()> {
     let mut problems = config.problems();
     if problems.is_empty()
-        && let Err(e) = wsguard_gateway::check(&settings(config))
+        && let Err(e) = wsguard_gateway::check(&config.settings())
     {
         problems.extend(e.lines().map(str::to_owned));
     }

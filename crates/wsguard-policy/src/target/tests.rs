@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{GatewayConfig, RouteConfig, routes as build_routes};
+use crate::config::{GatewayConfig, Route, RouteConfig, routes as build_routes};
 
 fn norm(p: &str) -> Result<String, Refusal> {
     normalise(p)
