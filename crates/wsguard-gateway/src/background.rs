@@ -122,13 +122,31 @@ impl Gateway {
         }
     }
 
+    /// Re-checks every authenticated socket against the store (after missed events): a session
+    /// that is no longer live (revoked, its user revoked, or unknown in stateful mode) closes
+    /// with 1008. A store error is never taken for "live": that socket is checked again, with
+    /// a growing pause, until the store answers; the sockets it answered for are settled.
     async fn recheck_all(&self) {
-        let store = self.sessions.store();
-        for (id, sid, uid, created) in self.registry.sessions() {
-            let revoked = matches!(store.get(&sid).await, Ok(wsguard_store::Lookup::Revoked))
-                || matches!(store.user_revoked_at(&uid).await, Ok(Some(at)) if created <= at);
-            if revoked {
-                self.registry.close_conn(id, CloseReason::SessionRevoked);
+        let mut pending = self.registry.sessions();
+        let mut pause = Duration::from_millis(50);
+        while !pending.is_empty() {
+            let mut failed = Vec::new();
+            for (id, sid, uid, created) in pending {
+                match self.sessions.still_live_by(&sid, &uid, created).await {
+                    Ok(()) => {}
+                    Err(wsguard_session::AuthError::Rejected(_)) => {
+                        self.registry.close_conn(id, CloseReason::SessionRevoked);
+                    }
+                    Err(wsguard_session::AuthError::Store(e)) => {
+                        tracing::warn!(error = %e, "cannot re-check a socket; will retry");
+                        failed.push((id, sid, uid, created));
+                    }
+                }
+            }
+            pending = failed;
+            if !pending.is_empty() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
     }

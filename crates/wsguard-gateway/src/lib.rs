@@ -5,7 +5,7 @@
 //! relay, the registry of live sockets that revocations close, and the admin API. Pure policy
 //! (origin, cookie header, handshake, the table of reasons) lives in modules that do no I/O, so
 //! every boundary is tested without a socket. Configuration files and key files are read by the
-//! binary, not here; what a reload may change is swapped in whole ([`State`]), so a socket or a
+//! binary, not here; what a reload may change is swapped in whole (`State`), so a socket or a
 //! handshake never sees half of an old and half of a new configuration.
 
 pub use wsguard_policy::{

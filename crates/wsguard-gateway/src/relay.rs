@@ -1,27 +1,20 @@
-//! The relay: moves frames between an accepted client socket and its upstream socket until one
-//! side closes, the gateway asks it to close (revocation, expiry, shutdown), or a peer breaks
-//! the protocol.
+//! The relay's I/O shell: moves frames between an accepted client socket and its upstream
+//! socket until one side closes, the gateway asks it to close (revocation, expiry, shutdown), or
+//! a peer breaks the protocol.
 //!
-//! Owns the data path and the closing handshake in both directions. Bytes are read into a
-//! scratch buffer shared by the thread (one system call takes what the kernel holds), frames
-//! are checked where they lie (header rules, sizes, fragment count, UTF-8 as it arrives) and
-//! forwarded from there: a client frame gets a fresh mask from the gateway, an upstream frame
-//! goes out as it came. Only an incomplete frame, a fragmented client message (assembled so the
-//! policy judges whole messages) or bytes a slow peer has not taken are kept per socket, in
-//! buffers sized to them and freed when drained, so an idle socket holds no buffer at all.
-//! Close codes and reasons pass through; an upstream that vanishes gives the client 1011; a
-//! client that vanishes gives the upstream 1001. It must not decide policy: it asks `judge`
-//! about each client message and takes its close reasons from [`CloseReason`].
-//!
-//! With permessage-deflate agreed (a side's [`Opened::deflate`]), a compressed message (RSV1 on
-//! its first frame) is kept until whole, inflated within the bounds by the thread's
-//! [`deflate::Codec`] (no compression state stays with a socket: both directions are agreed
-//! without context takeover), checked (UTF-8 once inflated; the policy sees the inflated
-//! message), then sent on compressed as it came if the other side agreed a window it fits, else
-//! as [`Side::queue_message`] decides. Whole uncompressed upstream messages go to a client
-//! that agreed compression compressed.
+//! Owns the sockets, the read scratch buffer, the timers and the writes. What a frame means is
+//! decided by the pure state machine in [`wsguard_policy::frames`] (header rules, sizes,
+//! fragments, UTF-8 as it arrives, assembly, compression) and when a socket is due a ping or a
+//! close by [`wsguard_policy::liveness`], which takes the instant this shell reads from tokio's
+//! clock (so tests run the timers in paused time). Bytes are read into a scratch buffer shared
+//! by the thread, checked where they lie and forwarded from there; only an incomplete frame, an
+//! assembled client message or bytes a slow peer has not taken are kept per socket, sized to
+//! them and freed when drained. Close codes and reasons pass through; an upstream that vanishes
+//! gives the client 1011; a client that vanishes gives the upstream [`CloseReason::ClientGone`].
+//! It must not decide policy: it asks `judge` about each client message and takes its close
+//! reasons from [`CloseReason`].
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -32,7 +25,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
-use crate::deflate::{self, Compression};
+use wsguard_policy::deflate::Compression;
+use wsguard_policy::frames::{Counters, Ctx, Event, Half, Peer, Reading, frames, missing, other};
+pub use wsguard_policy::frames::{Limits, UPSTREAM_LIMITS};
+pub use wsguard_policy::liveness::Timing;
+use wsguard_policy::liveness::{Liveness, Wake};
+
 use crate::metrics::Metrics;
 use crate::policy::{Seen, Verdict};
 use crate::reason::CloseReason;
@@ -53,29 +51,6 @@ const ROUNDS: usize = 16;
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
-    /// Deflate state shared by the thread's sockets, used one whole message at a time.
-    static CODEC: RefCell<deflate::Codec> = RefCell::new(deflate::Codec::default());
-    static MASK_STATE: Cell<u64> = Cell::new({
-        let mut seed = [0u8; 8];
-        // Masks protect intermediaries on the upstream path from client-chosen bytes: they need
-        // to be unpredictable to clients, which never see them, not secret from the upstream.
-        let _ = getrandom::fill(&mut seed);
-        u64::from_ne_bytes(seed) | 1
-    });
-}
-
-/// A fresh masking key (xorshift64*, seeded from the OS per thread).
-fn mask_key() -> [u8; 4] {
-    MASK_STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        s.set(x);
-        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        let b = (v >> 32) as u32;
-        b.to_ne_bytes()
-    })
 }
 
 /// How a relayed connection ended.
@@ -89,208 +64,45 @@ pub enum Ended {
     ByGateway(CloseReason),
 }
 
-/// Liveness and backpressure settings of a relayed socket.
-#[derive(Debug, Clone, Copy)]
-pub struct Timing {
-    /// Close (1008 `idle timeout`) after this long without a data message in either direction.
-    pub idle: Option<Duration>,
-    /// Ping both peers this often.
-    pub ping: Option<Duration>,
-    /// A peer that has not answered a ping within this is gone (half-open): close both sides.
-    pub pong: Duration,
-    /// A peer that does not accept a message within this is too slow: close it (1013). Until
-    /// then the other side is simply not read (bounded buffers, natural backpressure).
-    pub send: Duration,
-}
-
-/// Frame and message bounds for the client's side (the upstream's side is trusted more: its
-/// frames are checked against the protocol and [`UPSTREAM_LIMITS`] only).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest frame.
-    pub max_frame: u64,
-    /// Largest message after reassembly.
-    pub max_message: u64,
-    /// Most frames one message may span (0: no bound).
-    pub max_fragments: u32,
-    /// Most time from a message's first byte to its last.
-    pub assembly: Option<Duration>,
-    /// Most a compressed message may inflate, as a multiple of its compressed size (past
-    /// [`deflate::RATIO_FLOOR`]); `max_message` bounds its inflated size.
-    pub max_inflate_ratio: Option<u32>,
-}
-
-/// Bounds on what an upstream may send: large, but not unbounded.
-pub const UPSTREAM_LIMITS: Limits = Limits {
-    max_frame: 16 << 20,
-    max_message: 64 << 20,
-    max_fragments: 0,
-    assembly: None,
-    max_inflate_ratio: None,
-};
-
-/// How often liveness is checked, given the timing.
-fn tick_period(t: &Timing) -> Option<Duration> {
-    let candidates = [t.ping, t.idle.map(|i| i / 4)];
-    candidates
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|d| d.max(Duration::from_millis(10)))
-}
-
-/// What reading a side does with its frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reading {
-    /// Forward data, answer pings.
-    Relay,
-    /// Read and discard until the peer's close (a closing handshake in progress).
-    Discard,
-    /// Do not read.
-    Off,
-}
-
-/// A data message in progress on one side.
-#[derive(Debug, Clone, Copy)]
-struct Msg {
-    text: bool,
-    compressed: bool,
-    fragments: u32,
-    len: u64,
-}
-
-/// One peer: its socket and what is kept for it between reads and writes.
+/// A peer: its socket, and what the frame state machine keeps for it ([`Half`]).
 struct Side<S> {
     io: S,
-    from: wire::From,
-    limits: Limits,
-    reading: Reading,
-    /// Read but not yet processed (an incomplete frame and what follows); usually empty.
-    partial: Vec<u8>,
-    /// Payload bytes of the frame at the head of `partial` already unmasked and checked.
-    scanned: usize,
-    /// Waiting to be written to this peer; usually empty.
-    tx: Vec<u8>,
-    /// The fragmented message in progress, if any.
-    msg: Option<Msg>,
-    utf8: wire::Utf8,
-    /// A fragmented client message being assembled, or a compressed message of either side.
-    assembled: Vec<u8>,
-    /// permessage-deflate as this peer agreed it.
-    deflate: Option<Compression>,
-    /// Its close frame has arrived, or it is gone.
-    done: bool,
-    /// Written but not yet flushed by the stream (TLS may hold records when the socket is full).
-    unflushed: bool,
+    half: Half,
 }
 
-impl<S> Side<S> {
-    fn new(
-        io: S,
-        read: Vec<u8>,
-        deflate: Option<Compression>,
-        from: wire::From,
-        limits: Limits,
-    ) -> Self {
-        Side {
-            io,
-            from,
-            limits,
-            reading: Reading::Relay,
-            partial: read,
-            scanned: 0,
-            tx: Vec::new(),
-            msg: None,
-            utf8: wire::Utf8::default(),
-            assembled: Vec::new(),
-            deflate,
-            done: false,
-            unflushed: false,
-        }
-    }
-
-    /// Bytes for this peer are waiting for it to take them.
-    #[inline]
-    fn waiting(&self) -> bool {
-        !self.tx.is_empty() || self.unflushed
-    }
-
-    /// A message (or a frame of one) is partly received.
-    fn busy(&self) -> bool {
-        !self.partial.is_empty() || self.msg.is_some()
-    }
-
-    /// Queues a frame to this peer (masked if the peer is a server).
-    fn queue(&mut self, op: Op, payload: &[u8]) {
-        let mask = (self.from == wire::From::Server).then(mask_key);
-        wire::encode(&mut self.tx, true, op, mask, payload);
-    }
-
-    /// `payload` deflated for this peer, if it agreed permessage-deflate (at a window zlib can
-    /// produce). Every whole message is compressed, short ones too (a few bytes more): RFC 7692
-    /// allows plain messages, but some clients (Autobahn's kosoku) mishandle them once
-    /// compression is agreed.
-    fn deflated(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        let agreed = self.deflate?;
-        CODEC.with(|c| c.borrow_mut().deflate(payload, agreed.send_window))
-    }
-
-    /// Queues one whole data message to this peer: compressed if `compress` and
-    /// [`Self::deflated`] gives it, else as it is.
-    fn queue_message(&mut self, op: Op, payload: &[u8], compress: bool) {
-        let mask = (self.from == wire::From::Server).then(mask_key);
-        match compress.then(|| self.deflated(payload)).flatten() {
-            Some(packed) => wire::encode_compressed(&mut self.tx, op, mask, &packed),
-            None => wire::encode(&mut self.tx, true, op, mask, payload),
-        }
-    }
-
-    /// Its close frame arrived: answer it (with its code) and read it no more.
-    fn answer_close(&mut self, code: Option<u16>) {
-        self.queue_close(code, "");
-        self.finished();
-    }
-
-    /// The other side closed: pass its close on, and read this side until its answer.
-    fn pass_close(&mut self, code: Option<u16>, reason: &str) {
-        self.queue_close(code, reason);
-        self.reading = Reading::Discard;
-    }
-
-    /// Nothing more is read from this side.
-    fn finished(&mut self) {
-        self.done = true;
-        self.reading = Reading::Off;
-    }
-
-    fn queue_close(&mut self, code: Option<u16>, reason: &str) {
-        match code {
-            Some(c) => {
-                let (p, n) = wire::close_payload(c, reason);
-                self.queue(Op::Close, &p[..n]);
-            }
-            None => self.queue(Op::Close, &[]),
-        }
+impl<S> std::ops::Deref for Side<S> {
+    type Target = Half;
+    fn deref(&self) -> &Half {
+        &self.half
     }
 }
 
-/// Something that ends relaying as usual.
-#[derive(Debug)]
-enum Event {
-    /// A peer's (valid) close frame: code and reason.
-    Close(Peer, Option<u16>, String),
-    /// A peer broke the protocol or a bound.
-    Fault(Peer, CloseReason),
-    /// The policy closes the socket.
-    Policy(CloseReason),
-    /// A peer's stream ended or failed.
-    Gone(Peer),
+impl<S> std::ops::DerefMut for Side<S> {
+    fn deref_mut(&mut self) -> &mut Half {
+        &mut self.half
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    Client,
-    Upstream,
+/// The gateway's counters for one socket: its metrics and its own traffic.
+struct SocketCounts<'m> {
+    metrics: &'m Metrics,
+    traffic: &'m Traffic,
+}
+
+impl Counters for SocketCounts<'_> {
+    fn up(&self, bytes: u64) {
+        self.metrics.messages_up.inc();
+        self.metrics.bytes_up.inc_by(bytes);
+        self.traffic.up(bytes);
+    }
+
+    fn down(&self, bytes: u64, message_end: bool) {
+        if message_end {
+            self.metrics.messages_down.inc();
+        }
+        self.metrics.bytes_down.inc_by(bytes);
+        self.traffic.down(bytes, message_end);
+    }
 }
 
 /// Both sides and what the relay tracks about them.
@@ -298,34 +110,11 @@ struct Conn<'m, C, U, J> {
     client: Side<C>,
     upstream: Side<U>,
     metrics: &'m Metrics,
-    traffic: &'m Traffic,
+    counts: SocketCounts<'m>,
     judge: J,
     activity: u64,
     client_pong: bool,
     upstream_pong: bool,
-}
-
-/// What one frame turned out to be, once checked.
-enum Frame {
-    /// Forward the bytes where they lie (remasked if needed).
-    InPlace,
-    /// Already queued (or dropped); skip its bytes.
-    Skip,
-    /// Stop here.
-    End(Event),
-}
-
-/// Every wire-format fault is a protocol error (1002).
-fn fault_for(_: wire::Malformed) -> CloseReason {
-    CloseReason::ProtocolError
-}
-
-fn close_reason_for(code: u16) -> CloseReason {
-    if code == 1007 {
-        CloseReason::InvalidPayload
-    } else {
-        CloseReason::ProtocolError
-    }
 }
 
 /// Writes as much of `buf` as `io` takes now. `Ok(n)`: bytes taken (may be short: the peer is
@@ -363,13 +152,13 @@ fn flush<S: AsyncWrite + Unpin>(side: &mut Side<S>, cx: &mut Context<'_>) -> io:
 
 fn flush_inner<S: AsyncWrite + Unpin>(side: &mut Side<S>, cx: &mut Context<'_>) -> io::Result<()> {
     if side.tx.is_empty() {
-        return push(&mut side.io, &mut side.unflushed, cx);
+        return push(&mut side.io, &mut side.half.unflushed, cx);
     }
-    let n = write_now(&mut side.io, cx, &side.tx)?;
+    let n = write_now(&mut side.io, cx, &side.half.tx)?;
     if n == side.tx.len() {
         // Freed, not kept: an idle socket holds no buffer.
         side.tx = Vec::new();
-        return push(&mut side.io, &mut side.unflushed, cx);
+        return push(&mut side.io, &mut side.half.unflushed, cx);
     }
     side.tx.drain(..n);
     Ok(())
@@ -441,8 +230,7 @@ where
                 Peer::Upstream => &mut self.upstream_pong,
             };
             let mut ctx = Ctx {
-                metrics: self.metrics,
-                traffic: self.traffic,
+                counts: &self.counts,
                 judge: &mut self.judge,
                 activity: &mut self.activity,
                 pong,
@@ -476,15 +264,6 @@ fn readable<S, D>(src: &Side<S>, dst: &Side<D>) -> bool {
             Reading::Discard => true,
             Reading::Off => false,
         }
-}
-
-/// What a round needs besides the two sides.
-struct Ctx<'a, J> {
-    metrics: &'a Metrics,
-    traffic: &'a Traffic,
-    judge: &'a mut J,
-    activity: &'a mut u64,
-    pong: &'a mut bool,
 }
 
 fn round<S, D, J>(
@@ -522,7 +301,7 @@ where
         let len = src.partial.len();
         let chunk = (want as usize).clamp(4096, SCRATCH);
         src.partial.resize(len + chunk, 0);
-        let mut rb = ReadBuf::new(&mut src.partial[len..]);
+        let mut rb = ReadBuf::new(&mut src.half.partial[len..]);
         let r = Pin::new(&mut src.io).poll_read(cx, &mut rb);
         let n = rb.filled().len();
         src.partial.truncate(len + n);
@@ -550,7 +329,7 @@ where
                 Ok(w) => written = w,
                 Err(_) => return Poll::Ready(Some(Event::Gone(other(peer)))),
             }
-            if written == out && push(&mut dst.io, &mut dst.unflushed, cx).is_err() {
+            if written == out && push(&mut dst.io, &mut dst.half.unflushed, cx).is_err() {
                 return Poll::Ready(Some(Event::Gone(other(peer))));
             }
         }
@@ -588,379 +367,9 @@ where
     Poll::Ready(event)
 }
 
-/// How many bytes the frame at the start of `buf` still lacks: 0 when it is whole (or already
-/// known to be bad), `None` while its header is incomplete.
-fn missing(buf: &[u8], from: wire::From) -> Option<u64> {
-    match wire::parse_header(buf, from) {
-        Ok(Some(h)) => Some((h.header_len as u64 + h.len).saturating_sub(buf.len() as u64)),
-        Ok(None) => None,
-        Err(_) => Some(0),
-    }
-}
-
-fn other(p: Peer) -> Peer {
-    match p {
-        Peer::Client => Peer::Upstream,
-        Peer::Upstream => Peer::Client,
-    }
-}
-
-/// Checks the frames in `buf` (the bytes of one read, after anything kept from before).
-/// Returns how many bytes were consumed, how many bytes at the start of `buf` are now frames to
-/// forward as they lie (forwarded frames are moved down over skipped ones), and what stopped it.
-fn frames<S, D, J>(
-    peer: Peer,
-    src: &mut Side<S>,
-    dst: &mut Side<D>,
-    ctx: &mut Ctx<'_, J>,
-    buf: &mut [u8],
-) -> (usize, usize, Option<Event>)
-where
-    J: FnMut(Seen<'_>) -> Verdict,
-{
-    let (mut pos, mut out) = (0usize, 0usize);
-    // Once something is queued for `dst`, later frames must queue behind it.
-    let mut queued = false;
-    while pos < buf.len() {
-        let h = match wire::parse_header(&buf[pos..], src.from) {
-            Ok(Some(h)) => h,
-            Ok(None) => break,
-            Err(m) => return (pos, out, Some(Event::Fault(peer, fault_for(m)))),
-        };
-        if let Err(r) = check_header(src, &h) {
-            return (pos, out, Some(Event::Fault(peer, r)));
-        }
-        let total = h.header_len + h.len as usize;
-        let body = pos + h.header_len;
-        let avail = (buf.len() - body).min(h.len as usize);
-        // Unmask and check what has arrived (text fails fast, even inside a frame).
-        if src.scanned == 0 || avail > src.scanned {
-            if src.scanned == 0 && matches!(h.op, Op::Text | Op::Binary) {
-                src.utf8 = wire::Utf8::default();
-            }
-            let piece = &mut buf[body + src.scanned..body + avail];
-            if let Some(k) = h.mask {
-                wire::apply_mask(piece, k, src.scanned);
-            }
-            // Compressed text is checked once inflated.
-            if is_text(src, &h) && !is_compressed(src, &h) && !src.utf8.feed(piece) {
-                return (
-                    pos,
-                    out,
-                    Some(Event::Fault(peer, CloseReason::InvalidPayload)),
-                );
-            }
-            src.scanned = avail;
-        }
-        if avail < h.len as usize {
-            break;
-        }
-        src.scanned = 0;
-        let frame = one_frame(peer, src, dst, ctx, &h, &mut buf[pos..pos + total]);
-        match frame {
-            Frame::InPlace if !queued => {
-                if out != pos {
-                    buf.copy_within(pos..pos + total, out);
-                }
-                out += total;
-            }
-            Frame::InPlace => dst.tx.extend_from_slice(&buf[pos..pos + total]),
-            Frame::Skip => {
-                queued |= !dst.tx.is_empty();
-            }
-            Frame::End(ev) => return (pos + total, out, Some(ev)),
-        }
-        pos += total;
-    }
-    (pos, out, None)
-}
-
-fn is_text<S>(src: &Side<S>, h: &wire::Header) -> bool {
-    match h.op {
-        Op::Text => true,
-        Op::Continue => src.msg.is_some_and(|m| m.text),
-        _ => false,
-    }
-}
-
-/// Whether a data frame belongs to a compressed message (RSV1 on the message's first frame).
-fn is_compressed<S>(src: &Side<S>, h: &wire::Header) -> bool {
-    match h.op {
-        Op::Text | Op::Binary => h.rsv1,
-        Op::Continue => src.msg.is_some_and(|m| m.compressed),
-        _ => false,
-    }
-}
-
-/// Header rules beyond the wire format: compression agreed, sizes (of compressed payloads as
-/// they arrive; inflated sizes are bounded as they inflate), fragment order and count.
-fn check_header<S>(src: &Side<S>, h: &wire::Header) -> Result<(), CloseReason> {
-    if h.rsv1 && src.deflate.is_none() {
-        return Err(CloseReason::ProtocolError);
-    }
-    let l = src.limits;
-    if h.len > l.max_frame {
-        return Err(CloseReason::MessageTooBig);
-    }
-    match (h.op, src.msg) {
-        (Op::Continue, None) | (Op::Text | Op::Binary, Some(_)) => Err(CloseReason::ProtocolError),
-        (Op::Continue, Some(m)) => {
-            if m.len + h.len > l.max_message {
-                Err(CloseReason::MessageTooBig)
-            } else if l.max_fragments > 0 && m.fragments >= l.max_fragments {
-                Err(CloseReason::TooManyFragments)
-            } else {
-                Ok(())
-            }
-        }
-        (Op::Text | Op::Binary, None) if h.len > l.max_message => Err(CloseReason::MessageTooBig),
-        _ => Ok(()),
-    }
-}
-
-/// Acts on one complete frame (`frame`: header and unmasked payload).
-fn one_frame<S, D, J>(
-    peer: Peer,
-    src: &mut Side<S>,
-    dst: &mut Side<D>,
-    ctx: &mut Ctx<'_, J>,
-    h: &wire::Header,
-    frame: &mut [u8],
-) -> Frame
-where
-    J: FnMut(Seen<'_>) -> Verdict,
-{
-    let payload_at = h.header_len;
-    match h.op {
-        Op::Ping | Op::Pong => {
-            if peer == Peer::Client
-                && let Verdict::Close(r) = (ctx.judge)(Seen::Control)
-            {
-                return Frame::End(Event::Policy(r));
-            }
-            if h.op == Op::Ping {
-                if src.reading == Reading::Relay {
-                    src.queue(Op::Pong, &frame[payload_at..]);
-                }
-            } else {
-                *ctx.pong = true;
-            }
-            Frame::Skip
-        }
-        Op::Close => match wire::close_code(&frame[payload_at..]) {
-            Err(code) => Frame::End(Event::Fault(peer, close_reason_for(code))),
-            Ok(code) => {
-                let reason =
-                    String::from_utf8_lossy(&frame[payload_at + 2.min(frame.len() - payload_at)..]);
-                Frame::End(Event::Close(peer, code, reason.into_owned()))
-            }
-        },
-        Op::Text | Op::Binary | Op::Continue => {
-            let text = is_text(src, h);
-            let compressed = is_compressed(src, h);
-            let fragmented = !h.fin || h.op == Op::Continue;
-            // Text arrives checked, except compressed text: that is checked once inflated.
-            let unfinished_text = |src: &Side<S>| text && !compressed && !src.utf8.complete();
-            if fragmented {
-                let m = src.msg.get_or_insert(Msg {
-                    text,
-                    compressed,
-                    fragments: 0,
-                    len: 0,
-                });
-                m.fragments += 1;
-                m.len += h.len;
-                if h.fin {
-                    src.msg = None;
-                    if unfinished_text(src) {
-                        return Frame::End(Event::Fault(peer, CloseReason::InvalidPayload));
-                    }
-                }
-            } else if unfinished_text(src) {
-                return Frame::End(Event::Fault(peer, CloseReason::InvalidPayload));
-            }
-            if src.reading == Reading::Discard {
-                src.assembled = Vec::new();
-                return Frame::Skip;
-            }
-            if compressed {
-                return compressed_message(peer, src, dst, ctx, h, frame, text);
-            }
-            let op = if text { Op::Text } else { Op::Binary };
-            match peer {
-                Peer::Upstream => {
-                    // Upstream frames go out as they came (servers do not mask), or a whole
-                    // message compressed for a client that agreed it.
-                    if h.fin {
-                        *ctx.activity += 1;
-                        ctx.metrics.messages_down.inc();
-                    }
-                    ctx.metrics.bytes_down.inc_by(h.len);
-                    ctx.traffic.down(h.len, h.fin);
-                    if !fragmented && let Some(packed) = dst.deflated(&frame[payload_at..]) {
-                        wire::encode_compressed(&mut dst.tx, op, None, &packed);
-                        return Frame::Skip;
-                    }
-                    Frame::InPlace
-                }
-                Peer::Client if fragmented => {
-                    src.assembled.extend_from_slice(&frame[payload_at..]);
-                    if !h.fin {
-                        return Frame::Skip;
-                    }
-                    let whole = std::mem::take(&mut src.assembled);
-                    let verdict = judge(ctx, text, &whole);
-                    upstream_gets(dst, verdict, false, |dst| {
-                        wire::encode(&mut dst.tx, true, op, Some(mask_key()), &whole);
-                        Frame::Skip
-                    })
-                }
-                Peer::Client => {
-                    let (head, payload) = frame.split_at_mut(payload_at);
-                    let verdict = judge(ctx, text, payload);
-                    upstream_gets(dst, verdict, false, |_| remask(head, payload))
-                }
-            }
-        }
-    }
-}
-
-/// The last frame of a compressed message (either peer) completes it: the message is inflated
-/// within the side's bounds by the thread's codec, its text checked as UTF-8, and sent on: a
-/// client's after the policy's verdict, an upstream's to the client. It stays compressed as
-/// it came when the other side agreed a window it fits; otherwise it is sent as
-/// [`Side::queue_message`] decides. Earlier frames are kept in `assembled`.
-fn compressed_message<S, D, J>(
-    peer: Peer,
-    src: &mut Side<S>,
-    dst: &mut Side<D>,
-    ctx: &mut Ctx<'_, J>,
-    h: &wire::Header,
-    frame: &mut [u8],
-    text: bool,
-) -> Frame
-where
-    J: FnMut(Seen<'_>) -> Verdict,
-{
-    let payload_at = h.header_len;
-    let fragmented = !h.fin || h.op == Op::Continue;
-    if fragmented {
-        src.assembled.extend_from_slice(&frame[payload_at..]);
-        if !h.fin {
-            return Frame::Skip;
-        }
-    }
-    let assembled = std::mem::take(&mut src.assembled);
-    let packed = if fragmented {
-        &assembled[..]
-    } else {
-        &frame[payload_at..]
-    };
-    let bound = deflate::Bound {
-        max_len: usize::try_from(src.limits.max_message).unwrap_or(usize::MAX),
-        max_ratio: src.limits.max_inflate_ratio,
-    };
-    let message = match CODEC.with(|c| c.borrow_mut().inflate(packed, bound)) {
-        Ok(m) => m,
-        Err(e) => return Frame::End(Event::Fault(peer, inflate_fault(e))),
-    };
-    if text && std::str::from_utf8(&message).is_err() {
-        return Frame::End(Event::Fault(peer, CloseReason::InvalidPayload));
-    }
-    let op = if text { Op::Text } else { Op::Binary };
-    let passes = matches!((src.deflate, dst.deflate), (Some(a), Some(b)) if a.passes_to(b));
-    match peer {
-        Peer::Upstream => {
-            *ctx.activity += 1;
-            ctx.metrics.messages_down.inc();
-            ctx.metrics.bytes_down.inc_by(message.len() as u64);
-            ctx.traffic.down(message.len() as u64, true);
-            if !passes {
-                dst.queue_message(op, &message, true);
-                Frame::Skip
-            } else if fragmented {
-                wire::encode_compressed(&mut dst.tx, op, None, &assembled);
-                Frame::Skip
-            } else {
-                Frame::InPlace
-            }
-        }
-        Peer::Client => {
-            let verdict = judge(ctx, text, &message);
-            upstream_gets(dst, verdict, true, |dst| {
-                if !passes {
-                    dst.queue_message(op, &message, true);
-                    Frame::Skip
-                } else if fragmented {
-                    wire::encode_compressed(&mut dst.tx, op, Some(mask_key()), &assembled);
-                    Frame::Skip
-                } else {
-                    let (head, payload) = frame.split_at_mut(payload_at);
-                    remask(head, payload)
-                }
-            })
-        }
-    }
-}
-
-fn inflate_fault(e: deflate::InflateError) -> CloseReason {
-    match e {
-        deflate::InflateError::TooBig => CloseReason::MessageTooBig,
-        deflate::InflateError::Ratio => CloseReason::InflateRatio,
-        deflate::InflateError::Corrupt => CloseReason::BadCompression,
-    }
-}
-
-/// Asks the policy about a whole client message, and counts what it lets through.
-fn judge<J>(ctx: &mut Ctx<'_, J>, text: bool, message: &[u8]) -> Verdict
-where
-    J: FnMut(Seen<'_>) -> Verdict,
-{
-    let verdict = (ctx.judge)(if text {
-        Seen::Text(message)
-    } else {
-        Seen::Binary(message)
-    });
-    let sent = match &verdict {
-        Verdict::Forward => message.len(),
-        Verdict::Rewrite(t) => t.len(),
-        Verdict::Drop | Verdict::Close(_) => return verdict,
-    };
-    *ctx.activity += 1;
-    ctx.metrics.messages_up.inc();
-    ctx.metrics.bytes_up.inc_by(sent as u64);
-    ctx.traffic.up(sent as u64);
-    verdict
-}
-
-/// What the upstream gets for a judged client message: `forward` sends it as it came; a
-/// rewritten one (sender stamped) goes as one new text message, compressed again if the
-/// client's was (and the upstream agreed).
-fn upstream_gets<D>(
-    dst: &mut Side<D>,
-    verdict: Verdict,
-    was_compressed: bool,
-    forward: impl FnOnce(&mut Side<D>) -> Frame,
-) -> Frame {
-    match verdict {
-        Verdict::Forward => forward(dst),
-        Verdict::Rewrite(t) => {
-            dst.queue_message(Op::Text, &t, was_compressed);
-            Frame::Skip
-        }
-        Verdict::Drop => Frame::Skip,
-        Verdict::Close(r) => Frame::End(Event::Policy(r)),
-    }
-}
-
-/// Forwards a client frame where it lies: a fresh mask of the gateway's written into its
-/// header (`head`) and applied to its unmasked payload.
-fn remask(head: &mut [u8], payload: &mut [u8]) -> Frame {
-    let key = mask_key();
-    let at = head.len() - 4;
-    head[at..].copy_from_slice(&key);
-    wire::apply_mask(payload, key, 0);
-    Frame::InPlace
+/// Now, on tokio's clock (paused in tests that pause it), as a `std` instant.
+fn clock_now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// A timer that may or may not be armed; an unarmed one never fires.
@@ -1048,46 +457,36 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Conn {
-        client: Side::new(
-            client.io,
-            client.read,
-            client.deflate,
-            wire::From::Client,
-            limits,
-        ),
-        upstream: Side::new(
-            upstream.io,
-            upstream.read,
-            upstream.deflate,
-            wire::From::Server,
-            UPSTREAM_LIMITS,
-        ),
+        client: Side {
+            io: client.io,
+            half: Half::new(client.read, client.deflate, wire::From::Client, limits),
+        },
+        upstream: Side {
+            io: upstream.io,
+            half: Half::new(
+                upstream.read,
+                upstream.deflate,
+                wire::From::Server,
+                UPSTREAM_LIMITS,
+            ),
+        },
         metrics,
-        traffic,
+        counts: SocketCounts { metrics, traffic },
         judge,
         activity: 0,
         client_pong: false,
         upstream_pong: false,
     };
     let mut stop = std::pin::pin!(stop);
-    // One timer for expiry and liveness: it fires at whichever comes first.
-    let start = Instant::now();
-    let expires_at = expires_in.map(|d| start + d);
-    let period = tick_period(&timing);
-    let mut next_tick = period.map(|p| start + p);
-    let wake_at = |tick: Option<Instant>| match (tick, expires_at) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    // One timer for expiry and liveness, on tokio's clock (so that tests can run in paused
+    // time): it fires when `Liveness` asks to be woken.
+    let mut liveness = Liveness::new(clock_now(), timing, expires_in);
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    let first = wake_at(next_tick).map_or_else(far, tokio::time::Instant::from_std);
-    let mut timer = std::pin::pin!(tokio::time::sleep_until(first));
-    let (mut seen_activity, mut quiet_since) = (0u64, start);
-    let (mut next_ping, mut client_pong_due, mut upstream_pong_due) = (
-        timing.ping.map(|p| start + p),
-        None::<Instant>,
-        None::<Instant>,
-    );
+    let wake = |l: &Liveness| {
+        l.next_wake()
+            .map_or_else(far, tokio::time::Instant::from_std)
+    };
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(wake(&liveness)));
     // Armed only while needed: a peer slow to take what is queued for it, a client message
     // partly received.
     let (mut client_slow, mut upstream_slow, mut assembly) =
@@ -1121,10 +520,10 @@ where
         })
         .await;
         if std::mem::take(&mut conn.client_pong) {
-            client_pong_due = None;
+            liveness.pong(Peer::Client);
         }
         if std::mem::take(&mut conn.upstream_pong) {
-            upstream_pong_due = None;
+            liveness.pong(Peer::Upstream);
         }
         match step {
             Step::Stop(reason, asked) => {
@@ -1132,39 +531,17 @@ where
             }
             Step::Fault(reason) => break Event::Fault(Peer::Client, reason),
             Step::Event(ev) => break ev,
-            Step::Timer => {
-                let now = Instant::now();
-                if expires_at.is_some_and(|e| now >= e) {
-                    return Box::pin(gateway_close(&mut conn, CloseReason::SessionExpired, None))
-                        .await;
+            Step::Timer => match liveness.on_wake(clock_now(), conn.activity) {
+                Wake::Close(reason) => {
+                    return Box::pin(gateway_close(&mut conn, reason, None)).await;
                 }
-                if conn.activity != seen_activity {
-                    (seen_activity, quiet_since) = (conn.activity, now);
-                }
-                if timing
-                    .idle
-                    .is_some_and(|idle| now.duration_since(quiet_since) >= idle)
-                {
-                    return Box::pin(gateway_close(&mut conn, CloseReason::Idle, None)).await;
-                }
-                if client_pong_due.is_some_and(|d| now >= d)
-                    || upstream_pong_due.is_some_and(|d| now >= d)
-                {
-                    return Box::pin(gateway_close(&mut conn, CloseReason::NoPong, None)).await;
-                }
-                if let (Some(p), Some(at)) = (timing.ping, next_ping)
-                    && now >= at
-                {
-                    next_ping = Some(now + p);
+                Wake::Ping => {
                     conn.client.queue(Op::Ping, b"wsguard");
                     conn.upstream.queue(Op::Ping, b"wsguard");
-                    client_pong_due = client_pong_due.or(Some(now + timing.pong));
-                    upstream_pong_due = upstream_pong_due.or(Some(now + timing.pong));
+                    timer.as_mut().reset(wake(&liveness));
                 }
-                next_tick = period.map(|p| now + p);
-                let at = wake_at(next_tick).map_or_else(far, tokio::time::Instant::from_std);
-                timer.as_mut().reset(at);
-            }
+                Wake::Nothing => timer.as_mut().reset(wake(&liveness)),
+            },
         }
     };
     Box::pin(after_event(&mut conn, reason)).await
@@ -1350,6 +727,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::deflate;
 
     const TIMING: Timing = Timing {
         idle: None,

@@ -57,7 +57,11 @@ async fn relays_text_and_binary_both_ways_with_subprotocol() {
         while ws.next().await.is_some() {}
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.rec
+        .wait_for("the close", |seen| {
+            seen.last().is_some_and(|s| s.close.is_some())
+        })
+        .await;
     assert_eq!(h.rec.last().close, Some((4001, "bye".into())));
 }
 
@@ -538,7 +542,14 @@ async fn revocation_closes_live_sockets() {
     ws_b.send(Message::text("bob stays")).await.unwrap();
     assert_eq!(next_text(&mut ws_b).await, "bob stays");
     // The upstream was told too.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.rec
+        .wait_for("two 1008 closes", |seen| {
+            seen.iter()
+                .filter(|s| s.close.as_ref().is_some_and(|c| c.0 == 1008))
+                .count()
+                == 2
+        })
+        .await;
     let closes: Vec<_> = h
         .rec
         .0
@@ -813,8 +824,14 @@ async fn connection_limits_per_ip_and_per_user() {
     ];
     assert_eq!(h.refused("/", &spoof).await, 429);
     // A place frees up when a socket closes.
+    let open = h.running.registry().len();
     drop(a1);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..1000 {
+        if h.running.registry().len() < open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         h.connect("/", &[("origin", ORIGIN), ("cookie", &carol)])
             .await
@@ -894,10 +911,21 @@ async fn half_open_clients_are_detected_by_ping() {
         s.gateway.pong_timeout = Duration::from_millis(200);
     })
     .await;
-    let mut ws = h.connect_as("/", &h.login("alice").await).await;
-    // Not polling the client means its pongs are never sent: to the gateway it is half-open.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(next_close(&mut ws).await, (1008, "pong timeout".into()));
+    // A raw client that reads the pings and never answers: to the gateway it is half-open.
+    let mut raw = raw_connect(&h, "/", &h.login("alice").await, b"").await;
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (head, payload) = read_frame(&mut raw, wire::From::Server).await.unwrap();
+            if head.op == wire::Op::Close {
+                return payload;
+            }
+            assert_eq!(head.op, wire::Op::Ping, "only pings before the close");
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(&close[..2], &1008u16.to_be_bytes());
+    assert_eq!(&close[2..], b"pong timeout");
     // A client that answers pings stays (its codec answers while it waits for messages).
     let mut ok = h.connect_as("/", &h.login("bob").await).await;
     // The codec answers pings while it is polled for messages; it surfaces them too.

@@ -414,7 +414,18 @@ impl Sessions {
     /// a socket was registered for revocation events, to close the gap between the two.
     pub async fn still_live(&self, session: &Session, _now: u64) -> Result<(), AuthError> {
         let c = &session.claims;
-        let (lookup, user_revoked_at) = self.store.get_with_user_mark(&c.sid, &c.uid).await?;
+        self.still_live_by(&c.sid, &c.uid, c.created).await
+    }
+
+    /// [`Sessions::still_live`] for a session known by its id, owner and creation time (what a
+    /// registry of live sockets keeps): one store round trip.
+    pub async fn still_live_by(
+        &self,
+        sid: &SessionId,
+        uid: &UserId,
+        created: u64,
+    ) -> Result<(), AuthError> {
+        let (lookup, user_revoked_at) = self.store.get_with_user_mark(sid, uid).await?;
         match lookup {
             Lookup::Revoked => return Err(Rejection::Revoked.into()),
             Lookup::Unknown if self.mode == Mode::Stateful => {
@@ -423,7 +434,7 @@ impl Sessions {
             _ => {}
         }
         if let Some(at) = user_revoked_at
-            && c.created <= at
+            && created <= at
         {
             return Err(Rejection::Revoked.into());
         }

@@ -60,6 +60,18 @@ impl Recorder {
             .cloned()
             .expect("upstream saw no connection")
     }
+    /// Waits (bounded, 10 s) until what the upstream saw satisfies `done`; panics otherwise.
+    /// A state to wait on, not a time to sleep.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&[Seen]) -> bool) {
+        for _ in 0..1000 {
+            if done(&self.0.lock().unwrap()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the upstream never saw {what}");
+    }
+
     pub fn header(&self, name: &str) -> Vec<String> {
         self.last()
             .headers
