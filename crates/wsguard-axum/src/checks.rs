@@ -24,7 +24,6 @@ use wsguard_policy::reason::Refusal;
 use wsguard_policy::tickets::Tickets;
 use wsguard_policy::{handshake, target};
 use wsguard_session::{AuthError, Session, Sessions};
-use wsguard_token::{Malformed, Rejection};
 
 use crate::{now_ms, now_secs};
 
@@ -153,13 +152,7 @@ impl Guard {
             &self.cookie_name,
             self.cookie_values(),
         )
-        .map_err(|e| match e {
-            // A duplicate session cookie is ambiguous; an unusable value is a malformed token.
-            cookie::CookieError::Duplicate => Refusal::CookieAmbiguous,
-            cookie::CookieError::Invalid => {
-                Refusal::Session(Rejection::Malformed(Malformed::Encoding))
-            }
-        })?
+        .map_err(Refusal::from)?
         .ok_or(Refusal::NoCredentials)
     }
 

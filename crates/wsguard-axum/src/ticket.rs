@@ -18,7 +18,6 @@ use http::{HeaderMap, Method, StatusCode};
 use wsguard_policy::handshake;
 use wsguard_policy::origin::Allowed;
 use wsguard_policy::reason::Refusal;
-use wsguard_policy::tickets::TicketError;
 
 use crate::checks::Guard;
 use crate::layer::WsGuardLayer;
@@ -97,10 +96,7 @@ async fn issue(guard: &Guard, req: Request) -> Result<Response, Refusal> {
     let ticket = guard
         .tickets
         .issue(session.uid().as_str(), &token, now_ms())
-        .map_err(|e| match e {
-            TicketError::UserFull => Refusal::TooManyForUser,
-            TicketError::Full => Refusal::TooManyConnections,
-        })?;
+        .map_err(Refusal::from)?;
     let body = serde_json::json!({ "ticket": ticket, "expires_in_ms": guard.tickets.ttl_ms() });
     let mut r = Response::new(Body::from(body.to_string()));
     let h = r.headers_mut();

@@ -150,7 +150,7 @@ impl Gateway {
                 &self.cookie_name,
                 self.cookie_values(),
             )
-            .map_err(cookie_refusal)?
+            .map_err(Refusal::from)?
             .ok_or(Refusal::NoCredentials)?;
             Some(self.authenticate(token).await?)
         };
@@ -365,15 +365,5 @@ impl Gateway {
         } else {
             cookie::CookieValues::Strict
         }
-    }
-}
-
-/// A duplicate session cookie is ambiguous; an unusable value is a malformed token.
-pub(crate) fn cookie_refusal(e: cookie::CookieError) -> Refusal {
-    match e {
-        cookie::CookieError::Duplicate => Refusal::CookieAmbiguous,
-        cookie::CookieError::Invalid => Refusal::Session(wsguard_token::Rejection::Malformed(
-            wsguard_token::Malformed::Encoding,
-        )),
     }
 }

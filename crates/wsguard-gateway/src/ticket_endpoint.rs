@@ -11,7 +11,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::cookie;
-use crate::pipeline::cookie_refusal;
 use crate::reason::Refusal;
 use crate::refusal::Body;
 use crate::state::{Gateway, now_ms};
@@ -51,17 +50,14 @@ impl Gateway {
             &self.cookie_name,
             self.cookie_values(),
         )
-        .map_err(cookie_refusal)?
+        .map_err(Refusal::from)?
         .ok_or(Refusal::NoCredentials)?
         .to_owned();
         let session = self.authenticate(&token).await?;
         let ticket = self
             .tickets
             .issue(session.uid().as_str(), &token, now_ms())
-            .map_err(|e| match e {
-                crate::tickets::TicketError::UserFull => Refusal::TooManyForUser,
-                crate::tickets::TicketError::Full => Refusal::TooManyConnections,
-            })?;
+            .map_err(Refusal::from)?;
         let body = serde_json::json!({ "ticket": ticket, "expires_in_ms": self.tickets.ttl_ms() });
         let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
         r.headers_mut().insert(

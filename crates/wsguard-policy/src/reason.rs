@@ -465,6 +465,29 @@ impl CloseReason {
     }
 }
 
+/// An unusable session cookie, in the table: a duplicate is ambiguous (which one would the app
+/// read?), an unusable value is a malformed token.
+impl From<crate::cookie::CookieError> for Refusal {
+    fn from(e: crate::cookie::CookieError) -> Refusal {
+        match e {
+            crate::cookie::CookieError::Duplicate => Refusal::CookieAmbiguous,
+            crate::cookie::CookieError::Invalid => {
+                Refusal::Session(Rejection::Malformed(Malformed::Encoding))
+            }
+        }
+    }
+}
+
+/// A ticket the table would not issue, in the table: it is a place like a connection's.
+impl From<crate::tickets::TicketError> for Refusal {
+    fn from(e: crate::tickets::TicketError) -> Refusal {
+        match e {
+            crate::tickets::TicketError::UserFull => Refusal::TooManyForUser,
+            crate::tickets::TicketError::Full => Refusal::TooManyConnections,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,6 +514,28 @@ mod tests {
                     && c.close_code() != 1006
             );
         }
+    }
+
+    #[test]
+    fn cookie_and_ticket_errors_map_into_the_table() {
+        use crate::cookie::CookieError;
+        use crate::tickets::TicketError;
+        assert_eq!(
+            Refusal::from(CookieError::Duplicate),
+            Refusal::CookieAmbiguous
+        );
+        assert_eq!(
+            Refusal::from(CookieError::Invalid).code(),
+            "session_malformed"
+        );
+        assert_eq!(
+            Refusal::from(TicketError::UserFull),
+            Refusal::TooManyForUser
+        );
+        assert_eq!(
+            Refusal::from(TicketError::Full),
+            Refusal::TooManyConnections
+        );
     }
 
     #[test]
