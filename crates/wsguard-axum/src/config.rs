@@ -39,11 +39,15 @@ impl WsGuardLayer {
     ///
     /// Used: `route.allowed_origins` (else `gateway.allowed_origins`),
     /// `route.allow_missing_origin` (else `gateway.allow_missing_origin`), `route.messages`
-    /// (with its `json_schema` file, read now) and `gateway.ticket_ttl` (at most 30 s). The app's
-    /// router decides the path, and the app is the backend, so `path`, the upstream keys and
-    /// `compression` (axum negotiates no extension) are not looked at; nor are the gateway's
-    /// listeners, limits and timeouts. `public = true` is an error: this layer guards routes
-    /// that need a session.
+    /// (with its `json_schema` file, read now: a relative path is relative to the working
+    /// directory, so resolve it against the file's directory first, as `wsguard` does) and
+    /// `gateway.ticket_ttl`. The whole `[gateway]` table is validated as the gateway validates
+    /// it. The app's router decides the path, and the app is the backend, so `path`, the
+    /// upstream keys and `compression` (axum negotiates no extension) are not looked at; nor
+    /// are the gateway's listeners, connection limits and timeouts. Of `[route.messages]`,
+    /// `max_fragments` and `assembly_timeout` are not enforced: axum hands over whole messages
+    /// only (a message's size is still bounded by `max_message_bytes` while it is assembled).
+    /// `public = true` is an error: this layer guards routes that need a session.
     pub fn from_config(
         sessions: Sessions,
         gateway: &GatewayConfig,
@@ -58,15 +62,21 @@ impl WsGuardLayer {
                     .to_owned(),
             );
         }
-        let (key, rules) = match &route.allowed_origins {
-            Some(own) => ("route.allowed_origins", own),
-            None => ("gateway.allowed_origins", &gateway.allowed_origins),
-        };
-        for (i, e) in OriginPolicy::problems(rules) {
-            problems.push(format!("{key}[{i}]: {e}"));
+        // The whole `[gateway]` table, as the gateway validates it: a file one accepts, the
+        // other accepts (its origins included).
+        if let Err(e) = wsguard_policy::config::validate(gateway) {
+            problems.extend(e.lines().map(str::to_owned));
+        }
+        if let Some(own) = &route.allowed_origins {
+            for (i, e) in OriginPolicy::problems(own) {
+                problems.push(format!("route.allowed_origins[{i}]: {e}"));
+            }
         }
         let origins = OriginPolicy::new(
-            rules,
+            route
+                .allowed_origins
+                .as_ref()
+                .unwrap_or(&gateway.allowed_origins),
             route
                 .allow_missing_origin
                 .unwrap_or(gateway.allow_missing_origin),
@@ -114,4 +124,79 @@ fn load_schema(path: &std::path::Path) -> Result<jsonschema::Validator, String> 
         serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     jsonschema::validator_for(&schema)
         .map_err(|e| format!("{}: not a usable JSON Schema: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsguard_policy::policy::Kind;
+    use wsguard_session::Mode;
+    use wsguard_store::MemoryStore;
+    use wsguard_token::{KeyRing, TokenPolicy, Verifier};
+
+    fn sessions() -> Sessions {
+        let verifier = Verifier::new(Arc::new(KeyRing::ephemeral()), TokenPolicy::default());
+        Sessions::new(verifier, Arc::new(MemoryStore::new()), Mode::Stateful, 60)
+    }
+
+    fn gateway() -> GatewayConfig {
+        GatewayConfig {
+            allowed_origins: vec!["https://app.example".to_owned()],
+            ..GatewayConfig::default()
+        }
+    }
+
+    fn problems(gateway: &GatewayConfig, route: &RouteConfig) -> Vec<String> {
+        match WsGuardLayer::from_config(sessions(), gateway, route, "wsguard_session") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_valid_route_guards() {
+        let route = RouteConfig::new("/chat", "ws://unused:1");
+        assert_eq!(problems(&gateway(), &route), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let mut gateway = gateway();
+        gateway.ticket_ttl = std::time::Duration::from_secs(60);
+        let mut route = RouteConfig::new("/chat", "ws://unused:1");
+        route.public = true;
+        route.allowed_origins = Some(vec!["not an origin".to_owned()]);
+        route.messages.max_message_bytes = 0;
+        route.messages.kind = Kind::Json;
+        route.messages.json_schema = Some("/nonexistent/wsguard-axum/schema.json".into());
+        let found = problems(&gateway, &route);
+        for key in [
+            "route.public:",
+            "gateway.ticket_ttl:",
+            "route.allowed_origins[0]:",
+            "route.messages.max_message_bytes:",
+            "route.messages.json_schema: cannot read",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(key)),
+                "{key} not in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_allowlist_allows_no_origin() {
+        let layer = WsGuardLayer::from_config(
+            sessions(),
+            &GatewayConfig::default(),
+            &RouteConfig::new("/chat", "ws://unused:1"),
+            "wsguard_session",
+        )
+        .unwrap();
+        let origin: &[u8] = b"https://app.example";
+        assert_eq!(
+            layer.guard.origins.check([origin].into_iter()),
+            Err(wsguard_policy::reason::Refusal::OriginNotAllowed)
+        );
+    }
 }

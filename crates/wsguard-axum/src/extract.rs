@@ -98,6 +98,18 @@ impl GuardedUpgrade {
         &self.verified.session
     }
 
+    /// The subprotocols the app speaks, in its order of preference: the first the client also
+    /// offered is chosen, as [`WebSocketUpgrade::protocols`] does (the layer has checked that
+    /// the client's offers are well formed).
+    pub fn protocols<I>(mut self, protocols: I) -> GuardedUpgrade
+    where
+        I: IntoIterator,
+        I::Item: Into<std::borrow::Cow<'static, str>>,
+    {
+        self.upgrade = self.upgrade.protocols(protocols);
+        self
+    }
+
     /// Answers the upgrade (101) and runs `callback` with the socket once the connection is
     /// upgraded, as [`WebSocketUpgrade::on_upgrade`] does. Before `callback` runs, the socket
     /// starts following revocations and re-checks the session (a revocation between the

@@ -21,8 +21,15 @@
 //!
 //! It decides nothing itself: every decision is `wsguard-policy`'s or `wsguard-session`'s, and
 //! every refusal and close goes through `wsguard_policy::reason`. It must not log a token, a
-//! cookie or a ticket. Unlike the gateway it dials no upstream and counts no connections: the
-//! app is the backend, and connection limits are the app's (e.g. tower's `ConcurrencyLimit`).
+//! cookie or a ticket.
+//!
+//! What the gateway does that this crate does not: the app is the backend, so nothing is
+//! dialled or forwarded (no identity headers); connections are not counted (limits are the
+//! app's, e.g. tower's `ConcurrencyLimit`); no compression is negotiated; there is no reload
+//! (a verifier swapped with `Sessions::set_verifier` does not close sockets already open under
+//! a retired key); no idle timeout or keepalive pings. axum hands over whole messages only, so
+//! `max_fragments` and `assembly_timeout` are not enforced (a message is still bounded by
+//! `max_message_bytes` while it is assembled).
 //!
 //! ```rust,no_run
 #![doc = include_str!("../examples/echo.rs")]

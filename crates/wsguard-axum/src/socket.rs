@@ -26,8 +26,10 @@ use wsguard_store::Revocation;
 use crate::checks::{Guard, Verified};
 use crate::now_secs;
 
-/// How long to wait for the store again after it could not answer a re-check.
-const RECHECK_RETRY: Duration = Duration::from_secs(1);
+/// How long to wait for the store again after it could not answer a re-check: at first, and
+/// at most (doubling in between), as the gateway's re-check does.
+const RECHECK_RETRY_FIRST: Duration = Duration::from_millis(50);
+const RECHECK_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How often the session is re-checked against the store once revocation events can no longer
 /// arrive (their channel closed).
@@ -55,6 +57,8 @@ pub struct GuardedSocket {
     /// A re-check against the store is due at this instant (missed events, a store that did
     /// not answer, or polling).
     recheck_at: Option<Instant>,
+    /// The pause before asking a store that could not answer again.
+    retry_pause: Duration,
     /// When the session reaches its absolute maximum age (`None`: beyond any instant).
     expires: Option<Instant>,
     next_touch: Instant,
@@ -124,6 +128,7 @@ impl GuardedSocket {
             policy,
             events: Some(events),
             recheck_at: None,
+            retry_pause: RECHECK_RETRY_FIRST,
             expires,
             next_touch: Instant::now() + touch_every,
             touch_every,
@@ -237,6 +242,7 @@ impl GuardedSocket {
             .await
         {
             Ok(()) => {
+                self.retry_pause = RECHECK_RETRY_FIRST;
                 self.recheck_at = self.events.is_none().then(|| Instant::now() + RECHECK_POLL);
             }
             Err(AuthError::Rejected(r)) => {
@@ -250,7 +256,8 @@ impl GuardedSocket {
             }
             Err(AuthError::Store(e)) => {
                 tracing::warn!(error = %e, "session store unavailable; re-checking the socket's session again shortly");
-                self.recheck_at = Some(Instant::now() + RECHECK_RETRY);
+                self.recheck_at = Some(Instant::now() + self.retry_pause);
+                self.retry_pause = (self.retry_pause * 2).min(RECHECK_RETRY_MAX);
             }
         }
     }
