@@ -6,8 +6,10 @@
 //! and a room that broadcasts every message the policy let through, with its `sender` stamped
 //! by the guard. It decides nothing about security itself: the checks, the stamping, the closes
 //! of refused messages and of revoked sessions are the guard's. Its configuration is
-//! `wsguard.toml`'s own `[gateway]` and `[[route]]` tables (`axum-chat.toml`).
+//! `wsguard.toml`'s own `[gateway]` and `[[route]]` tables (`axum-chat.toml`, whose
+//! messages must also match `message.schema.json`).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,8 +25,8 @@ use wsguard_policy::cookie::{self, CookieAttributes, CookieValues};
 use wsguard_session::Sessions;
 use wsguard_token::{SessionData, UserId};
 
-/// The chat's configuration as shipped (`axum-chat.toml`).
-pub const DEFAULT_CONFIG: &str = include_str!("../axum-chat.toml");
+/// The chat's configuration as shipped, beside this crate's manifest.
+pub const DEFAULT_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/axum-chat.toml");
 
 /// Messages a slow reader may fall behind the room before it misses some.
 const ROOM_BACKLOG: usize = 256;
@@ -52,11 +54,26 @@ struct File {
 }
 
 impl Config {
-    /// Reads a configuration (`[gateway]` and one `[[route]]`), without the development login.
-    pub fn parse(text: &str) -> Result<Config, String> {
+    /// Reads a configuration file (`[gateway]` and one `[[route]]`), without the development
+    /// login. A relative `json_schema` path is relative to the file's directory, as in
+    /// `wsguard.toml`.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses a configuration; relative paths in it are relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
-        let [route] = <[RouteConfig; 1]>::try_from(file.route)
+        let [mut route] = <[RouteConfig; 1]>::try_from(file.route)
             .map_err(|_| "route: exactly one [[route]], for /chat".to_owned())?;
+        if let Some(schema) = &mut route.messages.json_schema
+            && schema.is_relative()
+        {
+            *schema = base.join(&*schema);
+        }
         Ok(Config {
             gateway: file.gateway,
             route,
@@ -141,10 +158,7 @@ struct Login {
 
 /// `POST /login {"user": "alice"}`, development only: starts a session for that user and sets
 /// its cookie.
-async fn login(
-    State(chat): State<Arc<Chat>>,
-    axum::Json(login): axum::Json<Login>,
-) -> Response {
+async fn login(State(chat): State<Arc<Chat>>, axum::Json(login): axum::Json<Login>) -> Response {
     let Ok(user) = UserId::parse(&login.user) else {
         return (StatusCode::BAD_REQUEST, "not a user id\n").into_response();
     };
@@ -152,7 +166,10 @@ async fn login(
     let issued = match chat.sessions.issue(user, SessionData::empty(), now).await {
         Ok(issued) => issued,
         Err(_) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, "session store unavailable\n")
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session store unavailable\n",
+            )
                 .into_response();
         }
     };
@@ -167,11 +184,7 @@ async fn login(
         issued.expires_at.saturating_sub(now),
         &attrs,
     );
-    (
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, set_cookie)],
-    )
-        .into_response()
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, set_cookie)]).into_response()
 }
 
 /// `POST /logout`: revokes the session of the cookie sent; its open sockets close with 1008.
