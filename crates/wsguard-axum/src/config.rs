@@ -4,7 +4,8 @@
 //! Owns which keys of `[gateway]` and `[[route]]` mean something in an app and how they become a
 //! [`WsGuardLayer`]: the origins (the route's, else the gateway's), `allow_missing_origin`,
 //! `[route.messages]` (validated by `wsguard-policy`, its JSON Schema file read and compiled
-//! here, at startup) and `gateway.ticket_ttl`. Every problem is reported, each naming its key.
+//! here, at startup) and `gateway.ticket_ttl`; the whole `[gateway]` table is validated as the
+//! gateway validates it. Every problem is reported, each naming its key.
 //! It must not guess: a `public` route is refused rather than left unauthenticated.
 
 use std::sync::Arc;
