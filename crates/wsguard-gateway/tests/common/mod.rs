@@ -3,7 +3,9 @@
 //! what it saw: target, headers, close frames; a closed port; an HTTP server that answers 200;
 //! one that never answers; one that drops the connection after the first message), and clients
 //! (tungstenite, and a raw HTTP/1.1 client for exact request bytes). Its imports are re-exported
-//! as the tests' prelude. Each test binary uses part of it.
+//! as the tests' prelude. Each test binary uses part of it. By concern: `raw` (hand-made
+//! sockets and frames), `tls` (a test certificate, a client trusting it, a TLS upstream),
+//! `wait` (waiting on state, never on time).
 
 #![allow(
     dead_code,
@@ -33,6 +35,12 @@ pub use wsguard_session::{Mode, Sessions};
 pub use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
 pub use wsguard_token::{KeyRing, SessionData, TokenPolicy, UserId, Verifier};
 pub use zeroize::Zeroizing;
+
+mod raw;
+mod tls;
+mod wait;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use {raw::*, tls::*, wait::*};
 
 pub const ORIGIN: &str = "https://app.example.com";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijkl";
@@ -287,6 +295,33 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
     addr
 }
 
+/// An upstream that, as soon as a client is connected, sends `count` binary messages of `size`
+/// bytes, then the text "end".
+pub async fn burst_upstream(count: usize, size: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                for i in 0..count {
+                    let payload = vec![i as u8; size];
+                    if ws.send(Message::binary(payload)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = ws.send(Message::text("end")).await;
+                // Keep the socket open: the end of the burst must reach the client with no
+                // later event on the upstream side to wake the relay.
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    });
+    addr
+}
+
 /// Reads one frame off a raw socket: its header and its unmasked payload.
 pub async fn read_frame(s: &mut TcpStream, from: wire::From) -> Option<(wire::Header, Vec<u8>)> {
     let mut buf = Vec::new();
@@ -533,6 +568,25 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The "SecureSession" tutorial's token, minted by Python's standard library as its code does.
+pub fn python_legacy_token(secret: &str, uid: &str) -> String {
+    let script = r#"
+import hashlib, hmac, json, secrets, sys, time
+secret, uid = sys.argv[1], sys.argv[2]
+now = int(time.time())
+data = {"sid": secrets.token_urlsafe(32), "uid": uid, "data": {"name": "Ada L"},
+        "created": now, "last_active": now}
+payload = json.dumps(data, separators=(",", ":"))
+print(payload + "." + hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest())
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, secret, uid])
+        .output()
+        .expect("python3 is needed for this test");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 impl Harness {
