@@ -116,12 +116,10 @@ async fn connection_limits_per_ip_and_per_user() {
     // A place frees up when a socket closes.
     let open = h.running.registry().len();
     drop(a1);
-    for _ in 0..1000 {
-        if h.running.registry().len() < open {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the closed socket to leave the registry", || {
+        h.running.registry().len() < open
+    })
+    .await;
     assert!(
         h.connect("/", &[("origin", ORIGIN), ("cookie", &carol)])
             .await

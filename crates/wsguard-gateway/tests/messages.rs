@@ -274,6 +274,7 @@ async fn frames_are_checked_where_they_arrive_and_remasked() {
     let f = client_frame(wire::Op::Binary, true, key, &payload);
     for piece in [&f[..1], &f[1..3], &f[3..100], &f[100..]] {
         s.write_all(piece).await.unwrap();
+        // Pacing, not a wait: a pause between pieces so the gateway reads them one by one.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (_, body) = next_raw(&mut s).await;

@@ -326,20 +326,33 @@ async fn expiry_closes_live_socket() {
 
 #[tokio::test]
 async fn housekeeping_drops_expired_tickets_and_purges_the_store() {
+    let ttl = Duration::from_secs(10);
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
-        s.gateway.ticket_ttl = Duration::from_millis(50);
+        s.gateway.ticket_ttl = ttl;
     })
     .await;
     let token = h.login("alice").await;
     let post = format!(
         "POST /wsguard/ticket HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\nCookie: {COOKIE}={token}\r\nContent-Length: 0\r\n\r\n"
     );
+    let first_issued = std::time::SystemTime::now();
     for _ in 0..3 {
         assert_eq!(h.http.raw(h.running.public_addr, &post).await.status, 200);
     }
-    assert_eq!(h.running.sweep().await.0, 0, "nothing has expired yet");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(h.running.sweep().await.0, 3, "the three tickets expired");
+    let last_issued = std::time::SystemTime::now();
+    // Housekeeping at chosen instants, not after a sleep: a millisecond before the first
+    // ticket's lifetime ends, and once the last one's has.
+    let just_before = first_issued + ttl - Duration::from_millis(1);
+    assert_eq!(
+        h.running.sweep_at(just_before).await.0,
+        0,
+        "nothing has expired yet"
+    );
+    assert_eq!(
+        h.running.sweep_at(last_issued + ttl).await.0,
+        3,
+        "the three tickets expired"
+    );
     // A revoked session leaves a tombstone until the token's max age: not purged early.
     let sid = h
         .sessions

@@ -142,12 +142,14 @@ async fn tls_slow_reader_gets_a_whole_burst() {
     )
     .await
     .unwrap();
-    // Not reading: the burst fills the sockets' buffers and backs up into the relay.
+    // Not reading: the burst fills the sockets' buffers and backs up into the relay. (Pacing,
+    // not a wait: the client under test stops reading for a while.)
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Then reading slowly, so that the socket to the client is full whenever the relay writes,
     // the last time included.
     let read_all = async {
         for i in 0..COUNT {
+            // Pacing, not a wait: the client under test reads slowly.
             tokio::time::sleep(Duration::from_millis(10)).await;
             match ws.next().await {
                 Some(Ok(Message::Binary(b))) => {

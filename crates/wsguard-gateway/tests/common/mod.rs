@@ -68,16 +68,11 @@ impl Recorder {
             .cloned()
             .expect("upstream saw no connection")
     }
-    /// Waits (bounded, 10 s) until what the upstream saw satisfies `done`; panics otherwise.
-    /// A state to wait on, not a time to sleep.
+    /// Waits (bounded, as [`wait_until`]) until what the upstream saw satisfies `done`; panics
+    /// otherwise. A state to wait on, not a time to sleep.
     pub async fn wait_for(&self, what: &str, done: impl Fn(&[Seen]) -> bool) {
-        for _ in 0..1000 {
-            if done(&self.0.lock().unwrap()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the upstream never saw {what}");
+        let what = format!("the upstream to see {what}");
+        wait_until(&what, || done(&self.0.lock().unwrap())).await;
     }
 
     pub fn header(&self, name: &str) -> Vec<String> {
@@ -173,6 +168,12 @@ pub async fn recording_upstream() -> (SocketAddr, Recorder) {
     (addr, rec)
 }
 
+/// Keeps a broken upstream's connection open, sending nothing more, until the test ends (its
+/// runtime drops the task): a peer that stays, not a time to sleep.
+async fn hold_open() {
+    std::future::pending::<()>().await
+}
+
 /// Raw TCP servers standing for broken upstreams.
 pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -190,7 +191,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                             .await;
                     }
                     "silent" => {
-                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        hold_open().await;
                     }
                     // A 101 whose Sec-WebSocket-Accept does not answer the key.
                     "bad_accept" => {
@@ -202,7 +203,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                                   Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBhbnN3ZXI=\r\n\r\n",
                             )
                             .await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        hold_open().await;
                     }
                     // A valid 101 that picks a subprotocol nobody offered.
                     "foreign_protocol" => {
@@ -212,7 +213,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                             Ok(r)
                         };
                         let _ = tokio_tungstenite::accept_hdr_async(s, pick).await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        hold_open().await;
                     }
                     // A valid 101 that turns on an extension nobody offered.
                     "foreign_extension" => {
@@ -224,7 +225,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                             Ok(r)
                         };
                         let _ = tokio_tungstenite::accept_hdr_async(s, pick).await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        hold_open().await;
                     }
                     // A hand-made WebSocket server: answers each client frame with a text frame
                     // saying the masking key it arrived with and its unmasked payload.
@@ -280,7 +281,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                     // Completes the handshake, then never reads again.
                     "never_read" => {
                         let _ws = tokio_tungstenite::accept_async(s).await.unwrap();
-                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        hold_open().await;
                     }
                     "drop_after_first" => {
                         let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
