@@ -1,6 +1,7 @@
 //! A socket's life on the real clock, end to end: idle sockets and half-open clients are
 //! closed, a slow reader is closed without the upstream's output buffered, and an upstream that
-//! stops reading is given up on after `send_timeout`.
+//! stops reading is given up on after `send_timeout`. The timers' exact edges are tested in
+//! paused time on the relay itself (`src/relay/tests.rs`).
 //!
 //! Each test starts its own gateway (public and admin listeners on free ports) through the
 //! harness in `common`.

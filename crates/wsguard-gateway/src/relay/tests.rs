@@ -1,6 +1,7 @@
 //! Tests of the relay over in-memory streams: messages cut anywhere arrive whole and re-masked,
 //! pings are answered, compressed messages are inflated, bounded and compressed back, and bytes
-//! a stream holds are flushed as its peer reads.
+//! a stream holds are flushed as its peer reads; and its timers in tokio's paused time (idle
+//! timeout, pings and pongs, the assembly deadline, session expiry), each close to the instant.
 
 #![allow(clippy::unwrap_used)]
 
@@ -240,6 +241,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Holding<S> {
 fn bytes_a_stream_holds_are_flushed_as_the_peer_reads() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true) // the client's sleep ends once the relay has nothing left to do
         .build()
         .unwrap();
     rt.block_on(async move {
@@ -259,7 +261,8 @@ fn bytes_a_stream_holds_are_flushed_as_the_peer_reads() {
             upstream_end.write_all(&frame).await.unwrap();
         };
         let client = async {
-            // Let the relay write (and the stream hold) the whole frame first.
+            // Let the relay write (and the stream hold) the whole frame first: in paused time
+            // this sleep ends only when no task can move, so the relay has written all it can.
             tokio::time::sleep(Duration::from_millis(20)).await;
             let (h, payload) = read_frame(&mut client_end, wire::From::Server).await;
             assert_eq!(h.op, Op::Binary);
@@ -575,4 +578,298 @@ fn one_byte_at_a_time() {
         },
     ];
     relays_whole_messages(script, (0..200).collect());
+}
+
+// The relay's timers, in tokio's paused time: the clock moves only when every task waits, and
+// then straight to the next timer, so each close is checked to the instant (nothing a
+// millisecond before its deadline, then the close at the deadline itself).
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The test's two peers of a relay started at `t0`.
+struct Peers {
+    client: tokio::io::DuplexStream,
+    upstream: tokio::io::DuplexStream,
+    t0: tokio::time::Instant,
+}
+
+/// Runs the relay (`timing`, `limits`, session ending `expires_in` after the start) beside
+/// `script`, which plays both peers; returns how the relay ended.
+async fn timed<F, Fut>(
+    timing: Timing,
+    limits: Limits,
+    expires_in: Option<Duration>,
+    script: F,
+) -> Ended
+where
+    F: FnOnce(Peers) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (client, mut gw_client) = tokio::io::duplex(1 << 16);
+    let (mut gw_upstream, upstream) = tokio::io::duplex(1 << 16);
+    let metrics = Metrics::new();
+    // Kept until the end: a dropped sender would ask the relay to close (shutdown).
+    let (_stop_tx, stop) = oneshot::channel();
+    let t0 = tokio::time::Instant::now();
+    let relay = relay(
+        Opened {
+            io: &mut gw_client,
+            read: Vec::new(),
+            deflate: None,
+        },
+        Opened {
+            io: &mut gw_upstream,
+            read: Vec::new(),
+            deflate: None,
+        },
+        stop,
+        (&metrics, &NO_TRAFFIC),
+        expires_in,
+        timing,
+        limits,
+        |_| Verdict::Forward,
+    );
+    let peers = Peers {
+        client,
+        upstream,
+        t0,
+    };
+    // A timer that never fires would leave the clock jumping to the relay's far-off wake-up
+    // forever: an hour of paused time ends the test with a failure instead.
+    let (ended, ()) = tokio::time::timeout(HOUR, async { tokio::join!(relay, script(peers)) })
+        .await
+        .expect("the relay and its peers were still waiting an hour (paused) after the start");
+    ended
+}
+
+/// Lets the relay act on everything due by now (time does not move meanwhile).
+async fn settle() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Whether nothing has arrived on `s` so far.
+fn nothing_on(s: &mut tokio::io::DuplexStream) -> bool {
+    let mut b = [0u8; 1];
+    futures_util::FutureExt::now_or_never(s.read(&mut b)).is_none()
+}
+
+/// Sleeps until a millisecond before `at`, then checks that neither peer has got anything.
+async fn quiet_until_just_before(p: &mut Peers, at: Duration, what: &str) {
+    tokio::time::sleep_until(p.t0 + at - MS).await;
+    settle().await;
+    assert!(
+        nothing_on(&mut p.client),
+        "client got a frame before {what}"
+    );
+    assert!(
+        nothing_on(&mut p.upstream),
+        "upstream got a frame before {what}"
+    );
+}
+
+/// The next frame to the client, and when it came (since `t0`).
+async fn to_client(p: &mut Peers) -> (wire::Header, Vec<u8>, Duration) {
+    let (h, payload) = read_frame(&mut p.client, wire::From::Server).await;
+    (h, payload, p.t0.elapsed())
+}
+
+/// The next frame to the upstream, and when it came (since `t0`).
+async fn to_upstream(p: &mut Peers) -> (wire::Header, Vec<u8>, Duration) {
+    let (h, payload) = read_frame(&mut p.upstream, wire::From::Client).await;
+    (h, payload, p.t0.elapsed())
+}
+
+/// Asserts a close frame with `reason`'s code and text.
+fn assert_close(h: &wire::Header, payload: &[u8], reason: CloseReason) {
+    assert_eq!(h.op, Op::Close, "{reason:?}");
+    assert_eq!(wire::close_code(payload), Ok(Some(reason.close_code())));
+    assert_eq!(&payload[2..], reason.text().as_bytes());
+}
+
+/// A frame as a client sends it (masked).
+async fn client_sends(p: &mut Peers, op: Op, fin: bool, payload: &[u8]) {
+    let mut f = Vec::new();
+    wire::encode(&mut f, fin, op, Some([3, 1, 4, 1]), payload);
+    p.client.write_all(&f).await.unwrap();
+}
+
+/// A frame as the upstream sends it (unmasked).
+async fn upstream_sends(p: &mut Peers, op: Op, payload: &[u8]) {
+    let mut f = Vec::new();
+    wire::encode(&mut f, true, op, None, payload);
+    p.upstream.write_all(&f).await.unwrap();
+}
+
+/// Both peers receive the gateway's close for `reason` exactly `at` after the start, and
+/// answer it.
+async fn both_closed_at(p: &mut Peers, at: Duration, reason: CloseReason) {
+    let (h, payload, when) = to_client(p).await;
+    assert_close(&h, &payload, reason);
+    assert_eq!(when, at, "the client's close for {reason:?}");
+    let (h, payload, when) = to_upstream(p).await;
+    assert_close(&h, &payload, reason);
+    assert_eq!(when, at, "the upstream's close for {reason:?}");
+    client_sends(p, Op::Close, true, &payload).await;
+    upstream_sends(p, Op::Close, &payload).await;
+}
+
+const QUIET: Timing = Timing {
+    idle: None,
+    ping: None,
+    pong: Duration::from_secs(10),
+    send: Duration::from_secs(10),
+};
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_socket_is_closed_at_the_idle_timeout_and_not_before() {
+    let timing = Timing {
+        idle: Some(60 * SEC),
+        ..QUIET
+    };
+    let ended = timed(timing, LIMITS, None, |mut p| async move {
+        quiet_until_just_before(&mut p, 60 * SEC, "the idle timeout").await;
+        both_closed_at(&mut p, 60 * SEC, CloseReason::Idle).await;
+    })
+    .await;
+    assert_eq!(ended, Ended::ByGateway(CloseReason::Idle));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_puts_the_idle_close_off() {
+    let timing = Timing {
+        idle: Some(60 * SEC),
+        ..QUIET
+    };
+    let ended = timed(timing, LIMITS, None, |mut p| async move {
+        tokio::time::sleep_until(p.t0 + 20 * SEC).await;
+        client_sends(&mut p, Op::Text, true, b"still here").await;
+        let (h, payload, _) = to_upstream(&mut p).await;
+        assert_eq!((h.op, &payload[..]), (Op::Text, &b"still here"[..]));
+        // Idleness is checked four times per timeout: the close comes within a quarter of it
+        // after a full timeout of quiet, never sooner.
+        quiet_until_just_before(&mut p, 80 * SEC, "a full timeout after the message").await;
+        let (h, payload, when) = to_client(&mut p).await;
+        assert_close(&h, &payload, CloseReason::Idle);
+        assert!(
+            (80 * SEC..=95 * SEC).contains(&when),
+            "closed {when:?} after the start"
+        );
+        let (h, payload, _) = to_upstream(&mut p).await;
+        assert_close(&h, &payload, CloseReason::Idle);
+        client_sends(&mut p, Op::Close, true, &payload).await;
+        upstream_sends(&mut p, Op::Close, &payload).await;
+    })
+    .await;
+    assert_eq!(ended, Ended::ByGateway(CloseReason::Idle));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_owes_a_pong_past_the_pong_timeout_closes_both_sides() {
+    // The pong timeout equals the ping interval here: liveness is checked at each ping, so a
+    // shorter pong timeout is acted on at the next ping (`liveness::tick_period`).
+    let timing = Timing {
+        ping: Some(10 * SEC),
+        pong: 10 * SEC,
+        ..QUIET
+    };
+    let ended = timed(timing, LIMITS, None, |mut p| async move {
+        quiet_until_just_before(&mut p, 10 * SEC, "the ping interval").await;
+        // Both peers are pinged at the interval.
+        let (h, payload, when) = to_client(&mut p).await;
+        assert_eq!(
+            (h.op, &payload[..], when),
+            (Op::Ping, &b"wsguard"[..], 10 * SEC)
+        );
+        let (h, payload, when) = to_upstream(&mut p).await;
+        assert_eq!(
+            (h.op, &payload[..], when),
+            (Op::Ping, &b"wsguard"[..], 10 * SEC)
+        );
+        // The client answers; the upstream never does: each peer owes its own pong.
+        client_sends(&mut p, Op::Pong, true, b"wsguard").await;
+        quiet_until_just_before(&mut p, 20 * SEC, "the pong timeout").await;
+        both_closed_at(&mut p, 20 * SEC, CloseReason::NoPong).await;
+    })
+    .await;
+    assert_eq!(ended, Ended::ByGateway(CloseReason::NoPong));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pongs_keep_a_socket_alive_and_pings_keep_their_rhythm() {
+    let timing = Timing {
+        ping: Some(10 * SEC),
+        pong: 10 * SEC,
+        ..QUIET
+    };
+    let ended = timed(timing, LIMITS, None, |mut p| async move {
+        // Five rounds answered by both peers, a second after each ping: no close, and the
+        // pings come every interval to the instant.
+        for round in 1..=5u32 {
+            let (h, _, when) = to_client(&mut p).await;
+            assert_eq!((h.op, when), (Op::Ping, 10 * SEC * round), "round {round}");
+            let (h, _, when) = to_upstream(&mut p).await;
+            assert_eq!((h.op, when), (Op::Ping, 10 * SEC * round), "round {round}");
+            tokio::time::sleep(SEC).await;
+            client_sends(&mut p, Op::Pong, true, b"wsguard").await;
+            upstream_sends(&mut p, Op::Pong, b"wsguard").await;
+        }
+        // Then silence: the ping at 60 s goes unanswered, and the pong timeout ends it.
+        let (h, _, when) = to_client(&mut p).await;
+        assert_eq!((h.op, when), (Op::Ping, 60 * SEC), "a ping, not a close");
+        let (h, _, _) = to_upstream(&mut p).await;
+        assert_eq!(h.op, Op::Ping);
+        quiet_until_just_before(&mut p, 70 * SEC, "the pong timeout").await;
+        both_closed_at(&mut p, 70 * SEC, CloseReason::NoPong).await;
+    })
+    .await;
+    assert_eq!(ended, Ended::ByGateway(CloseReason::NoPong));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_not_completed_in_time_closes_at_its_assembly_deadline() {
+    let limits = Limits {
+        assembly: Some(5 * SEC),
+        ..LIMITS
+    };
+    let ended = timed(QUIET, limits, None, |mut p| async move {
+        // A message whole within the deadline passes.
+        client_sends(&mut p, Op::Text, false, b"hel").await;
+        tokio::time::sleep_until(p.t0 + 3 * SEC).await;
+        client_sends(&mut p, Op::Continue, true, b"lo").await;
+        let (h, payload, when) = to_upstream(&mut p).await;
+        assert_eq!((h.op, h.fin, &payload[..]), (Op::Text, true, &b"hello"[..]));
+        assert_eq!(when, 3 * SEC);
+        // The next one has its own deadline, counted from its first byte: a later fragment
+        // does not put it off.
+        tokio::time::sleep_until(p.t0 + 4 * SEC).await;
+        client_sends(&mut p, Op::Binary, false, b"wor").await;
+        tokio::time::sleep_until(p.t0 + 6 * SEC).await;
+        client_sends(&mut p, Op::Continue, false, b"l").await;
+        quiet_until_just_before(&mut p, 9 * SEC, "the assembly deadline").await;
+        // The upstream is told the client is gone first; once it answers, the client hears why.
+        let (h, payload, when) = to_upstream(&mut p).await;
+        assert_close(&h, &payload, CloseReason::ClientGone);
+        assert_eq!(when, 9 * SEC);
+        upstream_sends(&mut p, Op::Close, &payload).await;
+        let (h, payload, when) = to_client(&mut p).await;
+        assert_close(&h, &payload, CloseReason::AssemblyTimeout);
+        assert_eq!(when, 9 * SEC);
+        client_sends(&mut p, Op::Close, true, &payload).await;
+    })
+    .await;
+    assert_eq!(ended, Ended::ByGateway(CloseReason::AssemblyTimeout));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_socket_closes_when_its_session_expires_to_the_instant() {
+    let ended = timed(QUIET, LIMITS, Some(30 * SEC), |mut p| async move {
+        quiet_until_just_before(&mut p, 30 * SEC, "the session's expiry").await;
+        both_closed_at(&mut p, 30 * SEC, CloseReason::SessionExpired).await;
+    })
+    .await;
+    assert_eq!(ended, Ended::ByGateway(CloseReason::SessionExpired));
 }
