@@ -5,10 +5,10 @@
 //! It serves no request.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::reason::CloseReason;
-use crate::state::{Gateway, now_ms, now_secs};
+use crate::state::Gateway;
 
 /// How often expired tickets and idle rate buckets are dropped.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
@@ -79,7 +79,14 @@ impl Gateway {
 
     /// One housekeeping round; returns (expired tickets dropped, store rows purged).
     pub(crate) async fn sweep(&self, purge_store: bool) -> (usize, usize) {
-        let tickets = self.tickets.purge(now_ms());
+        self.sweep_at(purge_store, SystemTime::now()).await
+    }
+
+    /// One housekeeping round as if the clock read `now` (what tickets and store rows have
+    /// expired is decided at `now`); [`crate::Running::sweep_at`] lets tests drive it.
+    pub(crate) async fn sweep_at(&self, purge_store: bool, now: SystemTime) -> (usize, usize) {
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let tickets = self.tickets.purge(since_epoch.as_millis() as u64);
         let state = self.state.load();
         for route in &state.routes {
             route.messages.shrink();
@@ -89,7 +96,7 @@ impl Gateway {
         }
         let mut purged = 0;
         if purge_store {
-            match self.sessions.store().purge(now_secs()).await {
+            match self.sessions.store().purge(since_epoch.as_secs()).await {
                 Ok(n) => purged = n,
                 Err(e) => tracing::warn!(error = %e, "cannot purge expired sessions"),
             }

@@ -87,6 +87,13 @@ impl Running {
         self.gateway.sweep(true).await
     }
 
+    /// A test hook: [`Running::sweep`] as if the wall clock read `now`, so that a test expires
+    /// tickets and sessions by choosing the instant instead of sleeping past their lifetime.
+    /// Production code calls [`Running::sweep`] (or lets housekeeping run).
+    pub async fn sweep_at(&self, now: std::time::SystemTime) -> (usize, usize) {
+        self.gateway.sweep_at(true, now).await
+    }
+
     /// Starts a graceful shutdown: stop accepting, close every socket with 1001, drain.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);

@@ -372,15 +372,12 @@ async fn max_message_bytes_and_the_ratio_bound_apply_to_the_inflated_message() {
         next_close(&mut s).await,
         (1009, "compression ratio too high".into())
     );
-    let mut upstream_close = None;
-    for _ in 0..100 {
-        upstream_close = h.rec.last().close;
-        if upstream_close.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(upstream_close, Some((1001, "client gone".into())));
+    h.rec
+        .wait_for("a close frame on the bomb's socket", |seen| {
+            seen.last().is_some_and(|s| s.close.is_some())
+        })
+        .await;
+    assert_eq!(h.rec.last().close, Some((1001, "client gone".into())));
 
     // Ordinary chat traffic (a ratio of about 10) passes.
     let (mut s, _) = open(&h, "/z-big", &token, Some(OFFER)).await;

@@ -66,13 +66,10 @@ async fn close(h: &Harness, mut ws: Ws) {
     let before = h.running.registry().len();
     ws.close(None).await.unwrap();
     while ws.next().await.is_some() {}
-    for _ in 0..250 {
-        if h.running.registry().len() < before {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the socket stayed registered");
+    wait_until("the closed socket to leave the registry", || {
+        h.running.registry().len() < before
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! what it saw: target, headers, close frames; a closed port; an HTTP server that answers 200;
 //! one that never answers; one that drops the connection after the first message), and clients
 //! (tungstenite, and a raw HTTP/1.1 client for exact request bytes). Its imports are re-exported
-//! as the tests' prelude. Each test binary uses part of it.
+//! as the tests' prelude. Each test binary uses part of it. By concern: `raw` (hand-made
+//! sockets and frames), `tls` (a test certificate, a client trusting it, a TLS upstream),
+//! `wait` (waiting on state, never on time).
 
 #![allow(
     dead_code,
@@ -34,6 +36,12 @@ pub use wsguard_store::{MemoryStore, SessionStore, SqliteStore};
 pub use wsguard_token::{KeyRing, SessionData, TokenPolicy, UserId, Verifier};
 pub use zeroize::Zeroizing;
 
+mod raw;
+mod tls;
+mod wait;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use {raw::*, tls::*, wait::*};
+
 pub const ORIGIN: &str = "https://app.example.com";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijkl";
 pub const COOKIE: &str = "wsguard_session";
@@ -60,16 +68,11 @@ impl Recorder {
             .cloned()
             .expect("upstream saw no connection")
     }
-    /// Waits (bounded, 10 s) until what the upstream saw satisfies `done`; panics otherwise.
-    /// A state to wait on, not a time to sleep.
+    /// Waits (bounded, as [`wait_until`]) until what the upstream saw satisfies `done`; panics
+    /// otherwise. A state to wait on, not a time to sleep.
     pub async fn wait_for(&self, what: &str, done: impl Fn(&[Seen]) -> bool) {
-        for _ in 0..1000 {
-            if done(&self.0.lock().unwrap()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the upstream never saw {what}");
+        let what = format!("the upstream to see {what}");
+        wait_until(&what, || done(&self.0.lock().unwrap())).await;
     }
 
     pub fn header(&self, name: &str) -> Vec<String> {
@@ -165,6 +168,12 @@ pub async fn recording_upstream() -> (SocketAddr, Recorder) {
     (addr, rec)
 }
 
+/// Keeps a broken upstream's connection open, sending nothing more, until the test ends (its
+/// runtime drops the task): a peer that stays, not a time to sleep.
+async fn hold_open() {
+    std::future::pending::<()>().await
+}
+
 /// Raw TCP servers standing for broken upstreams.
 pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -182,7 +191,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                             .await;
                     }
                     "silent" => {
-                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        hold_open().await;
                     }
                     // A 101 whose Sec-WebSocket-Accept does not answer the key.
                     "bad_accept" => {
@@ -194,7 +203,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                                   Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBhbnN3ZXI=\r\n\r\n",
                             )
                             .await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        hold_open().await;
                     }
                     // A valid 101 that picks a subprotocol nobody offered.
                     "foreign_protocol" => {
@@ -204,7 +213,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                             Ok(r)
                         };
                         let _ = tokio_tungstenite::accept_hdr_async(s, pick).await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        hold_open().await;
                     }
                     // A valid 101 that turns on an extension nobody offered.
                     "foreign_extension" => {
@@ -216,7 +225,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                             Ok(r)
                         };
                         let _ = tokio_tungstenite::accept_hdr_async(s, pick).await;
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        hold_open().await;
                     }
                     // A hand-made WebSocket server: answers each client frame with a text frame
                     // saying the masking key it arrived with and its unmasked payload.
@@ -272,7 +281,7 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                     // Completes the handshake, then never reads again.
                     "never_read" => {
                         let _ws = tokio_tungstenite::accept_async(s).await.unwrap();
-                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        hold_open().await;
                     }
                     "drop_after_first" => {
                         let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
@@ -281,6 +290,33 @@ pub async fn raw_upstream(behaviour: &'static str) -> SocketAddr {
                     }
                     _ => unreachable!(),
                 }
+            });
+        }
+    });
+    addr
+}
+
+/// An upstream that, as soon as a client is connected, sends `count` binary messages of `size`
+/// bytes, then the text "end".
+pub async fn burst_upstream(count: usize, size: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                for i in 0..count {
+                    let payload = vec![i as u8; size];
+                    if ws.send(Message::binary(payload)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = ws.send(Message::text("end")).await;
+                // Keep the socket open: the end of the burst must reach the client with no
+                // later event on the upstream side to wake the relay.
+                while let Some(Ok(_)) = ws.next().await {}
             });
         }
     });
@@ -533,6 +569,25 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The "SecureSession" tutorial's token, minted by Python's standard library as its code does.
+pub fn python_legacy_token(secret: &str, uid: &str) -> String {
+    let script = r#"
+import hashlib, hmac, json, secrets, sys, time
+secret, uid = sys.argv[1], sys.argv[2]
+now = int(time.time())
+data = {"sid": secrets.token_urlsafe(32), "uid": uid, "data": {"name": "Ada L"},
+        "created": now, "last_active": now}
+payload = json.dumps(data, separators=(",", ":"))
+print(payload + "." + hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest())
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, secret, uid])
+        .output()
+        .expect("python3 is needed for this test");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 impl Harness {
