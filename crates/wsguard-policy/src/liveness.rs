@@ -67,12 +67,18 @@ impl Liveness {
         }
     }
 
-    /// When to be woken next (`None`: never).
+    /// When to be woken next (`None`: never): the next check, the session's expiry or a pong
+    /// falling due, whichever comes first, so an owed pong closes at its deadline.
     pub fn next_wake(&self) -> Option<Instant> {
-        match (self.next_tick, self.expires_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.next_tick,
+            self.expires_at,
+            self.client_pong_due,
+            self.upstream_pong_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A pong arrived from `peer`: it owes none now.
@@ -104,7 +110,10 @@ impl Liveness {
         {
             return Wake::Close(CloseReason::NoPong);
         }
-        self.next_tick = self.period.map(|p| now + p);
+        // Woken early (a pong's deadline that the pong met): the checks keep their rhythm.
+        if self.next_tick.is_some_and(|t| now >= t) {
+            self.next_tick = self.period.map(|p| now + p);
+        }
         if let (Some(p), Some(at)) = (self.timing.ping, self.next_ping)
             && now >= at
         {
@@ -183,9 +192,11 @@ mod tests {
         let mut l = Liveness::new(t0, timing(None, Some(30), 10), None);
         assert_eq!(l.next_wake(), Some(t0 + S * 30));
         assert_eq!(l.on_wake(t0 + S * 30, 0), Wake::Ping);
-        assert_eq!(l.next_wake(), Some(t0 + S * 60));
+        // Woken when the pongs fall due, not at the next ping.
+        assert_eq!(l.next_wake(), Some(t0 + S * 40));
         // The client answers; the upstream does not, by 40 s.
         l.pong(Peer::Client);
+        assert_eq!(l.next_wake(), Some(t0 + S * 40));
         assert_eq!(
             l.on_wake(t0 + S * 40 - Duration::from_millis(1), 0),
             Wake::Nothing
@@ -197,6 +208,11 @@ mod tests {
             assert_eq!(l.on_wake(t0 + S * 30 * k, 0), Wake::Ping);
             l.pong(Peer::Client);
             l.pong(Peer::Upstream);
+            assert_eq!(l.next_wake(), Some(t0 + S * 30 * (k + 1)));
+            // Woken anyway at the deadline the pongs met (a timer armed before they came):
+            // nothing, and the next ping keeps its time.
+            assert_eq!(l.on_wake(t0 + S * 30 * k + S * 10, 0), Wake::Nothing);
+            assert_eq!(l.next_wake(), Some(t0 + S * 30 * (k + 1)));
         }
     }
 

@@ -769,11 +769,11 @@ async fn a_message_puts_the_idle_close_off() {
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_owes_a_pong_past_the_pong_timeout_closes_both_sides() {
-    // The pong timeout equals the ping interval here: liveness is checked at each ping, so a
-    // shorter pong timeout is acted on at the next ping (`liveness::tick_period`).
+    // A pong timeout shorter than the ping interval is acted on at its own deadline, not at
+    // the next ping.
     let timing = Timing {
         ping: Some(10 * SEC),
-        pong: 10 * SEC,
+        pong: 4 * SEC,
         ..QUIET
     };
     let ended = timed(timing, LIMITS, None, |mut p| async move {
@@ -791,8 +791,8 @@ async fn a_peer_that_owes_a_pong_past_the_pong_timeout_closes_both_sides() {
         );
         // The client answers; the upstream never does: each peer owes its own pong.
         client_sends(&mut p, Op::Pong, true, b"wsguard").await;
-        quiet_until_just_before(&mut p, 20 * SEC, "the pong timeout").await;
-        both_closed_at(&mut p, 20 * SEC, CloseReason::NoPong).await;
+        quiet_until_just_before(&mut p, 14 * SEC, "the pong timeout").await;
+        both_closed_at(&mut p, 14 * SEC, CloseReason::NoPong).await;
     })
     .await;
     assert_eq!(ended, Ended::ByGateway(CloseReason::NoPong));
@@ -802,12 +802,12 @@ async fn a_peer_that_owes_a_pong_past_the_pong_timeout_closes_both_sides() {
 async fn pongs_keep_a_socket_alive_and_pings_keep_their_rhythm() {
     let timing = Timing {
         ping: Some(10 * SEC),
-        pong: 10 * SEC,
+        pong: 4 * SEC,
         ..QUIET
     };
     let ended = timed(timing, LIMITS, None, |mut p| async move {
-        // Five rounds answered by both peers, a second after each ping: no close, and the
-        // pings come every interval to the instant.
+        // Five rounds answered by both peers, a second after each ping: no close at the pong
+        // deadlines they met, and the pings come every interval to the instant.
         for round in 1..=5u32 {
             let (h, _, when) = to_client(&mut p).await;
             assert_eq!((h.op, when), (Op::Ping, 10 * SEC * round), "round {round}");
@@ -822,8 +822,8 @@ async fn pongs_keep_a_socket_alive_and_pings_keep_their_rhythm() {
         assert_eq!((h.op, when), (Op::Ping, 60 * SEC), "a ping, not a close");
         let (h, _, _) = to_upstream(&mut p).await;
         assert_eq!(h.op, Op::Ping);
-        quiet_until_just_before(&mut p, 70 * SEC, "the pong timeout").await;
-        both_closed_at(&mut p, 70 * SEC, CloseReason::NoPong).await;
+        quiet_until_just_before(&mut p, 64 * SEC, "the pong timeout").await;
+        both_closed_at(&mut p, 64 * SEC, CloseReason::NoPong).await;
     })
     .await;
     assert_eq!(ended, Ended::ByGateway(CloseReason::NoPong));
