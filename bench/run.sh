@@ -78,11 +78,11 @@ cat > "$work/wsguard.toml" <<TOML
 [gateway]
 listen = "127.0.0.1:$gw_port"
 allowed_origins = ["http://bench.local"]
-max_connections = 0
-max_connections_per_ip = 0
-max_connections_per_user = 0
-max_pending_handshakes = 0
-max_pending_handshakes_per_ip = 0
+max_connections = "unlimited"
+max_connections_per_ip = "unlimited"
+max_connections_per_user = "unlimited"
+max_pending_handshakes = "unlimited"
+max_pending_handshakes_per_ip = "unlimited"
 [admin]
 listen = "127.0.0.1:$admin_port"
 [[route]]                      # public: no authentication (still origin- and message-checked)

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use wsguard_policy::config::{GatewayConfig, RouteConfig};
+use wsguard_policy::config::{ConfigErrors, GatewayConfig, RouteConfig};
 use wsguard_policy::origin::OriginPolicy;
 use wsguard_policy::policy::RoutePolicy;
 use wsguard_policy::tickets::Tickets;
@@ -18,21 +18,6 @@ use wsguard_session::Sessions;
 
 use crate::checks::Guard;
 use crate::layer::WsGuardLayer;
-
-/// Why a configuration cannot guard a route: every problem found, each `key: what is wrong`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .problems.join("\n"))]
-pub struct ConfigError {
-    problems: Vec<String>,
-}
-
-impl ConfigError {
-    /// Every problem, one per entry, each naming its key (`route.messages.max_message_bytes:
-    /// must be between 1 and 67108864`).
-    pub fn problems(&self) -> &[String] {
-        &self.problems
-    }
-}
 
 impl WsGuardLayer {
     /// Guards a route as the gateway would guard `route` under `gateway`, with `sessions` and
@@ -54,23 +39,23 @@ impl WsGuardLayer {
         gateway: &GatewayConfig,
         route: &RouteConfig,
         cookie_name: &str,
-    ) -> Result<WsGuardLayer, ConfigError> {
-        let mut problems = Vec::new();
+    ) -> Result<WsGuardLayer, ConfigErrors> {
+        let mut problems = ConfigErrors::default();
         if route.public {
             problems.push(
-                "route.public: wsguard-axum guards routes that need a session; serve a public \
-                 route without this layer"
-                    .to_owned(),
+                "route.public",
+                "wsguard-axum guards routes that need a session; serve a public route without \
+                 this layer",
             );
         }
         // The whole `[gateway]` table, as the gateway validates it: a file one accepts, the
         // other accepts (its origins included).
         if let Err(e) = wsguard_policy::config::validate(gateway) {
-            problems.extend(e.lines().map(str::to_owned));
+            problems.extend(e);
         }
         if let Some(own) = &route.allowed_origins {
             for (i, e) in OriginPolicy::problems(own) {
-                problems.push(format!("route.allowed_origins[{i}]: {e}"));
+                problems.push(format!("route.allowed_origins[{i}]"), e.to_string());
             }
         }
         let origins = OriginPolicy::new(
@@ -83,21 +68,21 @@ impl WsGuardLayer {
                 .unwrap_or(gateway.allow_missing_origin),
         );
         if let Err(e) = route.messages.validate("route.messages") {
-            problems.extend(e.lines().map(str::to_owned));
+            problems.extend(e);
         }
         let schema = match &route.messages.json_schema {
             None => None,
             Some(path) => match load_schema(path) {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    problems.push(format!("route.messages.json_schema: {e}"));
+                    problems.push("route.messages.json_schema", e);
                     None
                 }
             },
         };
         let origins = match origins {
             Ok(o) if problems.is_empty() => o,
-            _ => return Err(ConfigError { problems }),
+            _ => return Err(problems.or(()).err().unwrap_or_default()),
         };
         let messages = match schema {
             Some(v) => RoutePolicy::with_schema(route.messages.clone(), v),
@@ -150,7 +135,7 @@ mod tests {
     fn problems(gateway: &GatewayConfig, route: &RouteConfig) -> Vec<String> {
         match WsGuardLayer::from_config(sessions(), gateway, route, "wsguard_session") {
             Ok(_) => Vec::new(),
-            Err(e) => e.problems().to_vec(),
+            Err(e) => e.into_iter().map(|p| p.to_string()).collect(),
         }
     }
 

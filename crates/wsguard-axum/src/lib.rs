@@ -48,11 +48,11 @@ mod refused;
 mod socket;
 mod ticket;
 
-pub use config::ConfigError;
 pub use extract::{GuardedSession, GuardedUpgrade, UpgradeRejection};
 pub use layer::{WsGuardLayer, WsGuardService};
 pub use refused::Refused;
 pub use socket::GuardedSocket;
+pub use wsguard_policy::config::{ConfigError, ConfigErrors};
 
 /// Now, in Unix seconds (sessions).
 fn now_secs() -> u64 {

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use wsguard_gateway::Settings;
-use wsguard_gateway::config::{AdminConfig, GatewayConfig, RouteConfig};
+use wsguard_gateway::config::{AdminConfig, GatewayConfig, Limit, RouteConfig};
 use wsguard_session::{Mode, Sessions};
 use wsguard_store::MemoryStore;
 use wsguard_token::{KeyRing, SessionData, TokenPolicy, UserId, Verifier};
@@ -59,8 +59,8 @@ async fn run(sockets: usize, rounds: usize) {
             listen: "127.0.0.1:0".parse().unwrap(),
             allowed_origins: vec![ORIGIN.into()],
             // 1,001 sockets from one address: no per-address limit here.
-            max_connections_per_ip: 0,
-            max_connections_per_user: 0,
+            max_connections_per_ip: Limit::Unlimited,
+            max_connections_per_user: Limit::Unlimited,
             ..GatewayConfig::default()
         },
         routes: vec![RouteConfig::new("/", format!("ws://{echo_addr}"))],

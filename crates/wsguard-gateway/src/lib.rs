@@ -62,7 +62,7 @@ pub struct Running {
 
 /// Checks settings as `start` and a reload would, without binding anything: every error, one
 /// per line, naming its key (for `wsguard check-config`).
-pub fn check(settings: &Settings) -> Result<(), String> {
+pub fn check(settings: &Settings) -> Result<(), config::ConfigErrors> {
     build_state(settings, &pool::Backends::default()).map(|_| ())
 }
 
@@ -116,7 +116,7 @@ impl Running {
 pub enum StartError {
     /// Invalid configuration (the message names the key).
     #[error("{0}")]
-    Config(String),
+    Config(config::ConfigErrors),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

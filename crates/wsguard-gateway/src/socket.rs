@@ -62,12 +62,11 @@ impl Gateway {
         let sessions = self.sessions.clone();
         let policy = messages.connection(uid.as_deref());
         self.metrics.open.inc();
-        let opt = |d: Duration| (!d.is_zero()).then_some(d);
         let timing = {
             let settings = &self.state.load().settings;
             crate::relay::Timing {
-                idle: opt(settings.idle_timeout),
-                ping: opt(settings.ping_interval),
+                idle: settings.idle_timeout,
+                ping: settings.ping_interval,
                 pong: settings.pong_timeout,
                 send: settings.send_timeout,
             }

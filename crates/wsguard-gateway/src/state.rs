@@ -137,13 +137,16 @@ pub(crate) fn now_ms() -> u64 {
 /// Validates settings and builds the state they describe, reading the TLS files they name.
 /// Upstreams named by `previous` keep their state (open sockets, health, draining). Every error
 /// is reported, one per line, naming its key.
-pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Result<State, String> {
-    let mut errors = Vec::new();
+pub(crate) fn build_state(
+    settings: &Settings,
+    previous: &pool::Backends,
+) -> Result<State, config::ConfigErrors> {
+    let mut errors = config::ConfigErrors::default();
     if let Err(e) = config::validate(&settings.gateway) {
-        errors.push(e);
+        errors.extend(e);
     }
     if settings.routes.is_empty() {
-        errors.push("route: no [[route]] configured: nothing to proxy to".into());
+        errors.push("route", "no [[route]] configured: nothing to proxy to");
     }
     // The files the routes name are read first; the routes are then built in one pass.
     let mut schemas = config::Schemas::new();
@@ -153,7 +156,7 @@ pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Res
                 Ok(v) => {
                     schemas.insert(i, v);
                 }
-                Err(e) => errors.push(format!("route[{i}].messages.json_schema: {e}")),
+                Err(e) => errors.push(format!("route[{i}].messages.json_schema"), e),
             }
         }
     }
@@ -161,7 +164,7 @@ pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Res
         match config::routes_with(&settings.gateway, &settings.routes, previous, &mut schemas) {
             Ok(r) => r,
             Err(e) => {
-                errors.push(e);
+                errors.extend(e);
                 Default::default()
             }
         };
@@ -173,7 +176,7 @@ pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Res
                 Ok(c) => {
                     upstream_tls.insert(r.index, c);
                 }
-                Err(e) => errors.push(e),
+                Err(e) => errors.0.push(e),
             }
         }
     }
@@ -182,7 +185,7 @@ pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Res
         Some(t) => match tls::server_config("gateway.tls", t) {
             Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
             Err(e) => {
-                errors.push(e);
+                errors.0.push(e);
                 None
             }
         },
@@ -215,13 +218,11 @@ pub(crate) fn build_state(settings: &Settings, previous: &pool::Backends) -> Res
         // An origin error is already in `errors` (config::validate checks them); one reported
         // by both the gateway's and a route's checks is said once.
         _ => {
-            let mut seen = std::collections::HashSet::new();
-            let lines: Vec<&str> = errors
-                .iter()
-                .flat_map(|e| e.lines())
-                .filter(|l| seen.insert(*l))
-                .collect();
-            Err(lines.join("\n"))
+            if errors.is_empty() {
+                // Not reachable while `validate` checks what these two check.
+                errors.push("gateway", "origins or forwarded headers are invalid");
+            }
+            Err(errors.or(()).err().unwrap_or_default())
         }
     }
 }
@@ -262,7 +263,8 @@ impl Gateway {
             .ok_or(ReloadError::NotConfigured)?;
         let previous = self.state.load();
         let outcome = loader().and_then(|reload| {
-            let state = crate::build_state(&reload.settings, &previous.backends)?;
+            let state = crate::build_state(&reload.settings, &previous.backends)
+                .map_err(|e| e.to_string())?;
             Ok((reload, state))
         });
         drop(previous);

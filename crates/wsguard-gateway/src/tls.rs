@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::config::TlsConfig;
+use crate::config::{ConfigError, TlsConfig};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -17,15 +17,23 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{key}: {}: not a PEM certificate file: {e}", path.display()))?;
+        .map_err(|e| {
+            ConfigError::new(
+                key,
+                format!("{}: not a PEM certificate file: {e}", path.display()),
+            )
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "{key}: {}: no certificate (expected -----BEGIN CERTIFICATE-----)",
-            path.display()
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{}: no certificate (expected -----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
         ));
     }
     Ok(certs)
@@ -33,20 +41,28 @@ fn certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
 
 /// The public listener's TLS configuration; `at` is the key prefix for errors
 /// (`gateway.tls`).
-pub fn server_config(at: &str, tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(at: &str, tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let chain = certs(&format!("{at}.cert"), &tls.cert)?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| {
-        format!(
-            "{at}.key: {}: no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {e}",
-            tls.key.display()
+        ConfigError::new(
+            format!("{at}.key"),
+            format!(
+                "{}: no usable private key (PEM PKCS#8, PKCS#1 or SEC1): {e}",
+                tls.key.display()
+            ),
         )
     })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("{at}: {e}"))?
+        .map_err(|e| ConfigError::new(at, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| format!("{at}: the certificate and key do not make a usable pair: {e}"))?;
+        .map_err(|e| {
+            ConfigError::new(
+                at,
+                format!("the certificate and key do not make a usable pair: {e}"),
+            )
+        })?;
     // WebSocket upgrades are HTTP/1.1 only.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -54,14 +70,17 @@ pub fn server_config(at: &str, tls: &TlsConfig) -> Result<Arc<rustls::ServerConf
 
 /// The client configuration for `wss://` upstreams: the system's roots, or only the CA
 /// certificates in `ca` when given (`at` names the key for errors: `route.upstream_ca`).
-pub fn client_config(at: &str, ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(
+    at: &str,
+    ca: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
             for cert in certs(at, path)? {
                 roots
                     .add(cert)
-                    .map_err(|e| format!("{at}: {}: {e}", path.display()))?;
+                    .map_err(|e| ConfigError::new(at, format!("{}: {e}", path.display())))?;
             }
         }
         None => {
@@ -71,15 +90,16 @@ pub fn client_config(at: &str, ca: Option<&Path>) -> Result<Arc<rustls::ClientCo
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err(format!(
-                    "{at}: no system root certificates found; set {at} to a CA file"
+                return Err(ConfigError::new(
+                    at,
+                    format!("no system root certificates found; set {at} to a CA file"),
                 ));
             }
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("{at}: {e}"))?
+        .map_err(|e| ConfigError::new(at, e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -97,12 +117,16 @@ mod tests {
             cert: dir.path().join("nope.pem"),
             key: dir.path().join("nope.key"),
         };
-        let e = server_config("gateway.tls", &missing).unwrap_err();
+        let e = server_config("gateway.tls", &missing)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("gateway.tls.cert: cannot read"), "{e}");
 
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(&garbage, "not pem at all\n").unwrap();
-        let e = client_config("route.upstream_ca", Some(&garbage)).unwrap_err();
+        let e = client_config("route.upstream_ca", Some(&garbage))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("route.upstream_ca") && e.contains("no certificate"),
             "{e}"
@@ -118,7 +142,8 @@ mod tests {
                 key: garbage,
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("gateway.tls.key:"), "{e}");
         // The error never quotes key material.
         let key_path = dir.path().join("key.pem");
@@ -133,7 +158,8 @@ mod tests {
                 key: key_path.clone(),
             },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("do not make a usable pair"), "{e}");
         assert!(!e.contains("PRIVATE KEY"), "{e}");
         server_config(

@@ -200,7 +200,7 @@ async fn reload_applies_a_good_config_closes_retired_keys_and_refuses_a_bad_one(
         let mut n = next.lock().unwrap();
         n.0 = h.settings.clone();
         n.0.gateway.allowed_origins.push(NEW.into());
-        n.0.gateway.max_connections_per_user = 1;
+        n.0.gateway.max_connections_per_user = Limit::at(1);
     }
     assert_eq!(h.running.reload().unwrap(), Vec::<String>::new());
     let _bob = h

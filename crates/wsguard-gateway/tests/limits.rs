@@ -75,8 +75,8 @@ async fn a_reload_does_not_hand_users_a_second_budget() {
 #[tokio::test]
 async fn connection_limits_per_ip_and_per_user() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
-        s.gateway.max_connections_per_ip = 3;
-        s.gateway.max_connections_per_user = 2;
+        s.gateway.max_connections_per_ip = Limit::at(3);
+        s.gateway.max_connections_per_user = Limit::at(2);
     })
     .await;
     let alice = h.login("alice").await;
@@ -130,7 +130,7 @@ async fn connection_limits_per_ip_and_per_user() {
 #[tokio::test]
 async fn trusted_proxy_forwarded_for_is_the_client_address() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
-        s.gateway.max_connections_per_ip = 1;
+        s.gateway.max_connections_per_ip = Limit::at(1);
         s.gateway.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
@@ -153,7 +153,7 @@ async fn a_dual_stack_listener_still_knows_its_trusted_proxy() {
     // is still the trusted proxy whose X-Forwarded-For names the client.
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
         s.gateway.listen = "[::]:0".parse().unwrap();
-        s.gateway.max_connections_per_ip = 1;
+        s.gateway.max_connections_per_ip = Limit::at(1);
         s.gateway.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
@@ -224,8 +224,8 @@ async fn handshake_rate_per_address_when_set() {
 #[tokio::test]
 async fn pending_handshakes_are_limited_per_peer_and_in_all() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
-        s.gateway.max_pending_handshakes = 5;
-        s.gateway.max_pending_handshakes_per_ip = 2;
+        s.gateway.max_pending_handshakes = Limit::at(5);
+        s.gateway.max_pending_handshakes_per_ip = Limit::at(2);
         s.gateway.trusted_proxies = vec!["127.0.0.4".parse().unwrap()];
     })
     .await;

@@ -20,8 +20,8 @@ use common::*;
 #[tokio::test]
 async fn idle_sockets_are_closed() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
-        s.gateway.idle_timeout = Duration::from_millis(300);
-        s.gateway.ping_interval = Duration::ZERO;
+        s.gateway.idle_timeout = Some(Duration::from_millis(300));
+        s.gateway.ping_interval = None;
     })
     .await;
     let mut ws = h.connect_as("/", &h.login("alice").await).await;
@@ -31,8 +31,8 @@ async fn idle_sockets_are_closed() {
 #[tokio::test]
 async fn half_open_clients_are_detected_by_ping() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
-        s.gateway.idle_timeout = Duration::ZERO;
-        s.gateway.ping_interval = Duration::from_millis(100);
+        s.gateway.idle_timeout = None;
+        s.gateway.ping_interval = Some(Duration::from_millis(100));
         s.gateway.pong_timeout = Duration::from_millis(200);
     })
     .await;
@@ -70,7 +70,7 @@ async fn half_open_clients_are_detected_by_ping() {
 async fn slow_reader_is_closed_and_the_upstream_not_buffered() {
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
         s.gateway.send_timeout = Duration::from_millis(500);
-        s.gateway.ping_interval = Duration::ZERO;
+        s.gateway.ping_interval = None;
     })
     .await;
     let mut ws = h.connect_as("/", &h.login("alice").await).await;
@@ -97,7 +97,7 @@ async fn an_upstream_that_stops_reading_is_closed_after_send_timeout() {
     let stuck = raw_upstream("never_read").await;
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
         s.gateway.send_timeout = Duration::from_millis(300);
-        s.gateway.ping_interval = Duration::ZERO;
+        s.gateway.ping_interval = None;
         s.routes.push(RouteConfig {
             messages: MessageConfig {
                 max_message_bytes: 1 << 20,

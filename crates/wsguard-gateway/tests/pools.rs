@@ -389,6 +389,7 @@ fn pool_and_rewrite_settings_are_checked() {
         routes(&GatewayConfig::default(), &[r])
             .err()
             .unwrap_or_default()
+            .to_string()
     };
     let e = check(RouteConfig {
         upstream: None,

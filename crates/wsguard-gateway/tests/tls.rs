@@ -171,7 +171,7 @@ async fn a_tls_handshake_that_never_comes_is_cut_at_the_deadline() {
     let cert = test_cert();
     let h = harness_with(Arc::new(MemoryStore::new()), policy(), |s| {
         s.gateway.handshake_timeout = Duration::from_millis(300);
-        s.gateway.max_pending_handshakes_per_ip = 1;
+        s.gateway.max_pending_handshakes_per_ip = Limit::at(1);
         s.gateway.tls = Some(wsguard_gateway::config::TlsConfig {
             cert: cert.cert.clone(),
             key: cert.key.clone(),

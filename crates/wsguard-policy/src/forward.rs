@@ -121,18 +121,23 @@ impl Forwarding {
         forward_headers: &[String],
         client: &ClientHeadersConfig,
         forward_session_cookie: bool,
-    ) -> Result<Forwarding, Vec<String>> {
-        let mut errors = Vec::new();
+    ) -> Result<Forwarding, crate::config::ConfigErrors> {
+        let mut errors = crate::config::ConfigErrors::default();
         let mut pass: Vec<HeaderName> = Vec::new();
         for (i, name) in forward_headers.iter().enumerate() {
             let key = format!("gateway.forward_headers[{i}]");
             match HeaderName::from_bytes(name.as_bytes()) {
-                Err(_) => errors.push(format!("{key}: {name:?} is not a header name")),
-                Ok(n) if is_reserved(n.as_str()) => errors.push(format!(
-                    "{key}: {n} is written by wsguard (handshake, identity, client address or \
+                Err(_) => errors.push(key.as_str(), format!("{name:?} is not a header name")),
+                Ok(n) if is_reserved(n.as_str()) => errors.push(
+                    key.as_str(),
+                    format!(
+                        "{n} is written by wsguard (handshake, identity, client address or \
                      a rebuilt header) and cannot be passed through as the client sent it"
-                )),
-                Ok(n) if pass.contains(&n) => errors.push(format!("{key}: {n} is listed twice")),
+                    ),
+                ),
+                Ok(n) if pass.contains(&n) => {
+                    errors.push(key.as_str(), format!("{n} is listed twice"))
+                }
                 Ok(n) => pass.push(n),
             }
         }
@@ -144,23 +149,30 @@ impl Forwarding {
             let key = format!("gateway.client_headers.{field}");
             match HeaderName::from_bytes(value.as_bytes()) {
                 Ok(n) if own.contains(&n) => {
-                    errors.push(format!("{key}: {n} is already another client header"));
+                    errors.push(
+                        key.as_str(),
+                        format!("{n} is already another client header"),
+                    );
                     None
                 }
                 Ok(n) if pass.contains(&n) => {
-                    errors.push(format!(
-                        "{key}: {n} is also in gateway.forward_headers: the client's value would \
+                    errors.push(
+                        key.as_str(),
+                        format!(
+                            "{n} is also in gateway.forward_headers: the client's value would \
                          be forwarded beside wsguard's"
-                    ));
+                        ),
+                    );
                     None
                 }
                 Ok(n)
                     if is_reserved(n.as_str())
                         && !(n.as_str().starts_with("x-forwarded") || n == "x-real-ip") =>
                 {
-                    errors.push(format!(
-                        "{key}: {n} is written by wsguard for another purpose"
-                    ));
+                    errors.push(
+                        key.as_str(),
+                        format!("{n} is written by wsguard for another purpose"),
+                    );
                     None
                 }
                 Ok(n) => {
@@ -168,7 +180,7 @@ impl Forwarding {
                     Some(n)
                 }
                 Err(_) => {
-                    errors.push(format!("{key}: {value:?} is not a header name"));
+                    errors.push(key.as_str(), format!("{value:?} is not a header name"));
                     None
                 }
             }

@@ -19,21 +19,22 @@ use governor::{Quota, RateLimiter};
 
 use wsguard_token::UserId;
 
+use crate::config::Limit;
 use crate::reason::Refusal;
 
-/// Limits (0 = unlimited).
+/// Limits (each a count or unlimited).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LimitConfig {
     /// All proxied sockets.
-    pub global: usize,
+    pub global: Limit,
     /// Per client address.
-    pub per_ip: usize,
+    pub per_ip: Limit,
     /// Per authenticated user.
-    pub per_user: usize,
+    pub per_user: Limit,
     /// Connections not yet upgraded, on the whole gateway.
-    pub pending: usize,
+    pub pending: Limit,
     /// Connections not yet upgraded, per TCP peer address (trusted proxies exempt).
-    pub pending_per_ip: usize,
+    pub pending_per_ip: Limit,
 }
 
 #[derive(Default)]
@@ -64,6 +65,13 @@ pub struct Slot {
     limits: Limits,
     ip: IpAddr,
     user: Option<UserId>,
+}
+
+/// Whether a count (absent: none yet) has reached its limit.
+fn full(limit: Limit, count: Option<&usize>) -> bool {
+    limit
+        .get()
+        .is_some_and(|max| count.copied().unwrap_or(0) >= max)
 }
 
 fn dec<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
@@ -139,12 +147,12 @@ impl Limits {
     pub fn acquire_pending(&self, peer: IpAddr, per_ip: bool) -> Result<PendingSlot, Refusal> {
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = c.config;
-        let per_ip = per_ip && cfg.pending_per_ip > 0;
+        let per_ip = per_ip && cfg.pending_per_ip.get().is_some();
         let peer = address_key(peer);
-        if cfg.pending > 0 && c.pending >= cfg.pending {
+        if cfg.pending.get().is_some_and(|max| c.pending >= max) {
             return Err(Refusal::TooManyPending);
         }
-        if per_ip && c.pending_ip.get(&peer).copied().unwrap_or(0) >= cfg.pending_per_ip {
+        if per_ip && full(cfg.pending_per_ip, c.pending_ip.get(&peer)) {
             return Err(Refusal::TooManyPendingFromClient);
         }
         c.pending += 1;
@@ -164,15 +172,14 @@ impl Limits {
         let ip = address_key(ip);
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let cfg = c.config;
-        if cfg.global > 0 && c.global >= cfg.global {
+        if cfg.global.get().is_some_and(|max| c.global >= max) {
             return Err(Refusal::TooManyConnections);
         }
-        if cfg.per_ip > 0 && c.ip.get(&ip).copied().unwrap_or(0) >= cfg.per_ip {
+        if full(cfg.per_ip, c.ip.get(&ip)) {
             return Err(Refusal::TooManyFromClient);
         }
         if let Some(u) = user
-            && cfg.per_user > 0
-            && c.user.get(u).copied().unwrap_or(0) >= cfg.per_user
+            && full(cfg.per_user, c.user.get(u))
         {
             return Err(Refusal::TooManyForUser);
         }
@@ -289,9 +296,9 @@ mod tests {
     #[test]
     fn limits_at_their_edges_and_released_on_drop() {
         let l = Limits::new(LimitConfig {
-            global: 3,
-            per_ip: 2,
-            per_user: 1,
+            global: Limit::at(3),
+            per_ip: Limit::at(2),
+            per_user: Limit::at(1),
             ..LimitConfig::default()
         });
         let a = l.acquire(ip("10.0.0.1"), Some(&uid("alice"))).unwrap();
@@ -321,8 +328,8 @@ mod tests {
     #[test]
     fn pending_limits_at_their_edges_and_released_on_drop() {
         let l = Limits::new(LimitConfig {
-            pending: 3,
-            pending_per_ip: 2,
+            pending: Limit::at(3),
+            pending_per_ip: Limit::at(2),
             ..LimitConfig::default()
         });
         let a = l.acquire_pending(ip("10.0.0.1"), true).unwrap();
@@ -359,7 +366,7 @@ mod tests {
         );
         drop(many);
         l.set_config(LimitConfig {
-            pending_per_ip: 1,
+            pending_per_ip: Limit::at(1),
             ..LimitConfig::default()
         });
         assert_eq!(
@@ -386,8 +393,8 @@ mod tests {
             ip("2001:db8:1:2::")
         );
         let l = Limits::new(LimitConfig {
-            per_ip: 2,
-            pending_per_ip: 1,
+            per_ip: Limit::at(2),
+            pending_per_ip: Limit::at(1),
             ..LimitConfig::default()
         });
         // Two addresses of one /64 share its places; the next /64 has its own.

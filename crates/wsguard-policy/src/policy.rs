@@ -20,6 +20,8 @@ use governor::state::{InMemoryState, NotKeyed, keyed::DefaultKeyedStateStore};
 use governor::{Quota, RateLimiter};
 use serde::Deserialize;
 
+use crate::config::ConfigErrors;
+
 use crate::reason::CloseReason;
 
 /// Which messages a route accepts from clients.
@@ -98,7 +100,7 @@ pub struct MessageConfig {
     /// Most frames one message may span (default 64).
     pub max_fragments: u32,
     /// Most time from a message's first fragment to its last (default 10 s).
-    #[serde(with = "crate::config::humantime_serde_secs")]
+    #[serde(with = "crate::config::duration")]
     pub assembly_timeout: std::time::Duration,
     /// Pings and pongs a client may send (default 10/s, bursts of 50): ping floods are closed.
     pub control_frames: Rate,
@@ -135,45 +137,48 @@ impl Default for MessageConfig {
 
 impl MessageConfig {
     /// Checks values that parse but make no sense. `at` names the table in errors.
-    pub fn validate(&self, at: &str) -> Result<(), String> {
-        let mut errors: Vec<String> = Vec::new();
+    pub fn validate(&self, at: &str) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
         if !(1..=64 << 20).contains(&self.max_message_bytes) {
-            errors.push(format!(
-                "{at}.max_message_bytes: must be between 1 and 67108864"
-            ));
+            errors.push(
+                format!("{at}.max_message_bytes"),
+                "must be between 1 and 67108864",
+            );
         }
         if let Some(f) = self.max_frame_bytes
             && !(1..=self.max_message_bytes).contains(&f)
         {
-            errors.push(format!(
-                "{at}.max_frame_bytes: must be between 1 and max_message_bytes"
-            ));
+            errors.push(
+                format!("{at}.max_frame_bytes"),
+                "must be between 1 and max_message_bytes",
+            );
         }
         if !(1..=256).contains(&self.json_max_depth) {
-            errors.push(format!("{at}.json_max_depth: must be between 1 and 256"));
+            errors.push(format!("{at}.json_max_depth"), "must be between 1 and 256");
         }
         if self.stamp_sender.is_some() && self.kind != Kind::Json {
-            errors.push(format!("{at}.stamp_sender: needs kind = \"json\""));
+            errors.push(format!("{at}.stamp_sender"), "needs kind = \"json\"");
         }
         if self.stamp_sender.as_deref().is_some_and(str::is_empty) {
-            errors.push(format!("{at}.stamp_sender: must not be empty"));
+            errors.push(format!("{at}.stamp_sender"), "must not be empty");
         }
         if self.json_schema.is_some() && self.kind != Kind::Json {
-            errors.push(format!("{at}.json_schema: needs kind = \"json\""));
+            errors.push(format!("{at}.json_schema"), "needs kind = \"json\"");
         }
         if self.max_fragments == 0 {
-            errors.push(format!("{at}.max_fragments: must be at least 1"));
+            errors.push(format!("{at}.max_fragments"), "must be at least 1");
         }
         if self.max_inflate_ratio == 0 {
-            return Err(format!("{at}.max_inflate_ratio: must be at least 1"));
+            errors.push(format!("{at}.max_inflate_ratio"), "must be at least 1");
         }
         if self.assembly_timeout.is_zero() {
-            errors.push(format!("{at}.assembly_timeout: must be more than zero"));
+            errors.push(format!("{at}.assembly_timeout"), "must be more than zero");
         }
         if self.control_frames.quota().is_none() {
-            errors.push(format!(
-                "{at}.control_frames: per_second and burst must be more than zero"
-            ));
+            errors.push(
+                format!("{at}.control_frames"),
+                "per_second and burst must be more than zero",
+            );
         }
         for (key, rate) in [
             ("connection_messages", self.connection_messages),
@@ -184,9 +189,10 @@ impl MessageConfig {
             if let Some(r) = rate
                 && r.quota().is_none()
             {
-                errors.push(format!(
-                    "{at}.{key}: per_second and burst must be more than zero"
-                ));
+                errors.push(
+                    format!("{at}.{key}"),
+                    "per_second and burst must be more than zero",
+                );
             }
         }
         for (key, rate) in [
@@ -196,16 +202,10 @@ impl MessageConfig {
             if let Some(r) = rate
                 && (r.burst.unwrap_or(r.per_second) as usize) < self.max_message_bytes
             {
-                errors.push(format!(
-                    "{at}.{key}: burst must be at least max_message_bytes, or a largest message could never pass"
-                ));
+                errors.push(format!("{at}.{key}"), "burst must be at least max_message_bytes, or a largest message could never pass");
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("\n"))
-        }
+        errors.or(())
     }
 }
 
@@ -741,7 +741,7 @@ mod tests {
         ];
         for (cfg, key) in bad {
             let e = cfg.validate("route[0].messages").unwrap_err();
-            assert!(e.starts_with(&format!("route[0].messages.{key}")), "{e}");
+            assert_eq!(e.0[0].key, format!("route[0].messages.{key}"), "{e}");
         }
     }
 }

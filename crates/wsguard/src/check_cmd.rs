@@ -77,7 +77,7 @@ fn problems(
     if out.is_empty() {
         // Files named by the gateway sections (TLS certificate and key, upstream CAs).
         if let Err(e) = wsguard_gateway::check(&config.settings()) {
-            out.extend(e.lines().map(str::to_owned));
+            out.extend(e.into_iter().map(|e| e.to_string()));
         }
     }
     if !out.is_empty() {

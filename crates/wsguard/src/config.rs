@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use serde::Deserialize;
+use wsguard_gateway::config::{ConfigError, duration};
 use wsguard_session::Mode;
 use wsguard_token::TokenPolicy;
 
@@ -31,6 +32,11 @@ pub struct Config {
     pub routes: Vec<wsguard_gateway::config::RouteConfig>,
     /// `[admin]`
     pub admin: wsguard_gateway::config::AdminConfig,
+    /// Deprecated spellings the file used (a `0` that means "unlimited" or "never"), each
+    /// naming its key and line: filled in by [`crate::diagnose::diagnose`], shown by
+    /// [`Config::warnings`].
+    #[serde(skip)]
+    pub deprecated: Vec<String>,
 }
 
 /// `[sessions]`: tokens, keys and lifetimes.
@@ -40,16 +46,16 @@ pub struct SessionsConfig {
     /// `stateful` (default) or `stateless`.
     pub mode: Mode,
     /// Absolute session lifetime.
-    #[serde(with = "secs")]
+    #[serde(with = "duration")]
     pub max_age: Duration,
     /// Idle timeout.
-    #[serde(with = "secs")]
+    #[serde(with = "duration")]
     pub idle_timeout: Duration,
     /// Least time between two store writes of a session's activity.
-    #[serde(with = "secs")]
+    #[serde(with = "duration")]
     pub touch_interval: Duration,
     /// Tolerated clock skew for timestamps in the future.
-    #[serde(with = "secs")]
+    #[serde(with = "duration")]
     pub future_leeway: Duration,
     /// Name of the session cookie.
     pub cookie_name: String,
@@ -119,31 +125,6 @@ pub enum Backend {
     Memory,
 }
 
-/// Durations as integer seconds or humantime strings ("90s", "12h", "1h 30m").
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        let err = || {
-            serde::de::Error::custom(
-                "expected a duration: whole seconds (3600) or a string like \"90s\", \"12h\"",
-            )
-        };
-        match Raw::deserialize(d).map_err(|_| err())? {
-            Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => humantime::parse_duration(&t).map_err(|_| err()),
-        }
-    }
-}
-
 impl Config {
     /// Makes relative paths relative to `base` (the config file's directory).
     pub fn resolve_paths(&mut self, base: &Path) {
@@ -181,7 +162,7 @@ impl Config {
 
     /// Every problem with values that parse but make no sense, one line each, naming its key.
     /// Files named by the configuration are not read here.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<ConfigError> {
         let mut out = Vec::new();
         let s = &self.sessions;
         for (key, d) in [
@@ -189,21 +170,30 @@ impl Config {
             ("sessions.idle_timeout", s.idle_timeout),
         ] {
             if d.as_secs() == 0 {
-                out.push(format!("{key}: must be at least one second"));
+                out.push(ConfigError::new(key, "must be at least one second"));
             }
         }
         if s.max_age.as_secs() > 366 * 24 * 3600 {
-            out.push("sessions.max_age: must be at most a year (366 days)".into());
+            out.push(ConfigError::new(
+                "sessions.max_age",
+                "must be at most a year (366 days)",
+            ));
         }
         if s.touch_interval >= s.idle_timeout {
-            out.push(format!(
-                "sessions.touch_interval: must be shorter than sessions.idle_timeout ({}), or \
+            out.push(ConfigError::new(
+                "sessions.touch_interval",
+                format!(
+                    "must be shorter than sessions.idle_timeout ({}), or \
                  activity is never recorded in time to keep a session alive",
-                humantime::format_duration(s.idle_timeout)
+                    humantime::format_duration(s.idle_timeout)
+                ),
             ));
         }
         if s.future_leeway.as_secs() > 300 {
-            out.push("sessions.future_leeway: must be at most 300 seconds".into());
+            out.push(ConfigError::new(
+                "sessions.future_leeway",
+                "must be at most 300 seconds",
+            ));
         }
         if s.cookie_name.is_empty()
             || s.cookie_name.len() > 64
@@ -212,48 +202,53 @@ impl Config {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         {
-            out.push(
-                "sessions.cookie_name: must be 1 to 64 characters of an RFC 6265 cookie name (letters, digits, and !#$%&'*+-.^_`|~)".into()
-            );
+            out.push(ConfigError::new("sessions.cookie_name", "must be 1 to 64 characters of an RFC 6265 cookie name (letters, digits, and !#$%&'*+-.^_`|~)"));
         }
         if let Some(d) = &s.cookie_domain
             && !valid_cookie_domain(d)
         {
-            out.push(
-                "sessions.cookie_domain: must be a domain name like \"example.com\" (lower case, \
-                 no scheme, port, path or leading dot)"
-                    .into(),
-            );
+            out.push(ConfigError::new(
+                "sessions.cookie_domain",
+                "must be a domain name like \"example.com\" (lower case, \
+                 no scheme, port, path or leading dot)",
+            ));
         }
         if s.cookie_same_site == wsguard_gateway::cookie::SameSite::None && !s.cookie_secure {
-            out.push(
-                "sessions.cookie_same_site: \"none\" needs sessions.cookie_secure = true \
-                 (browsers drop a SameSite=None cookie that is not Secure)"
-                    .into(),
-            );
+            out.push(ConfigError::new(
+                "sessions.cookie_same_site",
+                "\"none\" needs sessions.cookie_secure = true \
+                 (browsers drop a SameSite=None cookie that is not Secure)",
+            ));
         }
         if let Some(var) = &s.keys_env
             && (var.is_empty() || !var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
         {
-            out.push(
-                "sessions.keys_env: must be an environment variable name ([A-Za-z0-9_]+)".into(),
-            );
+            out.push(ConfigError::new(
+                "sessions.keys_env",
+                "must be an environment variable name ([A-Za-z0-9_]+)",
+            ));
         }
         if let Err(e) = wsguard_gateway::config::validate(&self.gateway) {
-            out.extend(e.lines().map(str::to_owned));
+            out.extend(e);
         }
         if let Err(e) = wsguard_gateway::config::routes(&self.gateway, &self.routes) {
-            out.extend(e.lines().map(str::to_owned));
+            out.extend(e);
         }
         let (public, admin) = (self.gateway.listen, self.admin.listen);
         if public == admin && public.port() != 0 {
-            out.push(format!(
-                "admin.listen: must differ from gateway.listen (both {public}): two listeners \
-                 cannot share one address"
+            out.push(ConfigError::new(
+                "admin.listen",
+                format!(
+                    "must differ from gateway.listen (both {public}): two listeners cannot share \
+                     one address"
+                ),
             ));
         }
         if self.store.backend == Backend::Sqlite && self.store.path.as_os_str().is_empty() {
-            out.push("store.path: must not be empty with backend = \"sqlite\"".into());
+            out.push(ConfigError::new(
+                "store.path",
+                "must not be empty with backend = \"sqlite\"",
+            ));
         }
         // An invalid gateway.allowed_origins is reported once, not once per route too.
         let mut seen = std::collections::HashSet::new();
@@ -265,7 +260,7 @@ impl Config {
     /// `check-config` prints them and `serve` logs them at start.
     pub fn warnings(&self) -> Vec<String> {
         let s = &self.sessions;
-        let mut out = Vec::new();
+        let mut out = self.deprecated.clone();
         if !s.cookie_secure {
             out.push(
                 "sessions.cookie_secure = false: the session cookie may travel over plain HTTP, \
@@ -352,9 +347,18 @@ mod tests {
         assert!(c.gateway.listen.ip().is_loopback());
         // Limits on by default.
         let g = &c.gateway;
-        assert!(g.max_connections > 0 && g.max_connections_per_ip > 0);
-        assert!(g.max_connections_per_user > 0);
-        assert!(g.max_pending_handshakes > 0 && g.max_pending_handshakes_per_ip > 0);
+        for limit in [
+            g.max_connections,
+            g.max_connections_per_ip,
+            g.max_connections_per_user,
+            g.max_pending_handshakes,
+            g.max_pending_handshakes_per_ip,
+        ] {
+            assert!(
+                limit.get().is_some(),
+                "every connection limit is bounded by default"
+            );
+        }
         assert!(!g.allow_missing_origin && !g.forward_session_cookie);
     }
 

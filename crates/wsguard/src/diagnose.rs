@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::config::{Config, DEFAULT_CONFIG};
+use wsguard_gateway::config::ZERO_MEANS_OFF;
 
 /// Most entries set aside before giving up (each costs one more deserialisation).
 const MAX_PASSES: usize = 256;
@@ -111,7 +112,7 @@ pub fn diagnose(text: &str) -> Diagnosis {
     if let Some(config) = &shaped {
         let reported: Vec<String> = problems.iter().filter_map(|p| p.key.clone()).collect();
         for p in config.problems() {
-            let (key, message) = split_key(&p);
+            let (key, message) = (Some(p.key), p.problem);
             if key
                 .as_deref()
                 .is_some_and(|k| reported.iter().any(|r| covers(r, k) || covers(k, r)))
@@ -135,10 +136,45 @@ pub fn diagnose(text: &str) -> Diagnosis {
         }
         !seen
     });
-    Diagnosis {
-        config: shaped.filter(|_| clean_syntax && clean_shape),
-        problems,
+    let mut config = shaped.filter(|_| clean_syntax && clean_shape);
+    if let Some(config) = &mut config {
+        config.deprecated = deprecated(text, &original, &lines);
     }
+    Diagnosis { config, problems }
+}
+
+/// The keys of [`ZERO_MEANS_OFF`] written as `0` (or a zero duration): still read as
+/// "unlimited" / "never", each said with its line and the word to write instead.
+fn deprecated(text: &str, original: &Spanned<DeTable<'_>>, lines: &LineIndex) -> Vec<String> {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    let is_zero = |v: &toml::Value| match v {
+        toml::Value::Integer(0) => true,
+        toml::Value::String(s) => humantime::parse_duration(s).is_ok_and(|d| d.is_zero()),
+        _ => false,
+    };
+    ZERO_MEANS_OFF
+        .iter()
+        .filter(|(key, _)| {
+            let mut v: Option<&toml::Value> = None;
+            let mut t = Some(&table);
+            for part in key.split('.') {
+                v = t.and_then(|t| t.get(part));
+                t = v.and_then(toml::Value::as_table);
+            }
+            v.is_some_and(is_zero)
+        })
+        .map(|(key, word)| {
+            let line = span_of(original, key).map(|s| lines.line(s.start));
+            let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+            format!(
+                "{at}{key}: 0 for \"{word}\" is deprecated and will be refused in a later \
+                 release; write {key_name} = \"{word}\"",
+                key_name = key.rsplit('.').next().unwrap_or(key)
+            )
+        })
+        .collect()
 }
 
 impl Config {
@@ -180,21 +216,6 @@ impl Config {
                     .join("\n")
             ),
         }
-    }
-}
-
-/// `key: message` split at the first `: ` whose left side looks like a key path.
-fn split_key(p: &str) -> (Option<String>, String) {
-    match p.split_once(": ") {
-        Some((k, m))
-            if !k.is_empty()
-                && k.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']' | b'-')
-                }) =>
-        {
-            (Some(k.to_owned()), m.to_owned())
-        }
-        _ => (None, p.to_owned()),
     }
 }
 
@@ -496,6 +517,36 @@ publik = true
         assert_eq!(d.config.unwrap().sessions.max_age.as_secs(), 7200);
         let d = diagnose("");
         assert!(d.problems.is_empty() && d.config.is_some());
+    }
+
+    #[test]
+    fn zero_for_unlimited_or_never_still_reads_and_is_deprecated_by_line() {
+        let d = diagnose(
+            "[gateway]\nmax_connections = 0\nmax_connections_per_ip = \"unlimited\"\n\
+             max_connections_per_user = 5\nidle_timeout = \"0s\"\nping_interval = \"never\"\n",
+        );
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+        let c = d.config.unwrap();
+        let g = &c.gateway;
+        assert_eq!(g.max_connections.get(), None);
+        assert_eq!(g.max_connections_per_ip.get(), None);
+        assert_eq!(g.max_connections_per_user.get(), Some(5));
+        assert_eq!((g.idle_timeout, g.ping_interval), (None, None));
+        assert_eq!(
+            c.deprecated,
+            [
+                "line 2: gateway.max_connections: 0 for \"unlimited\" is deprecated and will be \
+                 refused in a later release; write max_connections = \"unlimited\"",
+                "line 5: gateway.idle_timeout: 0 for \"never\" is deprecated and will be \
+                 refused in a later release; write idle_timeout = \"never\"",
+            ]
+        );
+        assert_eq!(c.warnings()[..2], c.deprecated[..]);
+        let e = report("[gateway]\nmax_connections = \"lots\"\n");
+        assert_eq!(
+            e,
+            ["line 2: gateway.max_connections: expected a positive whole number or \"unlimited\""]
+        );
     }
 
     #[test]

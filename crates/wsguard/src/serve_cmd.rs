@@ -244,11 +244,11 @@ pub async fn serve(
 /// any file: the values (as `check-config` checks them), the files they name (TLS certificate
 /// and key, CAs, schemas) and `keys`, the key file's (already read).
 fn check_before_start(config: &Config, keys: Option<&anyhow::Error>) -> anyhow::Result<()> {
-    let mut problems = config.problems();
+    let mut problems: Vec<String> = config.problems().iter().map(|p| p.to_string()).collect();
     if problems.is_empty()
         && let Err(e) = wsguard_gateway::check(&config.settings())
     {
-        problems.extend(e.lines().map(str::to_owned));
+        problems.extend(e.into_iter().map(|e| e.to_string()));
     }
     if let Some(e) = keys {
         problems.push(crate::report(e));

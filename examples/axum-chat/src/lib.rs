@@ -93,7 +93,7 @@ struct Chat {
 
 /// The chat's router: `GET /` (a page), `POST /login` (if `dev_login`), `POST /logout`,
 /// `POST /wsguard/ticket`, and `GET /chat` behind the guard.
-pub fn app(sessions: Sessions, config: &Config) -> Result<Router, wsguard_axum::ConfigError> {
+pub fn app(sessions: Sessions, config: &Config) -> Result<Router, wsguard_axum::ConfigErrors> {
     let guard = WsGuardLayer::from_config(
         sessions.clone(),
         &config.gateway,

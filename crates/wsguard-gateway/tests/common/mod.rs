@@ -27,7 +27,8 @@ pub use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 pub use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-pub use wsguard_gateway::config::{GatewayConfig, RouteConfig};
+#[allow(unused_imports)]
+pub use wsguard_gateway::config::{GatewayConfig, Limit, RouteConfig};
 pub use wsguard_gateway::policy::{Kind, MessageConfig, Rate};
 pub use wsguard_gateway::{Running, Settings, wire};
 pub use wsguard_session::{Mode, Sessions};

@@ -330,7 +330,7 @@ fn configuration_errors_name_the_key() {
             false,
         )
         .unwrap_err()
-        .join("\n")
+        .to_string()
     };
     let d = ClientHeadersConfig::default;
     for (pass, needle) in [

@@ -178,7 +178,7 @@ fn routes_are_written_in_normal_form_and_differ_when_folded() {
             "same path to a backend that ignores case",
         ),
     ] {
-        let e = build(paths).unwrap_err();
+        let e = build(paths).unwrap_err().to_string();
         assert!(e.contains(needle), "{paths:?}: {e}");
     }
 }
